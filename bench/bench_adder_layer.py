@@ -1,0 +1,268 @@
+"""Benchmark: AdderConv2d (compression/layers/adder.py) vs a straightforward unfold-and-broadcast version.
+
+Both compute the same formula with the same custom gradients (AdderNet, arXiv:1912.13200):
+``Y = -sum_k |X - W|``, ``dW = sum G * (X - W)``, ``dX = fold(sum_o G * clamp(W - X, -1, 1))``.
+The naive version below is a custom ``torch.autograd.Function`` that unfolds the input, saves the
+unfolded input and builds the ``[N, out, K, positions]`` broadcast tensor in forward and backward.
+
+Measured:
+
+* forward+backward wall time: median over ``--repeats`` runs after ``--warmup`` runs, in this process,
+  ``torch`` at its default thread count;
+* peak memory: each implementation runs once in a fresh subprocess; after a tiny warm-up (other shape)
+  that initialises the thread pools, the peak resident set size is reset through
+  ``/proc/self/clear_refs`` and the reported number is ``VmHWM - VmRSS`` (from ``/proc/self/status``)
+  around one forward+backward. (``tracemalloc`` would not see torch's allocations.)
+* correctness: output, input gradient and weight gradient of both versions agree to
+  ``max|a - b| / max|b| <= 1e-4``.
+
+Run: ``python bench/bench_adder_layer.py`` (defaults: CIFAR ResNet-20 first stage, batch 64, 16->16
+channels, 32x32, 3x3, stride 1, padding 1, float32). ``--stages`` also times the other two ResNet-20
+stages (32 channels at 16x16, 64 channels at 8x8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compression.layers.adder import adder_conv2d
+
+RELATIVE_TOLERANCE = 1e-4
+
+
+class NaiveAdderFunction(torch.autograd.Function):
+    """Unfold + broadcast: materialises ``[N, out, K, positions]`` in forward and (twice) in backward."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
+    ) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        out_channels, _, kernel_h, kernel_w = weight.shape
+        columns = F.unfold(x, (kernel_h, kernel_w), padding=padding, stride=stride)  # [N, K, L]
+        difference = columns.unsqueeze(1) - weight.reshape(1, out_channels, -1, 1)  # [N, O, K, L]
+        out = -difference.abs().sum(dim=2)
+        ctx.save_for_backward(columns, weight)
+        ctx.geometry = (height, width, stride, padding)
+        out_h = (height + 2 * padding - kernel_h) // stride + 1
+        out_w = (width + 2 * padding - kernel_w) // stride + 1
+        return out.view(batch, out_channels, out_h, out_w)
+
+    @staticmethod
+    def backward(
+        ctx: FunctionCtx, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        columns, weight = ctx.saved_tensors
+        height, width, stride, padding = ctx.geometry
+        out_channels, _, kernel_h, kernel_w = weight.shape
+        grad = grad_output.reshape(grad_output.shape[0], out_channels, 1, -1)  # [N, O, 1, L]
+        difference = columns.unsqueeze(1) - weight.reshape(1, out_channels, -1, 1)  # X - W
+        grad_weight = (grad * difference).sum(dim=(0, 3)).view_as(weight)
+        grad_columns = (grad * (-difference).clamp(-1.0, 1.0)).sum(dim=1)
+        grad_input = F.fold(
+            grad_columns, (height, width), (kernel_h, kernel_w), padding=padding, stride=stride
+        )
+        return grad_input, grad_weight, None, None
+
+
+def naive_adder(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    return NaiveAdderFunction.apply(x, weight, stride, padding)
+
+
+def fast_adder(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    return adder_conv2d(x, weight, None, stride, padding)
+
+
+IMPLEMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]] = {
+    "naive": naive_adder,
+    "fast": fast_adder,
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    in_channels: int
+    out_channels: int
+    size: int
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 1
+
+    def describe(self) -> str:
+        return (
+            f"batch {self.batch}, {self.in_channels}->{self.out_channels} channels, {self.size}x{self.size}, "
+            f"{self.kernel}x{self.kernel}, stride {self.stride}, padding {self.padding}, float32"
+        )
+
+
+def make_inputs(shape: Shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape.batch, shape.in_channels, shape.size, shape.size, generator=generator)
+    weight = torch.randn(
+        shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, generator=generator
+    )
+    weight *= 0.5
+    out_size = (shape.size + 2 * shape.padding - shape.kernel) // shape.stride + 1
+    grad_output = torch.randn(shape.batch, shape.out_channels, out_size, out_size, generator=generator)
+    return x, weight, grad_output
+
+
+def forward_backward(
+    implementation: str, shape: Shape, x: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_()
+    weight = weight.detach().requires_grad_()
+    out = IMPLEMENTATIONS[implementation](x, weight, shape.stride, shape.padding)
+    out.backward(grad_output)
+    assert x.grad is not None and weight.grad is not None
+    return out.detach(), x.grad, weight.grad
+
+
+def time_forward_backward(implementation: str, shape: Shape, warmup: int, repeats: int) -> list[float]:
+    x, weight, grad_output = make_inputs(shape)
+    for _ in range(warmup):
+        forward_backward(implementation, shape, x, weight, grad_output)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward_backward(implementation, shape, x, weight, grad_output)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((result - reference).abs().max() / reference.abs().max()).item()
+
+
+def read_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure_peak_memory_in_this_process(implementation: str, shape: Shape) -> dict[str, int | bool]:
+    """Peak RSS growth (KiB) over one forward+backward; meant to run in a fresh subprocess."""
+    tiny = Shape(batch=2, in_channels=shape.in_channels, out_channels=shape.out_channels, size=8)
+    forward_backward(implementation, tiny, *make_inputs(tiny))  # thread pools, MKL, lazy init
+    x, weight, grad_output = make_inputs(shape)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        reset = True
+    except OSError:
+        reset = False
+    baseline = read_status_kib("VmRSS")
+    forward_backward(implementation, shape, x, weight, grad_output)
+    peak = read_status_kib("VmHWM")
+    return {"peak_delta_kib": peak - baseline, "baseline_kib": baseline, "hwm_reset": reset}
+
+
+def measure_peak_memory(implementation: str, shape: Shape) -> dict[str, int | bool]:
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-worker",
+        implementation,
+        "--shape-json",
+        json.dumps(shape.__dict__),
+    ]
+    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def benchmark_shape(shape: Shape, warmup: int, repeats: int, naive_repeats: int) -> dict[str, float]:
+    print(f"\nshape: {shape.describe()}")
+    x, weight, grad_output = make_inputs(shape)
+    reference = forward_backward("naive", shape, x, weight, grad_output)
+    result = forward_backward("fast", shape, x, weight, grad_output)
+    errors = {
+        name: relative_error(mine, theirs)
+        for name, mine, theirs in zip(("output", "grad_input", "grad_weight"), result, reference, strict=True)
+    }
+    print(
+        "relative error fast vs naive (max|a-b|/max|b|): "
+        + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
+    )
+    if max(errors.values()) > RELATIVE_TOLERANCE:
+        raise SystemExit(f"MISMATCH: relative error above {RELATIVE_TOLERANCE}")
+
+    medians = {}
+    for implementation, runs in (("naive", naive_repeats), ("fast", repeats)):
+        seconds = time_forward_backward(implementation, shape, warmup, runs)
+        medians[implementation] = statistics.median(seconds)
+        print(
+            f"{implementation:>5}: forward+backward median {medians[implementation] * 1e3:8.1f} ms "
+            f"(min {min(seconds) * 1e3:.1f}, max {max(seconds) * 1e3:.1f}, {runs} runs)"
+        )
+    memory = {name: measure_peak_memory(name, shape) for name in ("naive", "fast")}
+    for name, measured in memory.items():
+        print(
+            f"{name:>5}: peak RSS growth over one forward+backward "
+            f"{measured['peak_delta_kib'] / 1024:8.1f} MiB "
+            f"(baseline RSS {measured['baseline_kib'] / 1024:.0f} MiB, VmHWM reset: {measured['hwm_reset']})"
+        )
+    speedup = medians["naive"] / medians["fast"]
+    memory_ratio = memory["fast"]["peak_delta_kib"] / memory["naive"]["peak_delta_kib"]
+    print(f"speed-up naive/fast: {speedup:.1f}x   (goal >= 3x)")
+    print(f"memory fast/naive:   {memory_ratio:.3f}   (goal <= 0.25)")
+    return {"speedup": speedup, "memory_ratio": memory_ratio}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs of the fast version")
+    parser.add_argument("--naive-repeats", type=int, default=5, help="timed runs of the naive version")
+    parser.add_argument("--stages", action="store_true", help="also the 2nd and 3rd ResNet-20 stages")
+    parser.add_argument("--memory-worker", choices=sorted(IMPLEMENTATIONS), help=argparse.SUPPRESS)
+    parser.add_argument("--shape-json", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.memory_worker:
+        shape = Shape(**json.loads(args.shape_json))
+        print(json.dumps(measure_peak_memory_in_this_process(args.memory_worker, shape)))
+        return
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, nproc {os.cpu_count()}")
+    print(f"CPU: {cpu_model()}")
+    shapes = [Shape(batch=64, in_channels=16, out_channels=16, size=32)]
+    if args.stages:
+        shapes += [
+            Shape(batch=64, in_channels=32, out_channels=32, size=16),
+            Shape(batch=64, in_channels=64, out_channels=64, size=8),
+        ]
+    for shape in shapes:
+        benchmark_shape(shape, args.warmup, args.repeats, args.naive_repeats)
+
+
+if __name__ == "__main__":
+    main()

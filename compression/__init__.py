@@ -1,0 +1,29 @@
+"""Condense's compression core: student layers and architectures, conversion, ONNX export, metrics.
+
+Pure PyTorch (plus ONNX / ONNX Runtime for export and latency): no web framework, no storage.
+"""
+
+from __future__ import annotations
+
+from compression.convert import ConversionReport, convert_
+from compression.deploy import deploy_
+from compression.export import OnnxExport, OnnxVerificationError, export_onnx, verify_onnx
+from compression.metrics import ModelProfile, count_ops, count_parameters, profile
+from compression.students import Budget, create_student, list_students
+
+__all__ = [
+    "Budget",
+    "ConversionReport",
+    "ModelProfile",
+    "OnnxExport",
+    "OnnxVerificationError",
+    "convert_",
+    "count_ops",
+    "count_parameters",
+    "create_student",
+    "deploy_",
+    "export_onnx",
+    "list_students",
+    "profile",
+    "verify_onnx",
+]

@@ -1,0 +1,84 @@
+"""The layer families a student can be built from, and what each swaps an ``nn.Conv2d`` for.
+
+=========  ===================================================  ==========================
+family     conv-like layer                                      paper
+=========  ===================================================  ==========================
+plain      ``nn.Conv2d``                                        (reference networks)
+ghost      :class:`~compression.layers.ghost.GhostModule`       GhostNet, arXiv:1911.11907
+binary     :class:`~compression.layers.binary.BinaryConv2d`     BBG, arXiv:1909.12117
+adder      :class:`~compression.layers.adder.AdderConv2d`       AdderNet, arXiv:1912.13200
+=========  ===================================================  ==========================
+
+Every family keeps the first convolution (it sees the raw image) and the classifier in full
+precision, as all three papers do. The binary family also swaps the activation: a ReLU in front of a
+sign() would make every binary activation +1, so binary networks use a sign-preserving ``Hardtanh``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from compression.layers.adder import AdderConv2d
+from compression.layers.binary import BinaryConv2d
+from compression.layers.ghost import GhostModule
+
+ConvFactory = Callable[[int, int, int, int], nn.Module]
+"""``make_conv(in_channels, out_channels, kernel_size, stride)`` -> a bias-free, 'same'-padded conv-like layer."""
+
+
+@dataclass(frozen=True)
+class LayerFamily:
+    """How one family builds and swaps its conv-like layers."""
+
+    name: str
+    make_conv: ConvFactory
+    make_activation: Callable[[], nn.Module]
+    from_conv2d: Callable[[nn.Conv2d], nn.Module]
+
+    def can_replace(self, conv: nn.Conv2d) -> bool:
+        """Whether :meth:`from_conv2d` accepts this convolution (plain, ungrouped, undilated, zero-padded)."""
+        if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.padding_mode != "zeros":
+            return False
+        if self.name == "ghost":
+            same_padding = tuple(k // 2 for k in conv.kernel_size)
+            return conv.dilation == (1, 1) and conv.padding == same_padding
+        return True
+
+
+def _plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False)
+
+
+def _ghost_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+    # relu=False: the surrounding block applies its own normalisation and activation.
+    return GhostModule(in_channels, out_channels, kernel_size=kernel_size, stride=stride, relu=False)
+
+
+def _binary_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+    return BinaryConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+
+
+def _adder_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+    return AdderConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+
+
+def _keep(conv: nn.Conv2d) -> nn.Module:
+    return conv
+
+
+FAMILIES: dict[str, LayerFamily] = {
+    "plain": LayerFamily("plain", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
+    "ghost": LayerFamily("ghost", _ghost_conv, lambda: nn.ReLU(inplace=True), GhostModule.from_conv2d),
+    "binary": LayerFamily("binary", _binary_conv, nn.Hardtanh, BinaryConv2d.from_conv2d),
+    "adder": LayerFamily("adder", _adder_conv, lambda: nn.ReLU(inplace=True), AdderConv2d.from_conv2d),
+}
+
+
+def get_family(name: str) -> LayerFamily:
+    """The :class:`LayerFamily` called ``name``; ValueError naming the families otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown layer family {name!r}; families are {', '.join(FAMILIES)}")
+    return FAMILIES[name]
