@@ -50,9 +50,7 @@ class NaiveAdderFunction(torch.autograd.Function):
     """Unfold + broadcast: materialises ``[N, out, K, positions]`` in forward and (twice) in backward."""
 
     @staticmethod
-    def forward(
-        ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
-    ) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
         batch, _, height, width = x.shape
         out_channels, _, kernel_h, kernel_w = weight.shape
         columns = F.unfold(x, (kernel_h, kernel_w), padding=padding, stride=stride)  # [N, K, L]
@@ -65,9 +63,7 @@ class NaiveAdderFunction(torch.autograd.Function):
         return out.view(batch, out_channels, out_h, out_w)
 
     @staticmethod
-    def backward(
-        ctx: FunctionCtx, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    def backward(ctx: FunctionCtx, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         columns, weight = ctx.saved_tensors
         height, width, stride, padding = ctx.geometry
         out_channels, _, kernel_h, kernel_w = weight.shape
@@ -75,9 +71,7 @@ class NaiveAdderFunction(torch.autograd.Function):
         difference = columns.unsqueeze(1) - weight.reshape(1, out_channels, -1, 1)  # X - W
         grad_weight = (grad * difference).sum(dim=(0, 3)).view_as(weight)
         grad_columns = (grad * (-difference).clamp(-1.0, 1.0)).sum(dim=1)
-        grad_input = F.fold(
-            grad_columns, (height, width), (kernel_h, kernel_w), padding=padding, stride=stride
-        )
+        grad_input = F.fold(grad_columns, (height, width), (kernel_h, kernel_w), padding=padding, stride=stride)
         return grad_input, grad_weight, None, None
 
 
@@ -115,9 +109,7 @@ class Shape:
 def make_inputs(shape: Shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(shape.batch, shape.in_channels, shape.size, shape.size, generator=generator)
-    weight = torch.randn(
-        shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, generator=generator
-    )
+    weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, generator=generator)
     weight *= 0.5
     out_size = (shape.size + 2 * shape.padding - shape.kernel) // shape.stride + 1
     grad_output = torch.randn(shape.batch, shape.out_channels, out_size, out_size, generator=generator)
@@ -206,10 +198,7 @@ def benchmark_shape(shape: Shape, warmup: int, repeats: int, naive_repeats: int)
         name: relative_error(mine, theirs)
         for name, mine, theirs in zip(("output", "grad_input", "grad_weight"), result, reference, strict=True)
     }
-    print(
-        "relative error fast vs naive (max|a-b|/max|b|): "
-        + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
-    )
+    print("relative error fast vs naive (max|a-b|/max|b|): " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
     if max(errors.values()) > RELATIVE_TOLERANCE:
         raise SystemExit(f"MISMATCH: relative error above {RELATIVE_TOLERANCE}")
 
@@ -236,9 +225,7 @@ def benchmark_shape(shape: Shape, warmup: int, repeats: int, naive_repeats: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15, help="timed runs of the fast version")
     parser.add_argument("--naive-repeats", type=int, default=5, help="timed runs of the naive version")

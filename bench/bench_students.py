@@ -55,9 +55,7 @@ def family_table(ratio: float, repeats: int) -> None:
     for family in ("ghost", "binary", "adder"):
         student = create_student(family, num_classes=TASK_CLASSES, input_shape=TASK_INPUT, budget=budget)
         rows.append((f"{family} ({student.__class__.__name__}, {_stage_widths(student)})", family, student))
-    print(
-        f"## Teacher and students on {TASK_INPUT} input, {TASK_CLASSES} classes, budget {ratio:g} x teacher MACs\n"
-    )
+    print(f"## Teacher and students on {TASK_INPUT} input, {TASK_CLASSES} classes, budget {ratio:g} x teacher MACs\n")
     print(
         "| model | params | MACs | mults | adds | binary ops | weight KiB | ONNX KiB "
         "| ORT b1 ms | ORT b32 ms | ONNX max diff | top-1 agree |"
@@ -84,12 +82,11 @@ def _stage_widths(model: torch.nn.Module) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ratio", type=float, default=0.25, help="student MACs as a fraction of the teacher's"
-    )
+    parser.add_argument("--ratio", type=float, default=0.25, help="student MACs as a fraction of the teacher's")
     parser.add_argument("--repeats", type=int, default=50, help="timed ONNX Runtime runs per batch size")
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}); torch {torch.__version__}\n")
     paper_check()
     family_table(args.ratio, args.repeats)

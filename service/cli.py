@@ -50,9 +50,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     budget = None
     if args.budget_ratio is not None:
         reference = create_student(args.reference, num_classes=args.num_classes, input_shape=args.input_shape)
-        budget = Budget.from_teacher(
-            reference, args.input_shape, ratio=args.budget_ratio, metric=args.budget_metric
-        )
+        budget = Budget.from_teacher(reference, args.input_shape, ratio=args.budget_ratio, metric=args.budget_metric)
     model = create_student(
         args.student,
         num_classes=args.num_classes,
@@ -102,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     students.add_argument("--json", action="store_true", help="machine-readable output")
     students.set_defaults(run=_cmd_students)
 
-    prof = commands.add_parser(
-        "profile", help="build a student, export and verify it in ONNX Runtime, profile it"
-    )
+    prof = commands.add_parser("profile", help="build a student, export and verify it in ONNX Runtime, profile it")
     prof.add_argument("student", help="architecture or family name (see 'condense students')")
     prof.add_argument("--num-classes", type=int, default=10)
     prof.add_argument("--input-shape", type=_input_shape, default=(3, 32, 32), metavar="C,H,W")

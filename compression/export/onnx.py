@@ -272,9 +272,7 @@ def _as_batches(sample_inputs: torch.Tensor | Sequence[torch.Tensor]) -> list[to
     elif isinstance(sample_inputs, Sequence) and not isinstance(sample_inputs, str | bytes):
         batches = list(sample_inputs)
     else:
-        raise TypeError(
-            f"sample_inputs must be a tensor or a sequence of tensors, got {type(sample_inputs).__name__}"
-        )
+        raise TypeError(f"sample_inputs must be a tensor or a sequence of tensors, got {type(sample_inputs).__name__}")
     if not batches:
         raise ValueError("sample_inputs must contain at least one batch")
     for i, batch in enumerate(batches):
@@ -392,8 +390,7 @@ def _verification_batches(example: torch.Tensor, num_samples: int) -> list[torch
     generator = torch.Generator().manual_seed(_VERIFY_SEED)
     sample_shape = tuple(example.shape[1:])
     randoms = [
-        torch.randn((size, *sample_shape), generator=generator, dtype=torch.float32).to(example.dtype)
-        for size in sizes
+        torch.randn((size, *sample_shape), generator=generator, dtype=torch.float32).to(example.dtype) for size in sizes
     ]
     return [example.detach(), *randoms]
 
@@ -476,8 +473,7 @@ def _check_written_file(path: Path) -> int:
     outputs = [o.name for o in proto.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
         raise OnnxExportError(
-            f"exported graph has inputs {inputs} and outputs {outputs}; expected "
-            f"[{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
+            f"exported graph has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
         )
     for value, name in ((proto.graph.input[0], INPUT_NAME), (proto.graph.output[0], OUTPUT_NAME)):
         dims = value.type.tensor_type.shape.dim
@@ -553,10 +549,7 @@ def export_onnx(
                 if not fallback:
                     raise OnnxExportError(f"dynamo ONNX export failed: {exc}") from exc
                 _remove_quietly(tmp)
-                note = (
-                    f"dynamo ONNX export failed ({_first_line(exc)}); "
-                    "falling back to the TorchScript exporter"
-                )
+                note = f"dynamo ONNX export failed ({_first_line(exc)}); falling back to the TorchScript exporter"
                 logger.warning("%s", note)
                 logger.debug("full dynamo export error", exc_info=exc)
                 notes.append(note)

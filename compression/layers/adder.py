@@ -154,20 +154,16 @@ def _check_arguments(x: torch.Tensor, weight: torch.Tensor, geometry: _Geometry)
         raise TypeError("x and weight must be torch.Tensor")
     if weight.dim() != 4:
         raise ValueError(
-            "weight must have shape [out_channels, in_channels, kernel_h, kernel_w], "
-            f"got {tuple(weight.shape)}"
+            f"weight must have shape [out_channels, in_channels, kernel_h, kernel_w], got {tuple(weight.shape)}"
         )
     _, in_channels, kernel_h, kernel_w = weight.shape
     if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"expected input of shape [batch, {in_channels}, height, width], got {tuple(x.shape)}"
-        )
+        raise ValueError(f"expected input of shape [batch, {in_channels}, height, width], got {tuple(x.shape)}")
     if not x.is_floating_point() or not weight.is_floating_point():
         raise TypeError(f"adder convolution needs floating-point tensors, got {x.dtype} and {weight.dtype}")
     if x.dtype != weight.dtype or x.device != weight.device:
         raise TypeError(
-            f"x ({x.dtype}, {x.device}) and weight ({weight.dtype}, {weight.device}) "
-            "must share dtype and device"
+            f"x ({x.dtype}, {x.device}) and weight ({weight.dtype}, {weight.device}) must share dtype and device"
         )
     out_h = _output_size(x.shape[2], kernel_h, geometry.stride[0], geometry.padding[0], geometry.dilation[0])
     out_w = _output_size(x.shape[3], kernel_w, geometry.stride[1], geometry.padding[1], geometry.dilation[1])
@@ -233,9 +229,7 @@ class _Patches:
             step = max_positions // per_image
             for n0 in range(0, self.batch, step):
                 images = min(step, self.batch - n0)
-                boxes.append(
-                    _ChunkBox(n0 * per_image, images * per_image, n0, images, 0, self.out_h, 0, self.out_w)
-                )
+                boxes.append(_ChunkBox(n0 * per_image, images * per_image, n0, images, 0, self.out_h, 0, self.out_w))
         elif max_positions >= self.out_w:
             step = max_positions // self.out_w
             for n in range(self.batch):
@@ -354,9 +348,7 @@ def _adder_backward_kernel(
                 hard_tanh = clamp_buffer[: last - first]
                 torch.sub(weight_rows.unsqueeze(0), chunk[first:last].unsqueeze(1), out=hard_tanh)
                 hard_tanh.clamp_(-1.0, 1.0)
-                torch.bmm(
-                    chunk_grad[first:last].unsqueeze(1), hard_tanh, out=patch_grad[first:last].unsqueeze(1)
-                )
+                torch.bmm(chunk_grad[first:last].unsqueeze(1), hard_tanh, out=patch_grad[first:last].unsqueeze(1))
             patches.scatter_add(grad_padded, box, patch_grad)
 
     grad_weight = None
@@ -384,9 +376,7 @@ class _AdderConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: FunctionCtx, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx: FunctionCtx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, weight = ctx.saved_tensors
         need_input_grad, need_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_input, grad_weight = _adder_backward_kernel(
@@ -589,9 +579,7 @@ class AdderConv2d(nn.Module):
         return OpCounts(macs=macs, multiplications=0, additions=additions, binary_ops=0)
 
     def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        )
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):

@@ -125,9 +125,7 @@ def binarize_weight(weight: torch.Tensor) -> torch.Tensor:
     Gradient: identity straight-through for the sign; the centring and the scale are differentiated normally.
     """
     if weight.dim() < 2:
-        raise ValueError(
-            f"weight must have an output-channel dimension and at least one more, got {weight.dim()}-D"
-        )
+        raise ValueError(f"weight must have an output-channel dimension and at least one more, got {weight.dim()}-D")
     reduce_dims = tuple(range(1, weight.dim()))
     centred = weight - weight.mean(dim=reduce_dims, keepdim=True)
     scale = centred.abs().mean(dim=reduce_dims, keepdim=True)
@@ -194,8 +192,7 @@ class BinaryConv2d(nn.Module):
         self.groups = _positive_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must be divisible by groups ({groups})"
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
         self.kernel_size = _pair("kernel_size", kernel_size, minimum=1)
         self.stride = _pair("stride", stride, minimum=1)
@@ -216,19 +213,13 @@ class BinaryConv2d(nn.Module):
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be a bool, got {type(flag).__name__}")
-        if (
-            isinstance(gate_init, bool)
-            or not isinstance(gate_init, (int, float))
-            or not math.isfinite(gate_init)
-        ):
+        if isinstance(gate_init, bool) or not isinstance(gate_init, (int, float)) or not math.isfinite(gate_init):
             raise ValueError(f"gate_init must be a finite number, got {gate_init!r}")
         self.gated_residual = gated_residual
         self.binarize_input = binarize_input
 
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory)
-        )
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
         if bias:
             self.bias: nn.Parameter | None = nn.Parameter(torch.empty(out_channels, **factory))
         else:
@@ -260,9 +251,7 @@ class BinaryConv2d(nn.Module):
         if self.padding == "same":
             return True
         pads = (0, 0) if isinstance(self.padding, str) else self.padding  # 'valid' is no padding
-        return all(
-            2 * p == d * (k - 1) for p, d, k in zip(pads, self.dilation, self.kernel_size, strict=True)
-        )
+        return all(2 * p == d * (k - 1) for p, d, k in zip(pads, self.dilation, self.kernel_size, strict=True))
 
     @property
     def has_gate(self) -> bool:
@@ -334,9 +323,7 @@ class BinaryConv2d(nn.Module):
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
         if self.deployed:
             if self.training:
-                raise RuntimeError(
-                    "a deployed BinaryConv2d is inference-only; call undeploy() before training"
-                )
+                raise RuntimeError("a deployed BinaryConv2d is inference-only; call undeploy() before training")
             weight = self.deploy_weight
         else:
             weight = binarize_weight(self.weight)
@@ -374,9 +361,7 @@ class BinaryConv2d(nn.Module):
         else:
             binary_ops = 0
             additions += macs
-        return OpCounts(
-            macs=macs, multiplications=multiplications, additions=additions, binary_ops=binary_ops
-        )
+        return OpCounts(macs=macs, multiplications=multiplications, additions=additions, binary_ops=binary_ops)
 
     def packed_weight_bytes(self) -> int:
         """Deploy storage: 1 bit per weight (``ceil(numel / 8)`` bytes) plus 4 bytes per float kept.

@@ -141,9 +141,7 @@ class GhostModule(nn.Module):
             )
 
     @classmethod
-    def from_conv2d(
-        cls, conv: nn.Conv2d, *, ratio: int = 2, dw_size: int = 3, relu: bool = False
-    ) -> GhostModule:
+    def from_conv2d(cls, conv: nn.Conv2d, *, ratio: int = 2, dw_size: int = 3, relu: bool = False) -> GhostModule:
         """A freshly initialised Ghost module with ``conv``'s geometry (in/out channels, kernel, stride).
 
         Weights cannot carry over: a Ghost module is a different function family (``ceil(out/ratio)`` learned
@@ -159,9 +157,7 @@ class GhostModule(nn.Module):
         if conv.groups != 1:
             raise ValueError(f"cannot replace a grouped convolution (groups={conv.groups}) by a Ghost module")
         if tuple(conv.dilation) != (1, 1):
-            raise ValueError(
-                f"cannot replace a dilated convolution (dilation={conv.dilation}) by a Ghost module"
-            )
+            raise ValueError(f"cannot replace a dilated convolution (dilation={conv.dilation}) by a Ghost module")
         if conv.padding_mode != "zeros":
             raise ValueError(f"only padding_mode='zeros' is supported, got {conv.padding_mode!r}")
         kernel = tuple(conv.kernel_size)
@@ -251,9 +247,7 @@ class GhostBottleneck(nn.Module):
             self.shortcut: nn.Module = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, in_channels, dw_kernel_size, stride, pad, groups=in_channels, bias=False
-                ),
+                nn.Conv2d(in_channels, in_channels, dw_kernel_size, stride, pad, groups=in_channels, bias=False),
                 nn.BatchNorm2d(in_channels),
                 nn.Conv2d(in_channels, out_channels, 1, bias=False),
                 nn.BatchNorm2d(out_channels),

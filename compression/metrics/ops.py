@@ -106,9 +106,7 @@ def check_model(model: object) -> nn.Module:
     return model
 
 
-def check_input_shape(
-    shape: object, *, name: str = "input_shape", ndim: int | None = None
-) -> tuple[int, ...]:
+def check_input_shape(shape: object, *, name: str = "input_shape", ndim: int | None = None) -> tuple[int, ...]:
     """Validate the shape of ONE sample (no batch dimension): a non-empty sequence of positive ints."""
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
@@ -120,9 +118,7 @@ def check_input_shape(
     if not shape:
         raise ValueError(f"{name} must not be empty")
     if ndim is not None and len(shape) != ndim:
-        raise ValueError(
-            f"{name} must have {ndim} dimensions (one sample, no batch dimension), got {tuple(shape)!r}"
-        )
+        raise ValueError(f"{name} must have {ndim} dimensions (one sample, no batch dimension), got {tuple(shape)!r}")
     if any(dim <= 0 for dim in shape):
         raise ValueError(f"{name} dimensions must be positive, got {tuple(shape)!r}")
     return tuple(int(dim) for dim in shape)
@@ -158,8 +154,7 @@ def _sample_input(model: nn.Module, inputs: Sequence[int] | torch.Tensor) -> tor
     if isinstance(inputs, torch.Tensor):
         if inputs.ndim < 2 or inputs.shape[0] < 1:
             raise ValueError(
-                "an example input tensor must be a batch (N, ...) with N >= 1, got shape "
-                f"{tuple(inputs.shape)}"
+                f"an example input tensor must be a batch (N, ...) with N >= 1, got shape {tuple(inputs.shape)}"
             )
         return inputs[:1].detach().to(device)
     shape = check_input_shape(inputs)
@@ -198,17 +193,14 @@ def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if _defines(module, "count_ops") or isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
             yield name, module
             continue
-        if not isinstance(module, _UNCOUNTED_BY_CONVENTION) and any(
-            True for _ in module.parameters(recurse=False)
-        ):
+        if not isinstance(module, _UNCOUNTED_BY_CONVENTION) and any(True for _ in module.parameters(recurse=False)):
             logger.warning(
                 "count_ops: %s (%s) has parameters but no op-count rule; its operations are not counted",
                 name or "<model>",
                 type(module).__name__,
             )
         children = [
-            (f"{name}.{child_name}" if name else child_name, child)
-            for child_name, child in module.named_children()
+            (f"{name}.{child_name}" if name else child_name, child) for child_name, child in module.named_children()
         ]
         stack.extend(reversed(children))
 
@@ -231,9 +223,7 @@ def count_ops(model: nn.Module, inputs: Sequence[int] | torch.Tensor) -> ModelOp
             if _defines(mod, "count_ops"):
                 counts = mod.count_ops(args, output)
                 if not isinstance(counts, OpCounts):
-                    raise TypeError(
-                        f"{type(mod).__name__}.count_ops must return OpCounts, got {type(counts).__name__}"
-                    )
+                    raise TypeError(f"{type(mod).__name__}.count_ops must return OpCounts, got {type(counts).__name__}")
             elif isinstance(mod, nn.Linear):
                 counts = _linear_counts(mod, output)
             else:
@@ -289,8 +279,7 @@ def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
             found.append((name, module))
             continue
         stack.extend(
-            (f"{name}.{child_name}" if name else child_name, child)
-            for child_name, child in module.named_children()
+            (f"{name}.{child_name}" if name else child_name, child) for child_name, child in module.named_children()
         )
     return found
 
@@ -304,8 +293,7 @@ def weight_bytes(model: nn.Module) -> int:
         packed = module.packed_weight_bytes()
         if isinstance(packed, bool) or not isinstance(packed, int):
             raise TypeError(
-                f"{type(module).__name__}.packed_weight_bytes() must return an int, "
-                f"got {type(packed).__name__}"
+                f"{type(module).__name__}.packed_weight_bytes() must return an int, got {type(packed).__name__}"
             )
         if packed < 0:
             raise ValueError(f"{name or '<model>'}: packed_weight_bytes() returned a negative size {packed}")

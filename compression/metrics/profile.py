@@ -115,9 +115,7 @@ def profile(
         example = example.to(dtype=floats[0].dtype)
 
     def export_and_time(path: Path) -> tuple[OnnxExport, dict[int, LatencyStats]]:
-        exported = export_onnx(
-            model, path, example, opset=opset, atol=atol, min_top1_agreement=min_top1_agreement
-        )
+        exported = export_onnx(model, path, example, opset=opset, atol=atol, min_top1_agreement=min_top1_agreement)
         timings: dict[int, LatencyStats] = {}
         if latency:
             timings = measure_onnx_latency(

@@ -19,9 +19,7 @@ def check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]
         raise TypeError(f"input_shape entries must be ints, got {input_shape!r}")
     channels, height, width = input_shape
     if channels < 1 or height < 8 or width < 8:
-        raise ValueError(
-            f"input_shape {tuple(input_shape)} is too small: need >= 1 channel and >= 8x8 pixels"
-        )
+        raise ValueError(f"input_shape {tuple(input_shape)} is too small: need >= 1 channel and >= 8x8 pixels")
     return channels, height, width
 
 
@@ -35,19 +33,12 @@ def check_num_classes(num_classes: int) -> int:
 
 def scaled_channels(base: int, width: float, divisor: int = 4) -> int:
     """``base * width`` rounded to a multiple of ``divisor`` (at least ``divisor``)."""
-    if (
-        not isinstance(width, (int, float))
-        or isinstance(width, bool)
-        or not math.isfinite(width)
-        or width <= 0
-    ):
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not math.isfinite(width) or width <= 0:
         raise ValueError(f"width must be a positive number, got {width!r}")
-    return max(divisor, int(round(base * width / divisor)) * divisor)
+    return max(divisor, round(base * width / divisor) * divisor)
 
 
-def make_stem(
-    in_channels: int, out_channels: int, input_side: int, activation: nn.Module
-) -> tuple[nn.Sequential, int]:
+def make_stem(in_channels: int, out_channels: int, input_side: int, activation: nn.Module) -> tuple[nn.Sequential, int]:
     """A full-precision stem: 3x3 conv (stride 1) for small inputs, 3x3 s2 conv + 3x3 s2 max-pool for large.
 
     Returns the stem and its total stride.

@@ -86,9 +86,7 @@ def create_student(
     return info.constructor(num_classes=num_classes, input_shape=input_shape, width=width or 1.0, **kwargs)
 
 
-def fit_width(
-    name: str, budget: Budget, num_classes: int, input_shape: tuple[int, int, int], **kwargs
-) -> float:
+def fit_width(name: str, budget: Budget, num_classes: int, input_shape: tuple[int, int, int], **kwargs) -> float:
     """The largest width multiplier (to 2 % in log space) whose student stays within ``budget``.
 
     Channel counts are rounded, so cost is a step function of width; bisection on log-width finds the last

@@ -71,9 +71,7 @@ class GhostNet(nn.Module):
             in_ch = out_ch
         last_ch = make_divisible(960 * width, 4)
         blocks.append(
-            nn.Sequential(
-                nn.Conv2d(in_ch, last_ch, 1, bias=False), nn.BatchNorm2d(last_ch), nn.ReLU(inplace=True)
-            )
+            nn.Sequential(nn.Conv2d(in_ch, last_ch, 1, bias=False), nn.BatchNorm2d(last_ch), nn.ReLU(inplace=True))
         )
         self.blocks = nn.Sequential(*blocks)
         self.num_features = last_ch

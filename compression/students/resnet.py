@@ -84,9 +84,7 @@ class CifarResNet(nn.Module):
         blocks_per_stage = (depth - 2) // 6
         stage_widths = [scaled_channels(base, width) for base in (16, 32, 64)]
 
-        self.stem, _ = make_stem(
-            channels, stage_widths[0], min(height, width_px), layer_family.make_activation()
-        )
+        self.stem, _ = make_stem(channels, stage_widths[0], min(height, width_px), layer_family.make_activation())
         stages: list[nn.Module] = []
         in_ch = stage_widths[0]
         for index, out_ch in enumerate(stage_widths):

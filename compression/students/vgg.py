@@ -43,9 +43,7 @@ class VGG(nn.Module):
         self.family = layer_family.name
         conv_widths = [scaled_channels(c, width) for c in layout if c != "M"]
         # The first conv is the full-precision stem (it also reduces large inputs 4x).
-        self.stem, _ = make_stem(
-            channels, conv_widths[0], min(height, width_px), layer_family.make_activation()
-        )
+        self.stem, _ = make_stem(channels, conv_widths[0], min(height, width_px), layer_family.make_activation())
         layers: list[nn.Module] = []
         in_ch = conv_widths[0]
         widths = iter(conv_widths[1:])
@@ -75,15 +73,11 @@ class VGG(nn.Module):
 
 
 @register_student("vgg16", family="plain", description="VGG-16 with batch norm, CIFAR form")
-def vgg16(
-    num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32), width: float = 1.0, **kwargs
-) -> VGG:
+def vgg16(num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32), width: float = 1.0, **kwargs) -> VGG:
     return VGG(num_classes, input_shape, width, family="plain", **kwargs)
 
 
-@register_student(
-    "ghost_vgg16", family="ghost", description="VGG-16 with every conv but the first a Ghost module"
-)
+@register_student("ghost_vgg16", family="ghost", description="VGG-16 with every conv but the first a Ghost module")
 def ghost_vgg16(
     num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32), width: float = 1.0, **kwargs
 ) -> VGG:

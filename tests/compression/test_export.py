@@ -250,9 +250,7 @@ def test_custom_domain_is_rejected() -> None:
 
 def test_custom_domain_inside_a_subgraph_is_rejected() -> None:
     out = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])
-    branch = helper.make_graph(
-        [helper.make_node("Secret", ["x"], ["z"], domain="vendor.ops")], "b", [], [out]
-    )
+    branch = helper.make_graph([helper.make_node("Secret", ["x"], ["z"], domain="vendor.ops")], "b", [], [out])
     plain = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "p", [], [out])
     cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
     nodes = [

@@ -40,9 +40,7 @@ def _randomise_bn(module: nn.Module) -> None:
 @pytest.mark.parametrize("ratio", [1, 2, 3, 4])
 @pytest.mark.parametrize("out_channels", [7, 8, 13])
 @pytest.mark.parametrize(("kernel", "stride"), [(1, 1), (3, 2), (5, 1), (2, 1)])
-def test_ghost_module_shape_matches_same_padded_conv(
-    ratio: int, out_channels: int, kernel: int, stride: int
-) -> None:
+def test_ghost_module_shape_matches_same_padded_conv(ratio: int, out_channels: int, kernel: int, stride: int) -> None:
     torch.manual_seed(0)
     module = GhostModule(5, out_channels, kernel, ratio=ratio, stride=stride)
     conv = nn.Conv2d(5, out_channels, kernel, stride, padding=kernel // 2)
@@ -53,9 +51,7 @@ def test_ghost_module_shape_matches_same_padded_conv(
     assert (module.cheap_operation is None) is (ratio == 1)
 
 
-@pytest.mark.parametrize(
-    ("cin", "cout", "k", "ratio", "dw"), [(3, 16, 1, 2, 3), (5, 13, 3, 3, 3), (8, 7, 3, 4, 5)]
-)
+@pytest.mark.parametrize(("cin", "cout", "k", "ratio", "dw"), [(3, 16, 1, 2, 3), (5, 13, 3, 3, 3), (8, 7, 3, 4, 5)])
 def test_ghost_module_param_count_formula(cin: int, cout: int, k: int, ratio: int, dw: int) -> None:
     module = GhostModule(cin, cout, k, ratio=ratio, dw_size=dw)
     assert sum(p.numel() for p in module.parameters()) == _ghost_param_formula(cin, cout, k, ratio, dw)

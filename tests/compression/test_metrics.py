@@ -250,9 +250,7 @@ def test_count_parameters_includes_frozen_and_counts_shared_once() -> None:
 
 
 def test_weight_bytes_uses_packed_sizes() -> None:
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), Packed(), nn.Flatten(), nn.Linear(8, 2)
-    )
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), Packed(), nn.Flatten(), nn.Linear(8, 2))
     packed = (8 * 8 * 9 + 7) // 8 + 4 * 8
     conv = (8 * 3 * 9 + 8) * 4
     bn = 4 * 8 * 4  # weight, bias, running_mean, running_var; num_batches_tracked excluded

@@ -16,9 +16,7 @@ TEST_WIDTH = {"ghostnet": 0.25, "vgg16": 0.25, "ghost_vgg16": 0.25}
 
 
 def _make(name: str, input_shape=(1, 28, 28), num_classes: int = 5) -> nn.Module:
-    return create_student(
-        name, num_classes=num_classes, input_shape=input_shape, width=TEST_WIDTH.get(name, 0.5)
-    )
+    return create_student(name, num_classes=num_classes, input_shape=input_shape, width=TEST_WIDTH.get(name, 0.5))
 
 
 @pytest.mark.parametrize("name", list_students())
