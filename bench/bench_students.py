@@ -61,9 +61,18 @@ def family_table(ratio: float, repeats: int) -> None:
         "| ORT b1 ms | ORT b32 ms | ONNX max diff | top-1 agree |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, _family, model in rows:
+    for label, family, model in rows:
         started = time.perf_counter()
-        result = profile(model, TASK_INPUT, repeats=repeats)
+        # An untrained binary network amplifies float rounding through its sign() steps, so its top-1 on random
+        # inputs is noise; the check is reported, not enforced, here (tests check trained binary students).
+        strict = family != "binary"
+        result = profile(
+            model,
+            TASK_INPUT,
+            repeats=repeats,
+            atol=1e-4 if strict else float("inf"),
+            min_top1_agreement=1.0 if strict else 0.0,
+        )
         d = result.as_dict()
         print(
             f"| {label} | {d['parameters']:,} | {d['macs'] / 1e6:.2f}M | {d['multiplications'] / 1e6:.2f}M "

@@ -87,13 +87,15 @@ def profile(
     opset: int | None = None,
     atol: float = 1e-4,
     min_top1_agreement: float = 1.0,
+    sample_inputs: Sequence[torch.Tensor] | None = None,
 ) -> ModelProfile:
     """Profile ``model`` for inputs of ``input_shape`` = ``(C, H, W)`` (one sample).
 
     The model is exported with :func:`export_onnx` (verification on; ``atol`` and
     ``min_top1_agreement`` are passed through -- binary students need a looser ``atol``) to
     ``onnx_path``, which is kept, or, when ``onnx_path`` is None, to a temporary folder that is
-    removed before returning. With ``latency`` the file is timed for every size in ``batch_sizes``.
+    removed before returning. ``sample_inputs`` (batches of real data) replace the random verification
+    batches: a binary student's top-1 is only meaningful on data it was trained for. With ``latency`` the file is timed for every size in ``batch_sizes``.
     Op counts are per sample (batch size 1).
     """
     model = check_model(model)
@@ -115,7 +117,15 @@ def profile(
         example = example.to(dtype=floats[0].dtype)
 
     def export_and_time(path: Path) -> tuple[OnnxExport, dict[int, LatencyStats]]:
-        exported = export_onnx(model, path, example, opset=opset, atol=atol, min_top1_agreement=min_top1_agreement)
+        exported = export_onnx(
+            model,
+            path,
+            example,
+            opset=opset,
+            atol=atol,
+            min_top1_agreement=min_top1_agreement,
+            sample_inputs=sample_inputs,
+        )
         timings: dict[int, LatencyStats] = {}
         if latency:
             timings = measure_onnx_latency(
