@@ -203,7 +203,7 @@ def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
-        return "unknown"
+        return "0 0 0"
 
 
 def benchmark_shape(shape: Shape, warmup: int, repeats: int, naive_repeats: int) -> dict[str, float]:
@@ -258,7 +258,14 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, nproc {os.cpu_count()}")
     print(f"CPU: {cpu_model()}")
-    print(f"load average before: {load_average()}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average before: {load_average()}")
+    if os.cpu_count() and float(load_average().split()[0]) > os.cpu_count():
+        print(
+            "WARNING: other processes compete for the cores. With the default (spinning) OpenMP wait policy "
+            "short parallel ops then stall for whole scheduler slices, which hits the fast version's many "
+            "small ops far harder than the naive version's few huge ones; rerun on a quiet machine or with "
+            "OMP_WAIT_POLICY=PASSIVE."
+        )
     shapes = [Shape(batch=64, in_channels=16, out_channels=16, size=32)]
     if args.stages:
         shapes += [

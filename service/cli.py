@@ -44,7 +44,7 @@ def _cmd_students(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from compression import create_student, export_onnx, profile
+    from compression import create_student, profile
     from compression.students import Budget
 
     budget = None
@@ -58,34 +58,42 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         width=args.width,
         budget=budget,
     )
-    result = profile(model, args.input_shape)
+    # A fresh binary network amplifies float rounding through its sign() steps, so on random inputs its
+    # top-1 is noise: the ONNX check is reported but not enforced for it (trained students are checked strictly).
+    untrained_binary = getattr(model, "family", None) == "binary"
+    result = profile(
+        model,
+        args.input_shape,
+        onnx_path=args.onnx,
+        atol=float("inf") if untrained_binary else 1e-4,
+        min_top1_agreement=0.0 if untrained_binary else 1.0,
+    )
     summary = {"student": args.student, "input_shape": list(args.input_shape), **result.as_dict()}
+    summary.pop("layers")
     if args.onnx:
-        exported = export_onnx(model, args.onnx, _example(args.input_shape), atol=_atol(model))
-        summary["onnx"] = str(exported.path)
+        summary["onnx"] = args.onnx
     print(json.dumps(summary, indent=2) if args.json else _format_profile(summary))
     return 0
 
 
-def _example(input_shape: tuple[int, int, int]):
-    import torch
-
-    return torch.randn(2, *input_shape)
-
-
-def _atol(model) -> float:
-    """ONNX tolerance: 1e-4 for float students; binary students are judged on top-1 (sign flips at 0)."""
-    return 1e-2 if getattr(model, "family", None) == "binary" else 1e-4
+def _verdict(check: dict) -> str:
+    if check["min_top1_agreement"] == 0:
+        return "reported, not enforced (untrained binary network)"
+    return "passed" if check["passed"] else "FAILED"
 
 
 def _format_profile(summary: dict) -> str:
-    lines = []
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items())
-        elif isinstance(value, int):
-            value = f"{value:,}"
-        lines.append(f"{key:<16} {value}")
+    check = summary["verification"]
+    lines = [f"{key:<16} {summary[key]:,}" for key in ("parameters", "macs", "multiplications", "additions")]
+    lines += [f"{key:<16} {summary[key]:,}" for key in ("binary_ops", "weight_bytes", "onnx_bytes")]
+    lines.append(
+        f"{'onnx check':<16} {_verdict(check)}: max abs diff {check['max_abs_diff']:.2e}, "
+        f"top-1 agreement {check['top1_agreement']:.1%} over {check['num_samples']} samples"
+    )
+    for size, stats in summary["latency"].items():
+        lines.append(f"{'latency b' + size:<16} {stats['median_ms']:.2f} ms median (p90 {stats['p90_ms']:.2f} ms)")
+    if "onnx" in summary:
+        lines.append(f"{'onnx file':<16} {summary['onnx']}")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ for bad arguments) from "this model cannot be delivered as ONNX" (``OnnxExportEr
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -212,8 +213,9 @@ def _check_tolerances(atol: float, rtol: float, min_top1_agreement: float) -> No
     for name, value in (("atol", atol), ("rtol", rtol), ("min_top1_agreement", min_top1_agreement)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if math.isnan(value) or value < 0 or (name != "atol" and math.isinf(value)):
+            # atol may be inf: "judge on top-1 alone" (binary students, whose sign() steps amplify rounding).
+            raise ValueError(f"{name} must be a number >= 0 (only atol may be inf), got {value!r}")
     if min_top1_agreement > 1:
         raise ValueError(f"min_top1_agreement is a fraction in [0, 1], got {min_top1_agreement!r}")
 
@@ -396,6 +398,18 @@ def _verification_batches(example: torch.Tensor, num_samples: int) -> list[torch
 
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
+    # The exporter prints its progress ("[torch.onnx] Obtain model graph...") to the console; keep it out of
+    # the CLI's output and in the debug log instead. Errors still surface as exceptions.
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            _run_dynamo_export(model, example, path, opset)
+    finally:
+        if chatter.getvalue():
+            logger.debug("torch.onnx exporter output:\n%s", chatter.getvalue().rstrip())
+
+
+def _run_dynamo_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
     torch.onnx.export(
         model,
         (example,),

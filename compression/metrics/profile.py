@@ -95,7 +95,8 @@ def profile(
     ``min_top1_agreement`` are passed through -- binary students need a looser ``atol``) to
     ``onnx_path``, which is kept, or, when ``onnx_path`` is None, to a temporary folder that is
     removed before returning. ``sample_inputs`` (batches of real data) replace the random verification
-    batches: a binary student's top-1 is only meaningful on data it was trained for. With ``latency`` the file is timed for every size in ``batch_sizes``.
+    batches: a binary student's top-1 is only meaningful on data it was trained for.
+    With ``latency`` the file is timed for every size in ``batch_sizes``.
     Op counts are per sample (batch size 1).
     """
     model = check_model(model)

@@ -1,0 +1,32 @@
+"""Real images for tests: the benchmark task's Fashion-MNIST classes 0-4 (Debian package dataset-fashion-mnist).
+
+scripts/test.sh installs the package; a missing file is a failed test, not a skip.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from pu_mining.idx import read_idx
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+TASK_CLASSES = 5
+
+
+@functools.cache
+def _load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    keep = labels < TASK_CLASSES
+    x = torch.from_numpy(images[keep]).float().div_(255).unsqueeze(1)
+    return x, torch.from_numpy(labels[keep]).long()
+
+
+def task_images(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images (1x28x28, in [0, 1]) and labels of classes 0-4 from ``split`` (train/test)."""
+    x, y = _load(split)
+    return x[:count], y[:count]
