@@ -126,7 +126,8 @@ def forward_backward(
     weight = weight.detach().requires_grad_()
     out = IMPLEMENTATIONS[implementation](x, weight, shape.stride, shape.padding)
     out.backward(grad_output)
-    assert x.grad is not None and weight.grad is not None
+    if x.grad is None or weight.grad is None:
+        raise RuntimeError(f"{implementation}: backward produced no gradient")
     return out.detach(), x.grad, weight.grad
 
 

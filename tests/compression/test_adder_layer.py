@@ -326,7 +326,8 @@ def test_forward_backward_leave_grad_unscaled() -> None:
 
 
 def _calibrated_model() -> nn.Module:
-    model = nn.Sequential(AdderConv2d(3, 8, 3, stride=2, padding=1, bias=True), nn.BatchNorm2d(8))
+    # momentum=None: cumulative running statistics, so three batches calibrate the BN fully.
+    model = nn.Sequential(AdderConv2d(3, 8, 3, stride=2, padding=1, bias=True), nn.BatchNorm2d(8, momentum=None))
     model.train()
     with torch.no_grad():
         for _ in range(3):

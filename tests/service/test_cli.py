@@ -21,11 +21,8 @@ def test_students_lists_the_registry(capsys) -> None:
 
 def test_profile_writes_a_verified_onnx_file(tmp_path, capsys) -> None:
     target = tmp_path / "student.onnx"
-    code = main(
-        ["profile", "adder", "--num-classes", "5", "--input-shape", "1,28,28", "--width", "0.25"]
-        + ["--onnx", str(target), "--json"]
-    )
-    assert code == 0
+    argv = ["profile", "adder", "--num-classes", "5", "--input-shape", "1,28,28", "--width", "0.25"]
+    assert main([*argv, "--onnx", str(target), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)  # stdout holds only the JSON (exporter chatter is kept out)
     assert summary["multiplications"] < summary["additions"]  # adder layers multiply nothing
     assert summary["verification"]["passed"] and summary["verification"]["max_abs_diff"] <= 1e-4
