@@ -56,11 +56,17 @@ Gated residual
     confirm an initialisation in the paper; this one is our choice.)
 
 Deploy form
-    :meth:`BinaryConv2d.to_deploy` caches ``alpha * sign(Wc)`` in a non-persistent buffer; forward then uses
-    it directly (no re-centring, no re-binarisation of the weights). The cache is not part of the state
-    dict: call :meth:`~BinaryConv2d.to_deploy` again after loading weights; :meth:`~BinaryConv2d.undeploy`
-    drops it. A deployed layer is inference-only (forward in training mode raises). Both forms export to
-    ONNX with standard operators only (``GreaterOrEqual``, ``Where``, ``Conv``, ``Mul``, ``Add``).
+    :meth:`BinaryConv2d.to_deploy` stores what an edge device needs and nothing more: the signs of the
+    centred weights packed 8 to a byte (``uint8``, most significant bit first; bit 1 means +1) and the
+    per-channel scales ``alpha``. Forward then unpacks the bits to +-1 (a shift, a bitwise and, a cast),
+    convolves with the +-1 weights -- an exact integer sum in float arithmetic, the XNOR-popcount of a
+    bitwise kernel -- and multiplies by ``alpha`` after the convolution. The unpacking is part of the exported
+    graph (ONNX ``Cast``, ``Mul``, ``Floor``, ``Sub``), so the .onnx file carries 1 bit per weight instead
+    of 32 and any ONNX runtime restores the +-1 weights when it loads the model. Scaling after the
+    convolution rather than before rounds differently from the training form (relative 1e-7). The cached
+    buffers are not part of the state dict: call :meth:`~BinaryConv2d.to_deploy` again after loading
+    weights; :meth:`~BinaryConv2d.undeploy` drops them. A deployed layer is inference-only (forward in
+    training mode raises).
 
 Op counts follow :mod:`compression.op_counts` (see :meth:`BinaryConv2d.count_ops`); storage follows the
 packed 1-bit layout (see :meth:`BinaryConv2d.packed_weight_bytes`).
@@ -77,7 +83,14 @@ from torch import nn
 
 from compression.op_counts import OpCounts
 
-__all__ = ["BinaryConv2d", "binarize_activation", "binarize_weight", "sign_pm1"]
+__all__ = [
+    "BinaryConv2d",
+    "binarize_activation",
+    "binarize_weight",
+    "pack_sign_bits",
+    "sign_pm1",
+    "unpack_sign_bits",
+]
 
 _PairArg = int | tuple[int, int]
 
@@ -130,6 +143,32 @@ def binarize_weight(weight: torch.Tensor) -> torch.Tensor:
     centred = weight - weight.mean(dim=reduce_dims, keepdim=True)
     scale = centred.abs().mean(dim=reduce_dims, keepdim=True)
     return scale * _IdentitySignSTE.apply(centred)
+
+
+_BIT_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # most significant bit first
+
+
+def pack_sign_bits(values: torch.Tensor) -> torch.Tensor:
+    """``values >= 0`` as bits packed 8 to a ``uint8`` (MSB first, zero-padded at the end), flattened."""
+    bits = (values.detach().reshape(-1) >= 0).to(torch.uint8)
+    bits = F.pad(bits, (0, (-bits.numel()) % 8)).view(-1, 8)
+    shifts = torch.tensor(_BIT_SHIFTS, dtype=torch.uint8, device=bits.device)
+    return (bits << shifts).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_sign_bits(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`pack_sign_bits`: +-1 values of ``dtype`` and ``shape`` (bit 1 -> +1, bit 0 -> -1).
+
+    Bit k of a byte ``b`` is ``floor(b / 2**k) - 2 * floor(b / 2**(k+1))``, computed in float32 (exact for
+    integers below 2**24). Arithmetic rather than bitwise operators because ONNX exporters type the
+    constants of ``BitShift``/``BitwiseAnd`` inconsistently for ``uint8``; Cast, Mul and Floor are in every
+    runtime.
+    """
+    inverse_powers = torch.tensor([2.0**-k for k in _BIT_SHIFTS], dtype=torch.float32, device=packed.device)
+    byte_values = packed.to(torch.float32).unsqueeze(1)
+    bits = torch.floor(byte_values * inverse_powers) - 2 * torch.floor(byte_values * (inverse_powers / 2))
+    numel = math.prod(shape)
+    return bits.reshape(-1)[:numel].to(dtype).mul(2).sub(1).reshape(shape)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -230,7 +269,8 @@ class BinaryConv2d(nn.Module):
             self.register_parameter("gate", None)
         self.gate_init = float(gate_init)
         self.deployed = False
-        self.register_buffer("deploy_weight", None, persistent=False)
+        self.register_buffer("packed_sign_bits", None, persistent=False)
+        self.register_buffer("deploy_scale", None, persistent=False)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction helpers
@@ -304,16 +344,25 @@ class BinaryConv2d(nn.Module):
 
     @torch.no_grad()
     def to_deploy(self) -> BinaryConv2d:
-        """Cache the binarised weights so forward does no re-binarisation; returns ``self`` (in place)."""
-        self.deploy_weight = binarize_weight(self.weight.detach()).clone()
+        """Pack the weight signs into bits and cache the scales (see the module docstring); returns ``self``."""
+        weight = self.weight.detach()
+        centred = weight - weight.mean(dim=(1, 2, 3), keepdim=True)
+        self.deploy_scale = centred.abs().mean(dim=(1, 2, 3)).clone()
+        self.packed_sign_bits = pack_sign_bits(centred)
         self.deployed = True
         return self
 
     def undeploy(self) -> BinaryConv2d:
-        """Drop the cached weights and return to the training form; returns ``self``."""
-        self.deploy_weight = None
+        """Drop the packed weights and return to the training form; returns ``self``."""
+        self.packed_sign_bits = None
+        self.deploy_scale = None
         self.deployed = False
         return self
+
+    def _deployed_conv(self, x_in: torch.Tensor) -> torch.Tensor:
+        signs = unpack_sign_bits(self.packed_sign_bits, self.weight.shape, x_in.dtype)
+        out = F.conv2d(x_in, signs, None, self.stride, self.padding, self.dilation, self.groups)
+        return out * self.deploy_scale.view(1, -1, 1, 1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -321,14 +370,15 @@ class BinaryConv2d(nn.Module):
             raise ValueError(f"BinaryConv2d expects a 4-D input [N, C, H, W], got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
+        x_in = binarize_activation(x) if self.binarize_input else x
         if self.deployed:
             if self.training:
                 raise RuntimeError("a deployed BinaryConv2d is inference-only; call undeploy() before training")
-            weight = self.deploy_weight
+            out = self._deployed_conv(x_in)
         else:
-            weight = binarize_weight(self.weight)
-        x_in = binarize_activation(x) if self.binarize_input else x
-        out = F.conv2d(x_in, weight, None, self.stride, self.padding, self.dilation, self.groups)
+            out = F.conv2d(
+                x_in, binarize_weight(self.weight), None, self.stride, self.padding, self.dilation, self.groups
+            )
         if self.gate is not None:
             out = out + self.gate.view(1, -1, 1, 1) * x
         if self.bias is not None:

@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.layers.binary import BinaryConv2d, binarize_activation, binarize_weight, sign_pm1
+from compression.layers.binary import (
+    BinaryConv2d,
+    binarize_activation,
+    binarize_weight,
+    pack_sign_bits,
+    sign_pm1,
+    unpack_sign_bits,
+)
 from compression.op_counts import OpCounts
 
 # ----------------------------------------------------------------------------- reference definitions
@@ -308,18 +315,33 @@ def test_deploy_form_matches_training_form_in_eval() -> None:
     x = _with_zeros(torch.randn(3, 4, 6, 6))
     expected = layer(x)
     assert layer.to_deploy() is layer and layer.deployed
-    assert torch.equal(layer(x), expected)
-    assert "deploy_weight" not in layer.state_dict()
-    # the cache is really used: changing the latent weights does not change the deployed output
+    # the scale is applied after the convolution in the deploy form: equal up to float rounding
+    torch.testing.assert_close(layer(x), expected, rtol=1e-6, atol=1e-6)
+    assert layer.packed_sign_bits.dtype == torch.uint8
+    assert layer.packed_sign_bits.numel() == math.ceil(layer.weight.numel() / 8)
+    assert not {"packed_sign_bits", "deploy_scale"} & set(layer.state_dict())
+    # the packed weights are really used: changing the latent weights does not change the deployed output
+    deployed = layer(x)
     with torch.no_grad():
         layer.weight.add_(torch.randn_like(layer.weight))
-    assert torch.equal(layer(x), expected)
+    assert torch.equal(layer(x), deployed)
     layer.train()
     with pytest.raises(RuntimeError, match="undeploy"):
         layer(x)
     layer.undeploy().eval()
-    assert not layer.deployed and layer.deploy_weight is None
-    assert not torch.equal(layer(x), expected)
+    assert not layer.deployed and layer.packed_sign_bits is None
+    assert not torch.equal(layer(x), deployed)
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 9, 77])
+def test_sign_bits_round_trip(numel: int) -> None:
+    values = torch.randn(numel)
+    values[0] = 0.0  # sign(0) = +1
+    packed = pack_sign_bits(values)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(numel / 8)
+    torch.testing.assert_close(unpack_sign_bits(packed, values.shape, torch.float32), sign_pm1(values))
+    # most significant bit first: +1, -1, -1, ... -> 0b1000_0000 for a leading +1 followed by negatives
+    assert pack_sign_bits(torch.tensor([1.0, -1, -1, -1, -1, -1, -1, -1])).item() == 0b1000_0000
 
 
 # ----------------------------------------------------------------------------- ONNX

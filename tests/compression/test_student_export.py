@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 
 from compression import create_student, deploy_, export_onnx
+from compression.layers import BinaryConv2d
 from tests.fashion_mnist import task_images
 
 
@@ -56,3 +60,14 @@ def test_trained_binary_student_has_identical_top1_in_onnx_runtime(tmp_path) -> 
     )
     assert result.verification.top1_agreement == 1.0
     assert result.verification.num_samples == 600
+    # The file ships 1-bit weights: each binary layer's signs stay packed 8 to a byte (uint8) in the graph.
+    graph = onnx.load(result.path).graph
+    packed = {i.name: i for i in graph.initializer if i.data_type == onnx.TensorProto.UINT8}
+    binary_layers = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert len(packed) == len(binary_layers)
+    assert sum(math.prod(i.dims) for i in packed.values()) == sum(
+        math.ceil(m.weight.numel() / 8) for m in binary_layers
+    )
+    float_weights = sum(4 * m.weight.numel() for m in binary_layers)
+    assert result.file_bytes < float_weights  # smaller than the float32 weights alone
+    assert not any(node.metadata_props for node in graph.node)  # no debug stack traces in a shipped file
