@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from compression import create_student, profile
+from compression import create_student, deploy_, profile
 from compression.metrics import count_ops, count_parameters
 from compression.students import Budget
 
@@ -67,7 +67,7 @@ def family_table(ratio: float, repeats: int) -> None:
         # inputs is noise; the check is reported, not enforced, here (tests check trained binary students).
         strict = family != "binary"
         result = profile(
-            model,
+            deploy_(model),  # the inference form users ship (binary: 1-bit packed weights)
             TASK_INPUT,
             repeats=repeats,
             atol=1e-4 if strict else float("inf"),

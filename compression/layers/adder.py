@@ -96,6 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from compression.layers._args import IntOrPair, int_pair
 from compression.op_counts import OpCounts
 
 __all__ = [
@@ -117,8 +118,6 @@ _CPU_CLAMP_CHUNK_ELEMENTS = 1 << 19
 # On accelerators the per-chunk launch overhead dominates instead, so chunks are much larger there.
 _ACCELERATOR_CHUNK_ELEMENTS = 1 << 26
 
-IntOrPair = int | tuple[int, int]
-
 
 class _Geometry(NamedTuple):
     """Stride, padding and dilation of an adder convolution, each as ``(height, width)``."""
@@ -127,22 +126,13 @@ class _Geometry(NamedTuple):
     padding: tuple[int, int]
     dilation: tuple[int, int]
 
-
-def _as_pair(value: IntOrPair, name: str, minimum: int) -> tuple[int, int]:
-    """Normalise an int or a 2-tuple of ints to ``(height, width)``, each at least ``minimum``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair = (value, value)
-    elif (
-        isinstance(value, tuple | list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
+    @classmethod
+    def checked(cls, stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair) -> _Geometry:
+        return cls(
+            int_pair("stride", stride, minimum=1),
+            int_pair("padding", padding, minimum=0),
+            int_pair("dilation", dilation, minimum=1),
+        )
 
 
 def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -435,9 +425,7 @@ def adder_conv2d_reference(
     For tests on small tensors only. Autograd through it gives the *true* (sign) gradients, not the
     paper's.
     """
-    geometry = _Geometry(
-        _as_pair(stride, "stride", 1), _as_pair(padding, "padding", 0), _as_pair(dilation, "dilation", 1)
-    )
+    geometry = _Geometry.checked(stride, padding, dilation)
     out_h, out_w = _check_arguments(x, weight, geometry)
     out_channels, _, kernel_h, kernel_w = weight.shape
     patches = F.unfold(
@@ -464,9 +452,7 @@ def adder_conv2d(
     ``x``: ``[N, in, H, W]``; ``weight``: ``[out, in, kh, kw]``; ``bias``: ``[out]`` or None.
     Returns ``-sum_k |X - W| (+ bias)`` of shape ``[N, out, Ho, Wo]``.
     """
-    geometry = _Geometry(
-        _as_pair(stride, "stride", 1), _as_pair(padding, "padding", 0), _as_pair(dilation, "dilation", 1)
-    )
+    geometry = _Geometry.checked(stride, padding, dilation)
     # The legacy (TorchScript) ONNX exporter traces sizes as tensors, so comparing them would only emit
     # TracerWarnings; the shapes were already validated by the eager call that any export is tested with.
     if not torch.jit.is_tracing():
@@ -520,10 +506,10 @@ class AdderConv2d(nn.Module):
             raise ValueError(f"AdderConv2d: groups={groups} is unsupported (only groups=1)")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _as_pair(kernel_size, "kernel_size", 1)
-        self.stride = _as_pair(stride, "stride", 1)
-        self.padding = _as_pair(padding, "padding", 0)
-        self.dilation = _as_pair(dilation, "dilation", 1)
+        self.kernel_size = int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = int_pair("stride", stride, minimum=1)
+        self.padding = int_pair("padding", padding, minimum=0)
+        self.dilation = int_pair("dilation", dilation, minimum=1)
         self.groups = 1
         self.padding_mode = "zeros"
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))

@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.layers._args import int_pair, positive_int
 from compression.op_counts import OpCounts
 
 __all__ = [
@@ -171,29 +172,6 @@ def unpack_sign_bits(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype
     return bits.reshape(-1)[:numel].to(dtype).mul(2).sub(1).reshape(shape)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _pair(name: str, value: object, *, minimum: int) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        items: tuple[object, ...] = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        items = tuple(value)
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if item < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return (int(items[0]), int(items[1]))
-
-
 class BinaryConv2d(nn.Module):
     """BBG binary convolution: balanced 1-bit weights, 1-bit activations, gated full-precision residual.
 
@@ -226,16 +204,16 @@ class BinaryConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.groups = _positive_int("groups", groups)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.groups = positive_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
-        self.kernel_size = _pair("kernel_size", kernel_size, minimum=1)
-        self.stride = _pair("stride", stride, minimum=1)
-        self.dilation = _pair("dilation", dilation, minimum=1)
+        self.kernel_size = int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = int_pair("stride", stride, minimum=1)
+        self.dilation = int_pair("dilation", dilation, minimum=1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
@@ -243,7 +221,7 @@ class BinaryConv2d(nn.Module):
                 raise ValueError("padding='same' is only supported with stride 1")
             self.padding: tuple[int, int] | str = padding
         else:
-            self.padding = _pair("padding", padding, minimum=0)
+            self.padding = int_pair("padding", padding, minimum=0)
         self.padding_mode = "zeros"
         for flag_name, flag in (
             ("bias", bias),

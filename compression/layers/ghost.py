@@ -36,6 +36,7 @@ import math
 import torch
 from torch import nn
 
+from compression.layers._args import int_pair, positive_int
 from compression.layers.squeeze_excite import SqueezeExcite
 
 __all__ = ["GhostBottleneck", "GhostModule"]
@@ -43,31 +44,8 @@ __all__ = ["GhostBottleneck", "GhostModule"]
 _PairArg = int | tuple[int, int]
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _pair(name: str, value: object) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        items: tuple[object, ...] = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        items = tuple(value)
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if item < 1:
-            raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return (int(items[0]), int(items[1]))
-
-
 def _odd_int(name: str, value: object) -> int:
-    value = _positive_int(name, value)
+    value = positive_int(name, value)
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd (an even kernel cannot keep the spatial size), got {value}")
     return value
@@ -115,12 +93,12 @@ class GhostModule(nn.Module):
         relu: bool = True,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.stride = _pair("stride", stride)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.kernel_size = int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = int_pair("stride", stride, minimum=1)
         self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-        self.ratio = _positive_int("ratio", ratio)
+        self.ratio = positive_int("ratio", ratio)
         self.dw_size = _odd_int("dw_size", dw_size)
         if not isinstance(relu, bool):
             raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
@@ -221,11 +199,11 @@ class GhostBottleneck(nn.Module):
         se_ratio: float = 0.0,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.mid_channels = _positive_int("mid_channels", mid_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.mid_channels = positive_int("mid_channels", mid_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
         self.dw_kernel_size = _odd_int("dw_kernel_size", dw_kernel_size)
-        self.stride = _positive_int("stride", stride)
+        self.stride = positive_int("stride", stride)
         if isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or not 0 <= se_ratio <= 1:
             raise ValueError(f"se_ratio must be in [0, 1], got {se_ratio!r}")
         self.se_ratio = float(se_ratio)

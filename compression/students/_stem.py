@@ -1,9 +1,10 @@
-"""Helpers shared by the student architectures: input checks, channel rounding, the stem."""
+"""Helpers shared by the student architectures: input checks, channel rounding, the stem, the head."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 # Inputs up to this size keep full resolution in the stem (CIFAR-style); larger inputs are reduced 4x
@@ -49,3 +50,23 @@ def make_stem(in_channels: int, out_channels: int, input_side: int, activation: 
     conv = nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False)
     pool = nn.MaxPool2d(3, 2, 1)
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels), activation, pool), 4
+
+
+class PooledLinearHead(nn.Module):
+    """Base of the conv students: ``forward_features`` (subclass), then global average pooling, dropout and a
+    full-precision linear classifier (``forward_head``), the same faces as timm's models."""
+
+    def _build_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = num_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -18,7 +18,13 @@ from torch import nn
 
 from compression.families import LayerFamily, get_family
 from compression.students._registry import register_student
-from compression.students._stem import check_input_shape, check_num_classes, make_stem, scaled_channels
+from compression.students._stem import (
+    PooledLinearHead,
+    check_input_shape,
+    check_num_classes,
+    make_stem,
+    scaled_channels,
+)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -61,7 +67,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledLinearHead):
     """ResNet of depth 6n+2 for small images; any input channels, size and class count."""
 
     def __init__(
@@ -95,20 +101,11 @@ class CifarResNet(nn.Module):
                 in_ch = out_ch
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.num_features = in_ch
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(in_ch, num_classes)
+        self._build_head(in_ch, num_classes, drop_rate)
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_weights(model: nn.Module) -> None:

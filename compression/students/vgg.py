@@ -14,7 +14,13 @@ from torch import nn
 
 from compression.families import get_family
 from compression.students._registry import register_student
-from compression.students._stem import check_input_shape, check_num_classes, make_stem, scaled_channels
+from compression.students._stem import (
+    PooledLinearHead,
+    check_input_shape,
+    check_num_classes,
+    make_stem,
+    scaled_channels,
+)
 from compression.students.resnet import _init_weights
 
 # Channels per conv; "M" is a 2x2 max-pool.
@@ -23,7 +29,7 @@ VGG16_LAYOUT: tuple[int | str, ...] = (
 )  # fmt: skip
 
 
-class VGG(nn.Module):
+class VGG(PooledLinearHead):
     """VGG with batch norm; ``layout`` lists conv widths and "M" for max-pools."""
 
     def __init__(
@@ -56,20 +62,11 @@ class VGG(nn.Module):
             layers.append(layer_family.make_activation())
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
-        self.num_features = in_ch
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(in_ch, num_classes)
+        self._build_head(in_ch, num_classes, drop_rate)
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_student("vgg16", family="plain", description="VGG-16 with batch norm, CIFAR form")
