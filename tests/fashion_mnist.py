@@ -6,24 +6,20 @@ scripts/test.sh installs the package; a missing file is a failed test, not a ski
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 
-from pu_mining.idx import read_idx
+from pu_mining.sources import fashion_mnist
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 TASK_CLASSES = 5
 
 
 @functools.cache
 def _load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    prefix = "train" if split == "train" else "t10k"
-    images = read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    images, labels = fashion_mnist(split)
     keep = labels < TASK_CLASSES
     x = torch.from_numpy(images[keep]).float().div_(255).unsqueeze(1)
-    return x, torch.from_numpy(labels[keep]).long()
+    return x, torch.from_numpy(labels[keep])
 
 
 def task_images(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
