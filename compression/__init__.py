@@ -10,6 +10,7 @@ from compression.deploy import deploy_
 from compression.export import OnnxExport, OnnxVerificationError, export_onnx, verify_onnx
 from compression.metrics import ModelProfile, count_ops, count_parameters, profile
 from compression.students import Budget, create_student, list_students
+from compression.teachers import Teacher, TeacherLoadError, load_teacher
 
 __all__ = [
     "Budget",
@@ -17,6 +18,8 @@ __all__ = [
     "ModelProfile",
     "OnnxExport",
     "OnnxVerificationError",
+    "Teacher",
+    "TeacherLoadError",
     "convert_",
     "count_ops",
     "count_parameters",
@@ -24,6 +27,7 @@ __all__ = [
     "deploy_",
     "export_onnx",
     "list_students",
+    "load_teacher",
     "profile",
     "verify_onnx",
 ]
