@@ -1,0 +1,219 @@
+"""``DistillConfig``: every setting of a distillation run, validated, JSON round-trippable; per-family defaults.
+
+Per-family defaults (:func:`default_config`)
+--------------------------------------------
+``plain`` and ``ghost``
+    SGD, momentum 0.9, lr 0.1, cosine decay to 0, weight decay 5e-4: the usual CIFAR recipe for ResNets and their
+    Ghost variants (SGD with momentum 0.9 and lr 0.1 as in He et al., "Deep Residual Learning for Image
+    Recognition", CVPR 2016, arXiv:1512.03385; the cosine decay of Loshchilov and Hutter, "SGDR", ICLR 2017,
+    arXiv:1608.03983; 5e-4 is the weight decay commonly used for small CIFAR networks).
+``adder``
+    The same SGD recipe (lr 0.1, momentum 0.9, weight decay 5e-4, cosine), as in the AdderNet paper's CIFAR
+    experiments (Chen et al., CVPR 2020, arXiv:1912.13200), plus the paper's adaptive learning rate: the trainer
+    calls :func:`compression.layers.scale_adder_gradients_` with ``adder_eta`` (default
+    :data:`compression.layers.adder.DEFAULT_ETA`) between ``backward()`` and ``optimizer.step()``.
+``binary``
+    Adam, lr 1e-3, no weight decay, linear decay to 0: common practice for binary networks (e.g. the Adam and
+    linear-decay training of ReActNet, Liu et al., ECCV 2020, arXiv:2003.03488). Their latent weights matter only
+    through their signs; weight decay would drive them towards zero, where the signs flip most easily.
+
+All families: temperature 4 and a small cross-entropy weight (0.1 against 1.0 for KD) on the labelled samples --
+the KD settings of the CIFAR distillation benchmark of Tian et al., "Contrastive Representation Distillation",
+ICLR 2020, arXiv:1910.10699 -- class-balanced robust KD (:mod:`compression.distill.losses`), and random
+horizontal flips against the teacher's cached outputs. Random crops with zero padding (``augment_padding=4`` is the
+CIFAR augmentation of He et al. 2016) are off by default: against cached teacher outputs they need a teacher that
+was trained with the same crops (see :mod:`compression.distill.trainer`), else set ``teacher_on_augmented``.
+
+``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
+budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
+schedule, so choose ``epochs`` to fit the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from compression.distill.losses import DEFAULT_CLASS_WEIGHT_FLOOR
+from compression.layers.adder import DEFAULT_ETA
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "DistillConfig", "default_config"]
+
+OptimizerName = Literal["sgd", "adam"]
+ScheduleName = Literal["cosine", "onecycle", "step", "linear", "constant"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "step", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of one distillation run (see :func:`compression.distill.distill`).
+
+    Every field is a plain JSON value; :meth:`to_dict` / :meth:`from_dict` round-trip through JSON, and
+    :meth:`from_dict` rejects unknown fields. Construction validates every field (ValueError naming it).
+    """
+
+    epochs: int = 200
+    """Length of the schedule, in passes over the transfer set."""
+    batch_size: int = 128
+    optimizer: OptimizerName = "sgd"
+    lr: float = 0.1
+    """Peak learning rate."""
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    """SGD momentum; Adam's beta1 (also the value onecycle cycles around)."""
+    nesterov: bool = False
+    schedule: ScheduleName = "cosine"
+    """Per-step learning rate: cosine to 0, onecycle (Smith and Topin 2019), step (x0.1 at 50 % and 75 %),
+    linear to 0, or constant."""
+    temperature: float = 4.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.1
+    """Weight of the cross-entropy on labelled samples (summed over them, divided by the batch size)."""
+    class_balanced: bool = True
+    """Weight samples by the teacher-estimated class weights (see :mod:`compression.distill.losses`)."""
+    class_weight_floor: float = DEFAULT_CLASS_WEIGHT_FLOOR
+    robust: bool = True
+    """Minimise the worst case over the class-weight uncertainty set (needs ``class_balanced``)."""
+    robust_radius: float = 0.1
+    """Chi-square radius ``rho`` of the uncertainty set; weights may deviate by ``sqrt(2 rho)`` RMS (relative)."""
+    adder_eta: float = DEFAULT_ETA
+    """AdderNet's adaptive learning-rate coefficient; used only by students that contain adder layers."""
+    augment: bool = True
+    """Per-sample augmentation of the student's input: horizontal flip (``augment_flip``) and, if
+    ``augment_padding > 0``, a random crop of the zero-padded image back to its size."""
+    augment_padding: int = 0
+    augment_flip: bool = True
+    teacher_on_augmented: bool = False
+    """Recompute the teacher on every augmented batch instead of reusing its cached un-augmented outputs."""
+    seed: int = 0
+    time_budget_s: float | None = None
+    """Wall-clock budget of the whole run (teacher outputs, training, validation; summed over resumed runs)."""
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_s: float | None = 120.0
+    """Checkpoint when this many steps / seconds have passed since the last one (and at every epoch end)."""
+    eval_batch_size: int = 512
+    num_threads: int | None = None
+    """``torch.set_num_threads`` for the run (restored afterwards); None leaves it alone."""
+    progress_interval_s: float = 0.5
+    """Minimum seconds between two progress events of the same stage (stage changes are always reported)."""
+
+    def __post_init__(self) -> None:
+        _check_int(self, "epochs", minimum=1)
+        _check_int(self, "batch_size", minimum=1)
+        _check_choice(self, "optimizer", OPTIMIZERS)
+        _check_number(self, "lr", positive=True)
+        _check_number(self, "weight_decay")
+        _check_number(self, "momentum")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        _check_bool(self, "nesterov")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
+        _check_choice(self, "schedule", SCHEDULES)
+        _check_number(self, "temperature", positive=True)
+        _check_number(self, "kd_weight")
+        _check_number(self, "ce_weight")
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight and ce_weight cannot both be 0")
+        _check_bool(self, "class_balanced")
+        _check_number(self, "class_weight_floor", positive=True)
+        if self.class_weight_floor > 1:
+            raise ValueError(f"class_weight_floor must be in (0, 1], got {self.class_weight_floor!r}")
+        _check_bool(self, "robust")
+        _check_number(self, "robust_radius")
+        if self.robust and not self.class_balanced:
+            raise ValueError("robust needs class_balanced (the uncertainty set is around the class weights)")
+        _check_number(self, "adder_eta", positive=True)
+        _check_bool(self, "augment")
+        _check_int(self, "augment_padding", minimum=0)
+        _check_bool(self, "augment_flip")
+        _check_bool(self, "teacher_on_augmented")
+        _check_int(self, "seed", minimum=0)
+        _check_number(self, "time_budget_s", positive=True, optional=True)
+        _check_int(self, "checkpoint_every_steps", minimum=1, optional=True)
+        _check_number(self, "checkpoint_every_s", positive=True, optional=True)
+        _check_int(self, "eval_batch_size", minimum=1)
+        _check_int(self, "num_threads", minimum=1, optional=True)
+        _check_number(self, "progress_interval_s")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DistillConfig:
+        """A config from :meth:`to_dict`'s output (missing fields take their defaults).
+
+        ValueError naming any field that is not a :class:`DistillConfig` field.
+        """
+        if not isinstance(values, dict):
+            raise TypeError(f"expected a dict, got {type(values).__name__}")
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown DistillConfig field(s): {', '.join(map(str, unknown))}")
+        return cls(**values)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> DistillConfig:
+        """A copy with ``changes`` applied (validated; unknown fields are a ValueError)."""
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ValueError(f"unknown DistillConfig field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+_FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "ghost": {},
+    "adder": {},
+    "binary": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "linear"},
+}
+
+
+def default_config(family: str, **overrides: Any) -> DistillConfig:
+    """The default config of a student family (``plain``, ``ghost``, ``adder``, ``binary``) or of a registered
+    architecture name (its family's), with ``overrides`` applied; see the module docstring for the sources."""
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a string, got {type(family).__name__}")
+    key = family.strip().lower()
+    if key not in _FAMILY_DEFAULTS:
+        from compression.students import resolve_student  # a student name: use its family
+
+        key = resolve_student(key).family
+    return DistillConfig().replace(**_FAMILY_DEFAULTS[key]).replace(**overrides)
+
+
+def _check_int(config: DistillConfig, name: str, *, minimum: int, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_number(config: DistillConfig, name: str, *, positive: bool = False, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not valid or (value <= 0 if positive else value < 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_bool(config: DistillConfig, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def _check_choice(config: DistillConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
