@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from compression.convert import ConversionReport, convert_
 from compression.deploy import deploy_
+from compression.distill import DistillConfig, DistillResult, default_config, distill, evaluate
 from compression.export import OnnxExport, OnnxVerificationError, export_onnx, verify_onnx
 from compression.metrics import ModelProfile, count_ops, count_parameters, profile
 from compression.students import Budget, create_student, list_students
@@ -15,6 +16,8 @@ from compression.teachers import Teacher, TeacherLoadError, load_teacher
 __all__ = [
     "Budget",
     "ConversionReport",
+    "DistillConfig",
+    "DistillResult",
     "ModelProfile",
     "OnnxExport",
     "OnnxVerificationError",
@@ -24,7 +27,10 @@ __all__ = [
     "count_ops",
     "count_parameters",
     "create_student",
+    "default_config",
     "deploy_",
+    "distill",
+    "evaluate",
     "export_onnx",
     "list_students",
     "load_teacher",
