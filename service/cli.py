@@ -15,10 +15,6 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status ``EXIT_USAGE``."""
-
-
 def _input_shape(text: str) -> tuple[int, int, int]:
     try:
         parts = tuple(int(p) for p in text.replace("x", ",").split(","))
@@ -126,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CliError, ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"condense {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as error:  # e.g. a failed ONNX verification

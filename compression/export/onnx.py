@@ -52,7 +52,6 @@ import onnx
 import onnxruntime as ort
 import onnxscript.optimizer
 import torch
-from onnx import external_data_helper
 from torch import nn
 
 __all__ = [
@@ -484,28 +483,45 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Initializers and tensor-valued attributes of ``graph`` and its subgraphs."""
+def external_data_tensors(proto: onnx.ModelProto) -> list[str]:
+    """Names of the tensors of ``proto`` stored outside the file (initializers, sparse initializers and
+    tensor-valued attributes of every graph, subgraph and model-local function)."""
+    tensors = list(_graph_tensors(proto.graph))
+    for function in proto.functions:
+        for node in function.node:
+            tensors.extend(_attribute_tensors(node))
+    return [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
+        yield sparse.indices
     for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == onnx.AttributeProto.TENSORS:
-                yield from attribute.tensors
-            elif attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _iter_tensors(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for subgraph in attribute.graphs:
-                    yield from _iter_tensors(subgraph)
+        yield from _attribute_tensors(node)
+
+
+def _attribute_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.TENSOR:
+            yield attribute.t
+        elif attribute.type == onnx.AttributeProto.TENSORS:
+            yield from attribute.tensors
+        elif attribute.type == onnx.AttributeProto.SPARSE_TENSOR:
+            yield attribute.sparse_tensor.values
+            yield attribute.sparse_tensor.indices
+        elif attribute.type == onnx.AttributeProto.GRAPH:
+            yield from _graph_tensors(attribute.g)
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for subgraph in attribute.graphs:
+                yield from _graph_tensors(subgraph)
 
 
 def _check_written_file(path: Path) -> int:
     """Structural checks on the exported file; returns its default-domain opset version."""
     proto = onnx.load(str(path), load_external_data=False)
-    external = [t.name for t in _iter_tensors(proto.graph) if external_data_helper.uses_external_data(t)]
+    external = external_data_tensors(proto)
     if external:
         raise OnnxExportError(f"exported graph references external data for tensors {external[:5]}")
     check_standard_domains(proto)  # first: the clearer message when a custom op slipped in

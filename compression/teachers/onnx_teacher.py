@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from compression.export.onnx import external_data_tensors
 from compression.teachers.archive import Upload
 from compression.teachers.loaded_model import LoadedModel
 from compression.teachers.preprocessing import ONNX_MEAN_KEY, ONNX_STD_KEY
@@ -31,39 +31,6 @@ _ORT_INPUT_TYPES: dict[str, type[np.floating[Any]]] = {
 }
 
 
-def _onnx_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        yield from _onnx_attribute_tensors(node)
-
-
-def _onnx_attribute_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.TENSOR:
-            yield attribute.t
-        elif attribute.type == onnx.AttributeProto.TENSORS:
-            yield from attribute.tensors
-        elif attribute.type == onnx.AttributeProto.SPARSE_TENSOR:
-            yield attribute.sparse_tensor.values
-            yield attribute.sparse_tensor.indices
-        elif attribute.type == onnx.AttributeProto.GRAPH:
-            yield from _onnx_tensors(attribute.g)
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            for subgraph in attribute.graphs:
-                yield from _onnx_tensors(subgraph)
-
-
-def _uses_external_data(proto: onnx.ModelProto) -> bool:
-    tensors = list(_onnx_tensors(proto.graph))
-    for function in proto.functions:
-        for node in function.node:
-            tensors.extend(_onnx_attribute_tensors(node))
-    return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors)
-
-
 def _metadata_list(upload: Upload, metadata: dict[str, str], key: str) -> Any:
     if key not in metadata:
         return None
@@ -74,7 +41,7 @@ def _metadata_list(upload: Upload, metadata: dict[str, str], key: str) -> Any:
 
 
 def load_onnx(upload: Upload, proto: onnx.ModelProto) -> LoadedModel:
-    if _uses_external_data(proto):
+    if external_data_tensors(proto):
         raise upload.fail("the ONNX model references external data files (refused: upload one self-contained file)")
     metadata = {prop.key: prop.value for prop in proto.metadata_props}
     options = ort.SessionOptions()
