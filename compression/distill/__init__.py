@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from compression.distill.config import DistillConfig, default_config
+from compression.distill.data import TransferSet, as_transfer_set
 from compression.distill.evaluate import Evaluation, evaluate, evaluate_predictions, predict_logits
 from compression.distill.losses import (
     IGNORE_LABEL,
@@ -18,16 +19,8 @@ from compression.distill.losses import (
     teacher_class_weights,
     worst_case_class_factors,
 )
-from compression.distill.trainer import (
-    DistillCancelled,
-    DistillProgress,
-    DistillResult,
-    EpochRecord,
-    TransferSet,
-    as_transfer_set,
-    distill,
-    infer_family,
-)
+from compression.distill.records import DistillCancelled, DistillProgress, DistillResult, EpochRecord
+from compression.distill.trainer import distill, infer_family
 
 __all__ = [
     "IGNORE_LABEL",

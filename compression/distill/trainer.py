@@ -10,14 +10,13 @@ transfer set's samples (``(1/N) sum_i w0[c_i]``), a constant factor that keeps t
 plain KD -- the per-family learning rates are tuned for that scale -- without changing the weights' ratios or the
 min-max. ``class_balanced=False`` uses the plain mean KD loss; ``robust=False`` the nominal weights.
 
-Data contract (:class:`TransferSet`)
-------------------------------------
-``train_data`` / ``val_data`` are a :class:`TransferSet` (``images [N, C, H, W]`` float in [0, 1], ``labels [N]``
-int64 with -1 for unlabelled samples or None for none, optional precomputed ``teacher_logits [N, K]``), an
-``(images, labels_or_None)`` tuple, or a ``torch.utils.data.Dataset`` whose items are an image tensor or an
-``(image, label)`` pair (label an int, a 0-d tensor, -1 or None). Everything is held in memory as one tensor.
-Mined pool items have no label; the labelled positives do. ``val_data=None`` monitors on the first 2048 training
-images instead (then "best" means best on training images).
+Data contract
+-------------
+``train_data`` / ``val_data`` are a :class:`~compression.distill.data.TransferSet` (images in [0, 1], optional
+labels with -1 for unlabelled samples, optional precomputed teacher logits), an ``(images, labels_or_None)`` tuple or
+a ``torch.utils.data.Dataset``; :mod:`compression.distill.data` describes the accepted forms. Everything is held in
+memory as one tensor. ``val_data=None`` monitors on the first 2048 training images instead (then "best" means best
+on training images).
 
 Teacher outputs
 ---------------
@@ -48,15 +47,14 @@ started again with the same arguments ends bitwise equal to an uninterrupted run
 
 Checkpoints (``checkpoint_dir``)
 --------------------------------
-``checkpoint.pt`` holds the model, optimizer, schedule position (epoch, step in epoch, global step), the epoch's
-running loss, RNG states, the best state so far, the history and the time spent. It is written every
-``checkpoint_every_steps`` steps and/or ``checkpoint_every_s`` seconds, at every epoch end and when the run stops,
-always atomically (a temporary file in the same folder, fsync, ``os.replace``). Only tensors and plain Python values
-are saved, and files are read with ``torch.load(weights_only=True)``. The checkpoint and the teacher outputs record
-a fingerprint of the run (the config fields that shape the trajectory, order-sensitive digests of the training and
-validation data, the student's parameter names and shapes); resuming from the files of a different run is a
-ValueError. The teacher itself cannot be fingerprinted: a checkpoint folder belongs to one teacher. Re-running a
-finished run returns its result from the checkpoint without training.
+``checkpoint.pt`` holds the model, optimizer, schedule position, RNG states, the best state so far, the history and
+the time spent. It is written every ``checkpoint_every_steps`` steps and/or ``checkpoint_every_s`` seconds, at every
+epoch end and when the run stops, always atomically. The checkpoint and the teacher outputs record a fingerprint of
+the run (the config fields that shape the trajectory, order-sensitive digests of the training and validation data,
+the student's parameter names and shapes); resuming from the files of a different run is a ValueError. The teacher
+itself cannot be fingerprinted: a checkpoint folder belongs to one teacher. Re-running a finished run returns its
+result from the checkpoint without training. The file contents, the atomic writes and the fingerprint in detail:
+:mod:`compression.distill.checkpoint`.
 
 Stopping
 --------
@@ -87,11 +85,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +96,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.distill.checkpoint import (
+    CHECKPOINT_FILE,
+    TEACHER_OUTPUTS_FILE,
+    check_fingerprint,
+    read_checkpoint,
+    read_teacher_outputs,
+    rng_states,
+    run_fingerprint,
+    set_rng_states,
+    write_checkpoint,
+    write_teacher_outputs,
+)
 from compression.distill.config import DistillConfig, default_config
+from compression.distill.data import TransferSet, as_transfer_set, validation_set
 from compression.distill.evaluate import Evaluation, evaluate_predictions
 from compression.distill.losses import (
     IGNORE_LABEL,
@@ -109,10 +118,19 @@ from compression.distill.losses import (
     labelled_cross_entropy,
     teacher_class_weights,
 )
+from compression.distill.records import (
+    DistillCancelled,
+    DistillProgress,
+    DistillResult,
+    EpochRecord,
+    Stage,
+    StoppedReason,
+)
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
 from compression.layers.binary import BinaryConv2d
 from compression.layers.ghost import GhostModule
 
+# The data, record and checkpoint names are defined in their own modules and re-exported here, where they always were.
 __all__ = [
     "CHECKPOINT_FILE",
     "TEACHER_OUTPUTS_FILE",
@@ -129,161 +147,6 @@ __all__ = [
 ]
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
-Stage = Literal["teacher_outputs", "train", "validate", "done"]
-StoppedReason = Literal["completed", "time_budget", "cancelled"]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-TEACHER_OUTPUTS_FILE = "teacher_outputs.pt"
-_CHECKPOINT_FORMAT = 1
-_MONITOR_FROM_TRAIN = 2048
-# Config fields that do not change the trajectory of a run: a resumed run may change them.
-_NON_TRAJECTORY_FIELDS = frozenset(
-    {"time_budget_s", "checkpoint_every_steps", "checkpoint_every_s", "eval_batch_size", "num_threads"}
-    | {"progress_interval_s"}
-)
-
-
-class DistillCancelled(Exception):  # noqa: N818  (a request, not an error: the name says what happened)
-    """Raise from ``on_progress`` to stop a run; :func:`distill` returns the best student so far."""
-
-
-@dataclass(frozen=True)
-class TransferSet:
-    """Images to distil on, with optional labels (-1 = unlabelled) and optional precomputed teacher logits."""
-
-    images: torch.Tensor
-    """``[N, C, H, W]`` floating point, raw images in [0, 1]."""
-    labels: torch.Tensor | None = None
-    """``[N]`` int64, :data:`~compression.distill.losses.IGNORE_LABEL` (-1) where unknown; None: no labels."""
-    teacher_logits: torch.Tensor | None = None
-    """``[N, K]``: the teacher's logits on ``images``, if already known (else :func:`distill` computes them)."""
-
-    def __post_init__(self) -> None:
-        images = self.images
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-            raise ValueError("images must be a floating-point tensor [N, C, H, W]")
-        count = images.shape[0]
-        if self.labels is not None:
-            if not isinstance(self.labels, torch.Tensor) or self.labels.shape != (count,):
-                raise ValueError(f"labels must be a tensor [N] = [{count}]")
-            if self.labels.is_floating_point() or (self.labels < IGNORE_LABEL).any():
-                raise ValueError("labels must be integers >= 0, or -1 for unlabelled samples")
-        if self.teacher_logits is not None:
-            logits = self.teacher_logits
-            if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != count:
-                raise ValueError(f"teacher_logits must be a tensor [N, K] with N = {count}")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def labels_or_ignore(self) -> torch.Tensor:
-        """Labels as int64 ``[N]``, all -1 when there are none."""
-        if self.labels is None:
-            return torch.full((len(self),), IGNORE_LABEL, dtype=torch.long)
-        return self.labels.long()
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None and bool((self.labels != IGNORE_LABEL).any())
-
-
-def as_transfer_set(data: Any) -> TransferSet:
-    """A :class:`TransferSet` from one (see the module docstring for the accepted forms)."""
-    if isinstance(data, TransferSet):
-        return data
-    if isinstance(data, torch.Tensor):
-        return TransferSet(data)
-    if isinstance(data, tuple | list) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
-        labels = None if data[1] is None else torch.as_tensor(data[1]).long()
-        logits = data[2] if len(data) == 3 else None
-        return TransferSet(data[0], labels, logits)
-    if isinstance(data, torch.utils.data.Dataset):
-        return _transfer_set_from_dataset(data)
-    raise TypeError(f"expected a TransferSet, an (images, labels) tuple or a torch Dataset, got {type(data).__name__}")
-
-
-def _transfer_set_from_dataset(dataset: torch.utils.data.Dataset) -> TransferSet:
-    images: list[torch.Tensor] = []
-    labels: list[int] = []
-    for index in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[index]
-        label: Any = None
-        if isinstance(item, tuple | list):
-            item, label = item[0], (item[1] if len(item) > 1 else None)
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"dataset item {index} is not an image tensor (got {type(item).__name__})")
-        images.append(item)
-        labels.append(IGNORE_LABEL if label is None else int(label))
-    if not images:
-        raise ValueError("the dataset is empty")
-    label_tensor = torch.tensor(labels, dtype=torch.long)
-    return TransferSet(
-        torch.stack(images).float(), None if (label_tensor == IGNORE_LABEL).all() else label_tensor, None
-    )
-
-
-@dataclass(frozen=True)
-class DistillProgress:
-    """One progress event. ``epoch`` is 1-based while training (0: before the first epoch)."""
-
-    stage: Stage
-    epoch: int
-    epochs: int
-    step: int
-    """Steps (training) or batches (teacher outputs, validation) done in the current stage or epoch."""
-    steps_per_epoch: int
-    """Steps of an epoch (training) or batches of the stage (teacher outputs, validation)."""
-    loss: float | None
-    """Mean training loss of the epoch so far."""
-    samples_per_s: float | None
-    eta_s: float | None
-    """Estimated seconds to the end of the run (capped by the time budget)."""
-    val_accuracy: float | None
-    """Of the latest validation (None before the first, or without validation labels)."""
-    val_agreement: float | None
-    elapsed_s: float
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One row of the history. Epoch 0 is the initial student; ``partial`` marks an epoch cut short by the budget."""
-
-    epoch: int
-    train_loss: float | None
-    lr: float
-    val_accuracy: float | None
-    val_agreement: float
-    val_metric: float
-    steps: int
-    partial: bool
-    epoch_s: float
-    elapsed_s: float
-
-
-@dataclass
-class DistillResult:
-    """What :func:`distill` returns; ``student`` is the model passed in, with the best state loaded, in eval mode."""
-
-    student: nn.Module
-    history: list[EpochRecord]
-    best_epoch: int
-    best_metric: float | None
-    metric: Literal["accuracy", "agreement"]
-    evaluation: Evaluation | None
-    """Validation evaluation of the returned state (None only if the run stopped before evaluating anything)."""
-    stopped_reason: StoppedReason
-    global_step: int
-    wall_s: float
-    """Seconds of this invocation."""
-    elapsed_s: float
-    """Seconds of the whole run, summed over resumed invocations."""
-    teacher_forward_s: float
-    train_s: float
-    validate_s: float
-    class_weights: list[float] = field(default_factory=list)
-    """Nominal class weights ``w0`` (sum ``K``), from the teacher's predictions on the transfer set."""
-    resumed_from_step: int | None = None
 
 
 def infer_family(student: nn.Module) -> str:
@@ -325,21 +188,11 @@ def distill(
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     with _thread_count(config.num_threads), _teacher_in_eval_mode(teacher):
         train = as_transfer_set(train_data)
-        run = _Run(teacher, student, train, _validation_set(train, val_data), config)
+        run = _Run(teacher, student, train, validation_set(train, val_data), config)
         run.on_progress = on_progress
         run.should_stop = should_stop
         run.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         return run.execute()
-
-
-def _validation_set(train: TransferSet, val_data: Any) -> tuple[TransferSet, bool]:
-    """The validation set, and whether it was taken from the training set (the first images, without val_data)."""
-    if val_data is not None:
-        return as_transfer_set(val_data), False
-    count = min(len(train), _MONITOR_FROM_TRAIN)
-    logits = None if train.teacher_logits is None else train.teacher_logits[:count]
-    labels = None if train.labels is None else train.labels[:count]
-    return TransferSet(train.images[:count], labels, logits), True
 
 
 @contextlib.contextmanager
@@ -528,17 +381,18 @@ class _Run:
 
     def _load_teacher_outputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         path = self._path(TEACHER_OUTPUTS_FILE)
-        if path is None or not path.exists():
+        if path is None:
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = read_teacher_outputs(path)
+        if saved is None:
+            return None
         self._check_fingerprint(saved["fingerprint"], path)
         return saved["train"], saved["val"]
 
     def _save_teacher_outputs(self) -> None:
         path = self._path(TEACHER_OUTPUTS_FILE)
         if path is not None:
-            state = {"fingerprint": self._fingerprint(), "train": self.train_logits, "val": self.val_logits}
-            _atomic_save(state, path)
+            write_teacher_outputs(path, self._fingerprint(), self.train_logits, self.val_logits)
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -815,27 +669,12 @@ class _Run:
 
     def _fingerprint(self) -> dict[str, Any]:
         """What identifies the run: trajectory-shaping config fields, data digests, the student's parameters."""
-        if self.fingerprint is None:
-            trajectory = {k: v for k, v in self.config.to_dict().items() if k not in _NON_TRAJECTORY_FIELDS}
-            self.fingerprint = {
-                "config": trajectory,
-                "train_data": _digest(self.train),
-                "val_data": _digest(self.val),
-                "parameters": [[name, list(value.shape)] for name, value in self.student.state_dict().items()],
-            }
+        if self.fingerprint is None:  # computed once, and only when there is a checkpoint folder
+            self.fingerprint = run_fingerprint(self.config, self.train, self.val, self.student)
         return self.fingerprint
 
     def _check_fingerprint(self, found: dict[str, Any], path: Path) -> None:
-        expected = self._fingerprint()
-        if found == expected:
-            return
-        differing = sorted(key for key in expected if found.get(key) != expected[key])
-        if "config" in differing:
-            differing.remove("config")
-            differing += sorted(
-                f"config.{k}" for k in expected["config"] if found.get("config", {}).get(k) != expected["config"][k]
-            )
-        raise ValueError(f"{path} belongs to a different run (differs in: {', '.join(differing)})")
+        check_fingerprint(found, self._fingerprint(), path)
 
     def _maybe_checkpoint(self) -> None:
         config = self.config
@@ -854,8 +693,6 @@ class _Run:
         if path is None:
             return
         state = {
-            "format": _CHECKPOINT_FORMAT,
-            "fingerprint": self._fingerprint(),
             "model": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"schedule": self.config.schedule, "global_step": self.global_step},
@@ -864,7 +701,7 @@ class _Run:
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_started_elapsed": self.epoch_started_elapsed,
-            "rng": _rng_states(),
+            "rng": rng_states(),
             "best": {
                 "metric": self.best_metric,
                 "epoch": self.best_epoch,
@@ -881,7 +718,7 @@ class _Run:
             "finished": finished,
             "stopped_reason": stopped_reason,
         }
-        _atomic_save(state, path)
+        write_checkpoint(path, self._fingerprint(), state)
         self.last_checkpoint_time = time.perf_counter()
         self.last_checkpoint_step = self.global_step
 
@@ -889,15 +726,9 @@ class _Run:
         path = self._path(CHECKPOINT_FILE)
         if path is None:
             return None
-        for stale in path.parent.glob(f".{CHECKPOINT_FILE}.*.tmp"):
-            stale.unlink(missing_ok=True)  # left by a run killed while writing
-        for stale in path.parent.glob(f".{TEACHER_OUTPUTS_FILE}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        if not path.exists():
+        checkpoint = read_checkpoint(path)
+        if checkpoint is None:
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if checkpoint.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} has an unknown checkpoint format {checkpoint.get('format')!r}")
         self._check_fingerprint(checkpoint["fingerprint"], path)
         self.history = [EpochRecord(**record) for record in checkpoint["history"]]
         best = checkpoint["best"]
@@ -923,20 +754,8 @@ class _Run:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.epoch_loss_sum = checkpoint["epoch_loss_sum"]
         self.epoch_started_elapsed = checkpoint["epoch_started_elapsed"]
-        _set_rng_states(checkpoint["rng"])
+        set_rng_states(checkpoint["rng"])
         self.last_checkpoint_step = self.global_step
-
-
-def _digest(data: TransferSet) -> list[float]:
-    """A cheap order-sensitive digest of a transfer set: its size and sums of its images, labels and logits."""
-    images = data.images.detach().flatten(1).double()
-    positions = torch.arange(1, len(data) + 1, dtype=torch.float64)
-    per_image = images.sum(dim=1)
-    digest = [float(len(data)), float(per_image.sum()), float(per_image @ positions), float(images.pow(2).sum())]
-    digest += [float(images.shape[1]), float(data.labels_or_ignore.double() @ positions)]
-    if data.teacher_logits is not None:
-        digest.append(float(data.teacher_logits.detach().double().sum()))
-    return digest
 
 
 def _module_device(model: Any, default: torch.device) -> torch.device:
@@ -944,48 +763,3 @@ def _module_device(model: Any, default: torch.device) -> torch.device:
         for parameter in model.parameters():
             return parameter.device
     return default
-
-
-def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, fsync, then ``os.replace`` (atomic on POSIX)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _rng_states() -> dict[str, Any]:
-    numpy_state = np.random.get_state(legacy=False)
-    version, python_state, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "bit_generator": numpy_state["bit_generator"],
-            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-            "pos": int(numpy_state["state"]["pos"]),
-            "has_gauss": int(numpy_state["has_gauss"]),
-            "gauss": float(numpy_state["gauss"]),
-        },
-        "python": {"version": version, "state": list(python_state), "gauss": gauss},
-    }
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    numpy_state = states["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": numpy_state["bit_generator"],
-            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
-            "has_gauss": numpy_state["has_gauss"],
-            "gauss": numpy_state["gauss"],
-        }
-    )
-    python_state = states["python"]
-    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
