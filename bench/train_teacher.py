@@ -59,12 +59,12 @@ def train_teacher(epochs: int, seed: int = 0, batch_size: int = 128, peak_lr: fl
     return model.eval()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     model = train_teacher(args.epochs, args.seed)
     task = load_task()

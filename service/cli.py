@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -93,6 +94,132 @@ def _format_profile(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    import signal
+
+    from compression import Budget, create_student, deploy_, distill, load_teacher, profile
+    from compression.distill import TransferSet, default_config, evaluate, infer_family
+    from compression.metrics.graph_ops import teacher_macs
+    from pu_mining.arrays import read_image_arrays
+    from service.progress import ProgressBar
+
+    teacher = load_teacher(args.teacher, input_shape=args.input_shape)
+    train = read_image_arrays(args.train)
+    val = read_image_arrays(args.val) if args.val else None
+    reference = teacher_macs(teacher)
+    if reference is None:
+        raise ValueError("cannot count the teacher's MACs for --budget-ratio; give --width instead")
+    budget = None if args.width is not None else Budget(reference, args.budget_ratio, "macs")
+    shape = teacher.input_shape
+    student = create_student(
+        args.student, num_classes=teacher.num_classes, input_shape=shape, width=args.width, budget=budget
+    )
+    overrides = _config_overrides(args)
+    config = default_config(infer_family(student)).replace(**overrides)
+    bar = None if args.quiet else ProgressBar()
+    interrupted = {"count": 0}
+
+    def on_interrupt(signum: int, frame: object) -> None:  # first Ctrl-C: stop and keep the best student
+        interrupted["count"] += 1
+        if interrupted["count"] > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = distill(
+            teacher,
+            student,
+            TransferSet(_fit(train.images, shape), train.labels),
+            None if val is None else TransferSet(_fit(val.images, shape), val.labels),
+            config,
+            on_progress=bar,
+            checkpoint_dir=args.checkpoint_dir,
+            should_stop=lambda: interrupted["count"] > 0,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+    check_images = _fit((val or train).images, shape)
+    evaluation = evaluate(result.student, teacher, check_images, (val or train).labels)
+    deploy_(result.student)
+    binary = infer_family(result.student) == "binary"
+    samples = [check_images[i : i + 64] for i in range(0, min(len(check_images), 256), 64)]
+    # Trained logits can be large: the check is relative as well as absolute (binary: top-1 only, see profile).
+    measured = profile(
+        result.student,
+        shape,
+        onnx_path=args.out,
+        atol=float("inf") if binary else 1e-4,
+        rtol=1e-4,
+        sample_inputs=samples,
+    )
+    summary = {
+        "student": args.student,
+        "family": infer_family(result.student),
+        "teacher_macs": reference,
+        "stopped_reason": result.stopped_reason,
+        "epochs_done": max(record.epoch for record in result.history),
+        "best_epoch": result.best_epoch,
+        "wall_s": round(result.wall_s, 1),
+        "evaluated_on": "val" if val is not None else "train",
+        "student_accuracy": evaluation.student_accuracy,
+        "teacher_accuracy": evaluation.teacher_accuracy,
+        "agreement": evaluation.agreement,
+        **{k: v for k, v in measured.as_dict().items() if k != "layers"},
+    }
+    if args.out:
+        summary["onnx"] = str(args.out)
+    print(json.dumps(summary, indent=2) if args.json else _format_distill(summary))
+    return 0
+
+
+def _config_overrides(args: argparse.Namespace) -> dict:
+    overrides: dict = {}
+    if args.config:
+        try:
+            overrides.update(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--config {args.config}: not a readable JSON object ({error})") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object of DistillConfig fields")
+    for field, value in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size)):
+        if value is not None:
+            overrides[field] = value
+    if args.time_budget is not None:
+        overrides["time_budget_s"] = args.time_budget * 60.0
+    return overrides
+
+
+def _fit(images, shape: tuple[int, int, int]):
+    """Images resized / channel-converted to the teacher's input shape (the student takes the same input)."""
+    from compression.teachers import adapt_images
+
+    return images if tuple(images.shape[1:]) == tuple(shape) else adapt_images(images, shape)
+
+
+def _format_distill(summary: dict) -> str:
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2%}"
+
+    lines = [
+        f"{'stopped':<18} {summary['stopped_reason']} after {summary['epochs_done']} epoch(s), "
+        f"best epoch {summary['best_epoch']}, {summary['wall_s']} s",
+        f"{'student accuracy':<18} {percent(summary['student_accuracy'])} ({summary['evaluated_on']} images)",
+        f"{'teacher accuracy':<18} {percent(summary['teacher_accuracy'])}",
+        f"{'agreement':<18} {percent(summary['agreement'])}",
+        f"{'parameters':<18} {summary['parameters']:,}",
+        f"{'MACs':<18} {summary['macs']:,} (teacher {summary['teacher_macs']:,})",
+        f"{'multiplications':<18} {summary['multiplications']:,}",
+        f"{'weight bytes':<18} {summary['weight_bytes']:,}",
+    ]
+    for size, stats in summary["latency"].items():
+        lines.append(f"{'latency b' + size:<18} {stats['median_ms']:.2f} ms median")
+    if "onnx" in summary:
+        lines.append(f"{'onnx file':<18} {summary['onnx']}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="condense", description="Model compression: Ghost, binary and adder students."
@@ -115,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--onnx", help="also write the verified ONNX file here")
     prof.add_argument("--json", action="store_true", help="machine-readable output")
     prof.set_defaults(run=_cmd_profile)
+
+    dist = commands.add_parser(
+        "distill", help="distil a teacher into a student on images you have (robust KD), export it to ONNX"
+    )
+    dist.add_argument("--teacher", required=True, help="TorchScript (.pt), torch.export (.pt2) or ONNX file")
+    dist.add_argument("--train", required=True, help=".npz with 'x' (images) and optional 'y' (labels, -1 unknown)")
+    dist.add_argument("--val", help="held-out labelled .npz to pick the best epoch and report accuracy on")
+    dist.add_argument("--student", default="ghost", help="family or architecture (see 'condense students')")
+    dist.add_argument("--budget-ratio", type=float, default=0.25, help="student MACs as a fraction of the teacher's")
+    dist.add_argument("--width", type=float, help="width multiplier instead of --budget-ratio")
+    dist.add_argument("--input-shape", type=_input_shape, metavar="C,H,W", help="the teacher's input, if not in it")
+    dist.add_argument("--epochs", type=int, help="schedule length (default: the family's, see docs)")
+    dist.add_argument("--batch-size", type=int)
+    dist.add_argument("--seed", type=int)
+    dist.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop and keep the best student by then")
+    dist.add_argument("--config", help="JSON file of DistillConfig fields (command-line options win)")
+    dist.add_argument("--checkpoint-dir", help="resume from / checkpoint to this folder")
+    dist.add_argument("--out", help="write the verified ONNX student here")
+    dist.add_argument("--quiet", action="store_true", help="no progress bar")
+    dist.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    dist.set_defaults(run=_cmd_distill)
     return parser
 
 

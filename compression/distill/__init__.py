@@ -11,6 +11,7 @@ from compression.distill.data import TransferSet, as_transfer_set
 from compression.distill.evaluate import Evaluation, evaluate, evaluate_predictions, predict_logits
 from compression.distill.losses import (
     IGNORE_LABEL,
+    ClassLossTracker,
     WeightedLoss,
     class_terms,
     class_weighted_loss,
@@ -24,6 +25,7 @@ from compression.distill.trainer import distill, infer_family
 
 __all__ = [
     "IGNORE_LABEL",
+    "ClassLossTracker",
     "DistillCancelled",
     "DistillConfig",
     "DistillProgress",

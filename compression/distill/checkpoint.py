@@ -48,7 +48,7 @@ __all__ = [
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TEACHER_OUTPUTS_FILE = "teacher_outputs.pt"
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 # Config fields that do not change the trajectory of a run: a resumed run may change them.
 _NON_TRAJECTORY_FIELDS = frozenset(
     {"time_budget_s", "checkpoint_every_steps", "checkpoint_every_s", "eval_batch_size", "num_threads"}

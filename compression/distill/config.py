@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from compression.distill.losses import DEFAULT_CLASS_WEIGHT_FLOOR
+from compression.distill.losses import DEFAULT_CLASS_WEIGHT_FLOOR, DEFAULT_ROBUST_SMOOTHING
 from compression.layers.adder import DEFAULT_ETA
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "DistillConfig", "default_config"]
@@ -68,6 +68,9 @@ class DistillConfig:
     schedule: ScheduleName = "cosine"
     """Per-step learning rate: cosine to 0, onecycle (Smith and Topin 2019), step (x0.1 at 50 % and 75 %),
     linear to 0, or constant."""
+    warmup_fraction: float = 0.05
+    """Share of the steps over which the learning rate rises linearly from ``lr / steps`` to ``lr`` before the
+    schedule starts (Goyal et al., arXiv:1706.02677); ignored by ``onecycle``, which has its own warm-up."""
     temperature: float = 4.0
     kd_weight: float = 1.0
     ce_weight: float = 0.1
@@ -79,6 +82,9 @@ class DistillConfig:
     """Minimise the worst case over the class-weight uncertainty set (needs ``class_balanced``)."""
     robust_radius: float = 0.1
     """Chi-square radius ``rho`` of the uncertainty set; weights may deviate by ``sqrt(2 rho)`` RMS (relative)."""
+    robust_smoothing: float = DEFAULT_ROBUST_SMOOTHING
+    """Decay of the moving average of per-class losses the worst case is solved on (0: each batch's own losses;
+    see :class:`compression.distill.losses.ClassLossTracker`)."""
     adder_eta: float = DEFAULT_ETA
     """AdderNet's adaptive learning-rate coefficient; used only by students that contain adder layers."""
     augment: bool = True
@@ -113,6 +119,9 @@ class DistillConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
         _check_choice(self, "schedule", SCHEDULES)
+        _check_number(self, "warmup_fraction")
+        if self.warmup_fraction >= 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
         _check_number(self, "temperature", positive=True)
         _check_number(self, "kd_weight")
         _check_number(self, "ce_weight")
@@ -124,6 +133,9 @@ class DistillConfig:
             raise ValueError(f"class_weight_floor must be in (0, 1], got {self.class_weight_floor!r}")
         _check_bool(self, "robust")
         _check_number(self, "robust_radius")
+        _check_number(self, "robust_smoothing")
+        if self.robust_smoothing >= 1:
+            raise ValueError(f"robust_smoothing must be in [0, 1), got {self.robust_smoothing!r}")
         if self.robust and not self.class_balanced:
             raise ValueError("robust needs class_balanced (the uncertainty set is around the class weights)")
         _check_number(self, "adder_eta", positive=True)

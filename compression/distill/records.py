@@ -39,7 +39,8 @@ class DistillProgress:
     eta_s: float | None
     """Estimated seconds to the end of the run (capped by the time budget)."""
     val_accuracy: float | None
-    """Of the latest validation (None before the first, or without validation labels)."""
+    """Of the latest validation (None before the first, or without validation labels); in the "done" event, of the
+    returned (best) state."""
     val_agreement: float | None
     elapsed_s: float
 

@@ -113,6 +113,7 @@ from compression.distill.data import TransferSet, as_transfer_set, validation_se
 from compression.distill.evaluate import Evaluation, evaluate_predictions
 from compression.distill.losses import (
     IGNORE_LABEL,
+    ClassLossTracker,
     class_weighted_loss,
     distillation_loss,
     labelled_cross_entropy,
@@ -126,6 +127,7 @@ from compression.distill.records import (
     Stage,
     StoppedReason,
 )
+from compression.distill.schedule import learning_rate
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
 from compression.layers.binary import BinaryConv2d
 from compression.layers.ghost import GhostModule
@@ -309,6 +311,8 @@ class _Run:
         if hasattr(self, "optimizer"):
             self._save_checkpoint(finished=finished, stopped_reason=reason)
         result = self._result(reason)
+        if result.evaluation is not None:  # the "done" event reports the returned (best) state
+            self.latest_val = (result.evaluation.student_accuracy, result.evaluation.agreement)
         with contextlib.suppress(DistillCancelled):  # nothing left to cancel
             self._emit("done", force=True)
         return result
@@ -406,6 +410,8 @@ class _Run:
         self.class_weights_list = [float(w) for w in class_weights]
         # Divided by the mean sample weight: the weighted loss stays on plain KD's scale (see the module docstring).
         self.objective_weights = class_weights / class_weights[self.teacher_classes].mean()
+        shares = torch.bincount(self.teacher_classes, minlength=self.num_classes).double() / len(self.train)
+        self.class_loss_tracker = ClassLossTracker(shares, config.robust_smoothing)
         self.train_labels = self.train.labels_or_ignore
         self.has_train_labels = bool((self.train_labels != IGNORE_LABEL).any())
         if self.train_labels.numel() and int(self.train_labels.max()) >= self.num_classes:
@@ -425,22 +431,7 @@ class _Run:
             )
 
     def _learning_rate(self, step: int) -> float:
-        config = self.config
-        progress = step / max(self.total_steps, 1)
-        if config.schedule == "cosine":
-            return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if config.schedule == "linear":
-            return config.lr * (1.0 - progress)
-        if config.schedule == "step":
-            return config.lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
-        if config.schedule == "onecycle":
-            # Smith and Topin, "Super-Convergence", arXiv:1708.07120: lr from lr/25 up to lr over the first 30 %
-            # and down to lr/25/1e4, both halves cosine-annealed (torch's OneCycleLR defaults; momentum not cycled).
-            start, low, warm = config.lr / 25.0, config.lr / 25.0 / 1e4, 0.3
-            if progress < warm:
-                return start + (config.lr - start) * 0.5 * (1.0 - math.cos(math.pi * progress / warm))
-            return low + (config.lr - low) * 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1.0 - warm)))
-        return config.lr
+        return learning_rate(self.config, step, self.total_steps)
 
     def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Sample order, crop offsets and flips of ``epoch``: a function of (seed, epoch) only."""
@@ -519,7 +510,9 @@ class _Run:
             per_sample = distillation_loss(student_logits, teacher_logits, config.temperature)
             if config.class_balanced:
                 radius = config.robust_radius if config.robust else 0.0
-                kd = class_weighted_loss(per_sample, classes, self.objective_weights, radius).loss
+                kd = class_weighted_loss(
+                    per_sample, classes, self.objective_weights, radius, self.class_loss_tracker
+                ).loss
             else:
                 kd = per_sample.mean()
             loss = loss + config.kd_weight * kd
@@ -701,6 +694,7 @@ class _Run:
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_started_elapsed": self.epoch_started_elapsed,
+            "class_losses": self.class_loss_tracker.state_dict(),
             "rng": rng_states(),
             "best": {
                 "metric": self.best_metric,
@@ -754,6 +748,7 @@ class _Run:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.epoch_loss_sum = checkpoint["epoch_loss_sum"]
         self.epoch_started_elapsed = checkpoint["epoch_started_elapsed"]
+        self.class_loss_tracker.load_state_dict(checkpoint["class_losses"])
         set_rng_states(checkpoint["rng"])
         self.last_checkpoint_step = self.global_step
 

@@ -521,8 +521,17 @@ class AdderConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Same initialisation as ``nn.Conv2d`` (Kaiming-uniform weight, uniform bias)."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        """Weights from the standard normal (as in the AdderNet authors' released code), bias as ``nn.Conv2d``.
+
+        An adder filter is a template compared with its input by L1 distance, and the input is the output of a
+        batch-norm layer (unit scale), so the templates must live on that scale. ``nn.Conv2d``'s Kaiming init
+        (std ``~ 1/sqrt(fan_in)``, 0.12 for a 3x3x16 filter) puts every template near zero: all filters then
+        answer alike (``|x - w| ~ |x|``), and the adaptive learning rate (each step's gradient rescaled to
+        RMS ``eta`` = 0.2 per element) moves the weights by more than their own size. Measured on the benchmark
+        task (quarter-MAC adder ResNet-20, 3,000 images, 2 epochs of KD at lr 0.1): Kaiming init stayed at
+        chance (18 % test accuracy), standard-normal init learned (see docs/results.md).
+        """
+        nn.init.normal_(self.weight, 0.0, 1.0)
         if self.bias is not None:
             fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
             bound = 1.0 / math.sqrt(fan_in)

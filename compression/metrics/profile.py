@@ -86,12 +86,13 @@ def profile(
     intra_op_num_threads: int | None = None,
     opset: int | None = None,
     atol: float = 1e-4,
+    rtol: float = 0.0,
     min_top1_agreement: float = 1.0,
     sample_inputs: Sequence[torch.Tensor] | None = None,
 ) -> ModelProfile:
     """Profile ``model`` for inputs of ``input_shape`` = ``(C, H, W)`` (one sample).
 
-    The model is exported with :func:`export_onnx` (verification on; ``atol`` and
+    The model is exported with :func:`export_onnx` (verification on; ``atol``, ``rtol`` and
     ``min_top1_agreement`` are passed through -- binary students need a looser ``atol``) to
     ``onnx_path``, which is kept, or, when ``onnx_path`` is None, to a temporary folder that is
     removed before returning. ``sample_inputs`` (batches of real data) replace the random verification
@@ -124,6 +125,7 @@ def profile(
             example,
             opset=opset,
             atol=atol,
+            rtol=rtol,
             min_top1_agreement=min_top1_agreement,
             sample_inputs=sample_inputs,
         )

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from compression.distill import (
     IGNORE_LABEL,
+    ClassLossTracker,
     class_terms,
     class_weighted_loss,
     distillation_loss,
@@ -219,3 +220,51 @@ def test_class_weighted_loss_moves_weight_to_the_worst_class_and_bounds_the_nomi
     # Danskin: the gradient is that of the loss at the fixed maximiser, w0[c_i] * u[c_i] / n per sample.
     robust.loss.backward()
     torch.testing.assert_close(per_sample.grad, robust.class_weights[classes] / len(classes))
+
+
+# ------------------------------------------------------------------------------------ smoothed adversary
+
+
+def test_class_loss_tracker_keeps_moving_averages_per_class() -> None:
+    tracker = ClassLossTracker(torch.tensor([0.5, 0.3, 0.2]), smoothing=0.5)
+    tracker.update(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([0, 0, 2]))
+    assert tracker.present.tolist() == [True, False, True]  # class 1 not seen yet: the adversary leaves it alone
+    torch.testing.assert_close(tracker.means, torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+    tracker.update(torch.tensor([3.0, 2.0]), torch.tensor([0, 1]))
+    # class 0: 0.5 * 1 + 0.5 * 3; class 1 starts at its first batch mean; class 2 (absent) keeps its average
+    torch.testing.assert_close(tracker.means, torch.tensor([2.0, 2.0, 3.0], dtype=torch.float64))
+    weights = torch.tensor([1.0, 2.0, 4.0])
+    torch.testing.assert_close(tracker.terms(weights), torch.tensor([1.0, 1.2, 2.4], dtype=torch.float64))
+    copy = ClassLossTracker(torch.tensor([0.5, 0.3, 0.2]), smoothing=0.5)
+    copy.load_state_dict(tracker.state_dict())
+    assert torch.equal(copy.means, tracker.means) and torch.equal(copy.seen, tracker.seen)
+
+
+def test_class_loss_tracker_absent_class_in_transfer_set_is_not_in_the_ball() -> None:
+    tracker = ClassLossTracker(torch.tensor([0.6, 0.4, 0.0]), smoothing=0.0)
+    tracker.update(torch.tensor([1.0, 2.0, 5.0]), torch.tensor([0, 1, 2]))
+    assert tracker.present.tolist() == [True, True, False]
+
+
+def test_smoothed_adversary_follows_the_running_losses_not_one_batch() -> None:
+    # Class 2 has been the worst class for twenty batches; in this batch class 0 happens to look worse.
+    shares = torch.tensor([1 / 3, 1 / 3, 1 / 3])
+    tracker = ClassLossTracker(shares, smoothing=0.9)
+    classes = torch.tensor([0, 0, 1, 1, 2, 2])
+    for _ in range(20):
+        tracker.update(torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0, 3.0]), classes)
+    batch = torch.tensor([1.5, 1.5, 1.0, 1.0, 0.8, 0.8])
+    weights = torch.ones(3)
+    per_batch = class_weighted_loss(batch, classes, weights, robust_radius=0.1)
+    smoothed = class_weighted_loss(batch, classes, weights, robust_radius=0.1, tracker=tracker)
+    assert int(per_batch.class_weights.argmax()) == 0
+    assert int(smoothed.class_weights.argmax()) == 2
+    assert _chi_square(smoothed.class_weights) <= 0.1 + 1e-6 and float(smoothed.class_weights.mean()) == pytest.approx(
+        1
+    )
+
+
+@pytest.mark.parametrize(("shares", "smoothing"), [(torch.tensor([0.5, -0.1]), 0.9), (torch.ones(2), 1.0)])
+def test_class_loss_tracker_rejects_bad_settings(shares: torch.Tensor, smoothing: float) -> None:
+    with pytest.raises(ValueError):
+        ClassLossTracker(shares, smoothing)

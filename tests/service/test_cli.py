@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from service.cli import main
+from tests.fashion_mnist import TASK_CLASSES, task_images
 
 
 def test_students_lists_the_registry(capsys) -> None:
@@ -42,3 +46,89 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- condense distill
+
+
+class _TeacherCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.head = torch.nn.Linear(64 * 7 * 7, TASK_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def _as_npz(path: Path, images: torch.Tensor, labels: torch.Tensor) -> Path:
+    np.savez(path, x=(images[:, 0] * 255).round().to(torch.uint8).numpy(), y=labels.numpy())
+    return path
+
+
+@pytest.fixture(scope="module")
+def distill_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A TorchScript teacher trained for a second on real images, and train/val .npz files (Fashion-MNIST 0-4)."""
+    folder = tmp_path_factory.mktemp("distill")
+    images, labels = task_images("train", 600)
+    torch.manual_seed(0)
+    net = _TeacherCNN()
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(2):
+        for start in range(0, len(images), 50):
+            loss = torch.nn.functional.cross_entropy(net(images[start : start + 50]), labels[start : start + 50])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    teacher = folder / "teacher.pt"
+    torch.jit.save(torch.jit.script(net.eval()), str(teacher))
+    train_labels = labels[:400].clone()
+    train_labels[100:] = -1  # most of a transfer set is unlabelled
+    val_images, val_labels = task_images("test", 200)
+    return {
+        "teacher": teacher,
+        "train": _as_npz(folder / "train.npz", images[:400], train_labels),
+        "val": _as_npz(folder / "val.npz", val_images, val_labels),
+    }
+
+
+def test_distill_trains_exports_and_reports(distill_files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "student.onnx"
+    argv = [
+        "distill", "--teacher", str(distill_files["teacher"]), "--input-shape", "1,28,28",
+        "--train", str(distill_files["train"]), "--val", str(distill_files["val"]), "--student", "ghost",
+        "--budget-ratio", "0.25", "--epochs", "2", "--batch-size", "32", "--out", str(out), "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    progress_stages = [line.split()[0] for line in captured.err.splitlines() if line.strip()]
+    assert {"teacher", "validate", "train", "done"} <= set(progress_stages)
+    assert summary["macs"] <= 0.25 * summary["teacher_macs"] and summary["stopped_reason"] == "completed"
+    assert summary["verification"]["passed"] and summary["evaluated_on"] == "val"
+    # The file computes what the report says: its accuracy on the validation images is the reported one.
+    val = np.load(distill_files["val"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: val["x"][:, None].astype(np.float32) / 255})[0]
+    assert float((logits.argmax(1) == val["y"]).mean()) == pytest.approx(summary["student_accuracy"], abs=0.006)
+    assert summary["student_accuracy"] > 0.4  # two short epochs on 400 images: well above chance (0.2)
+
+
+def test_distill_bad_inputs_are_one_line_errors(distill_files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    base = ["distill", "--teacher", str(distill_files["teacher"]), "--input-shape", "1,28,28"]
+    evil = np.empty(1, dtype=object)
+    np.savez(tmp_path / "evil.npz", x=evil)
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": 1, "learning_rate": 0.1}))
+    cases = [
+        ([*base, "--train", str(tmp_path / "evil.npz")], "unpickling"),
+        ([*base, "--train", str(distill_files["train"]), "--config", str(tmp_path / "config.json")], "learning_rate"),
+        ([*base, "--train", str(tmp_path / "missing.npz")], "no such file"),
+        ([*base, "--train", str(distill_files["train"]), "--epochs", "0"], "epochs must be"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

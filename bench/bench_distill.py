@@ -1,0 +1,317 @@
+"""Robust knowledge distillation on the benchmark task: every student family, full data and the 1 % positives,
+and robust against plain KD on a transfer set made class-imbalanced on purpose.
+
+Usage (repository root)::
+
+    python -m bench.bench_distill --mode quick          # about 25 minutes on 2 CPU cores
+    python -m bench.bench_distill --mode full           # longer schedules: for a GPU (uses CUDA when present)
+
+Writes ``docs/results/distill_<mode>.json`` and the distillation section of ``docs/results.md`` (between the
+``distill:<mode>`` markers), so the table in the docs is always the one the command printed.
+
+The task (``../shared/BENCHMARK.md``): Fashion-MNIST classes 0-4 at 1x28x28, teacher trained on all 30,000
+training images (``bench/artifacts/teacher.pt``, made by ``python -m bench.train_teacher`` if missing), 300 labelled
+positives (the first 60 per class), the 5,000 test images for every accuracy. Students are each family's default
+architecture sized to at most a quarter of the teacher's MACs (``Budget(teacher MACs, 0.25)``). Each run uses its
+family's default :class:`~compression.distill.DistillConfig` with only the schedule length (and, for the 300
+positives, a batch of 32) set here, and selects its best epoch by top-1 agreement with the teacher on training
+images (no test image is used for any choice). The teacher's logits on the 30,000 images are computed once.
+
+Imbalance experiment: the 30,000 images with classes 2 (Pullover) and 4 (Coat) cut to their first tenth (the
+minority classes; 19,200 images); the ghost student trained three ways with the same schedule: plain KD (mean KD
+loss), class-weighted KD (the teacher-estimated weights, no adversary) and robust KD (the family default: weights
+plus the worst case over the chi-square set). Per-class test accuracy shows what each does for the minority.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
+from compression import Budget, count_ops, count_parameters, create_student, load_teacher
+from compression.distill import TransferSet, default_config, distill, evaluate, predict_logits
+from compression.metrics.graph_ops import teacher_macs
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER_PATH = ROOT / "bench" / "artifacts" / "teacher.pt"
+RESULTS_DIR = ROOT / "docs" / "results"
+RESULTS_MD = ROOT / "docs" / "results.md"
+FAMILIES = ("ghost", "binary", "adder")
+MINORITY_CLASSES = (2, 4)
+MINORITY_SHARE = 0.1
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs of each run of one mode."""
+
+    full: dict[str, int]
+    positives: int
+    imbalanced: int
+
+
+SCHEDULES = {
+    "quick": Schedule(full={"ghost": 3, "binary": 3, "adder": 1}, positives=20, imbalanced=2),
+    "full": Schedule(full={"ghost": 60, "binary": 60, "adder": 60}, positives=300, imbalanced=30),
+}
+TARGET_GAP = {"ghost": 1.0, "adder": 1.5, "binary": 5.0}  # points below the teacher, from the papers' own gaps
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _teacher() -> Any:
+    if not TEACHER_PATH.exists():
+        from bench.train_teacher import main as train_teacher_main
+
+        _log(f"{TEACHER_PATH} missing: training the teacher (python -m bench.train_teacher)")
+        train_teacher_main([])
+    return load_teacher(TEACHER_PATH, input_shape=INPUT_SHAPE)
+
+
+def _student_report(student: torch.nn.Module, teacher_logits_test: torch.Tensor, task: Any) -> dict[str, Any]:
+    evaluation = evaluate(student, lambda images: teacher_logits_test, task.test.images, task.test.labels)
+    ops = count_ops(student, INPUT_SHAPE).total
+    return {
+        "test_accuracy": evaluation.student_accuracy,
+        "agreement": evaluation.agreement,
+        "per_class_accuracy": evaluation.per_class_student_accuracy,
+        "parameters": count_parameters(student),
+        "macs": ops.macs,
+        "multiplications": ops.multiplications,
+        "additions": ops.additions,
+        "binary_ops": ops.binary_ops,
+    }
+
+
+def _run(
+    family: str,
+    budget: Budget,
+    transfer: TransferSet,
+    epochs: int,
+    teacher: Any,
+    teacher_logits_test: torch.Tensor,
+    task: Any,
+    **overrides: Any,
+) -> dict[str, Any]:
+    torch.manual_seed(0)
+    student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, budget=budget)
+    student.to(_device())
+    config = default_config(family, epochs=epochs, checkpoint_every_s=None, progress_interval_s=30.0, **overrides)
+    started = time.perf_counter()
+    result = distill(teacher, student, transfer, None, config)
+    wall = time.perf_counter() - started
+    student.cpu()
+    report = _student_report(student, teacher_logits_test, task)
+    report.update(
+        transfer_size=len(transfer),
+        epochs=epochs,
+        best_epoch=result.best_epoch,
+        wall_s=round(wall, 1),
+        config={key: value for key, value in config.to_dict().items() if key in _REPORTED_CONFIG},
+    )
+    return report
+
+
+_REPORTED_CONFIG = ("optimizer", "lr", "schedule", "batch_size", "temperature", "robust", "class_balanced")
+
+
+def _imbalanced_indices(labels: torch.Tensor) -> torch.Tensor:
+    keep = []
+    for k in range(TASK_CLASSES):
+        indices = (labels == k).nonzero().flatten()
+        keep.append(indices[: int(len(indices) * MINORITY_SHARE)] if k in MINORITY_CLASSES else indices)
+    return torch.cat(keep).sort().values
+
+
+def run_benchmark(mode: str, families: tuple[str, ...], skip_imbalance: bool = False) -> dict[str, Any]:
+    schedule = SCHEDULES[mode]
+    started = time.perf_counter()
+    task = load_task()
+    teacher = _teacher()
+    _log("teacher logits on the 30,000 training and 5,000 test images")
+    logits_started = time.perf_counter()
+    train_logits = predict_logits(teacher, task.train.images)
+    test_logits = predict_logits(teacher, task.test.images)
+    logits_s = time.perf_counter() - logits_started
+    reference = teacher_macs(teacher)
+    if reference is None:
+        raise RuntimeError("cannot count the teacher's MACs")
+    budget = Budget(reference, 0.25, "macs")
+    teacher_accuracy = float((test_logits.argmax(1) == task.test.labels).float().mean())
+    results: dict[str, Any] = {
+        "mode": mode,
+        "machine": _machine(),
+        "teacher": {
+            "file": str(TEACHER_PATH.relative_to(ROOT)),
+            "test_accuracy": teacher_accuracy,
+            "per_class_accuracy": [
+                float((test_logits.argmax(1)[task.test.labels == k] == k).float().mean()) for k in range(TASK_CLASSES)
+            ],
+            "parameters": teacher.parameter_count,
+            "macs": reference,
+            "multiplications": reference,
+            "logits_s": round(logits_s, 1),
+        },
+        "runs": {},
+    }
+    full = TransferSet(task.train.images, task.train.labels, train_logits)
+    positives = TransferSet(
+        task.positives.images, task.positives.labels, train_logits[torch.from_numpy(task.positive_indices)]
+    )
+    for family in families:
+        _log(f"{family}: KD on all 30,000 ({schedule.full[family]} epochs)")
+        results["runs"][f"{family}/full"] = _run(
+            family, budget, full, schedule.full[family], teacher, test_logits, task
+        )
+        _log(f"  test accuracy {results['runs'][f'{family}/full']['test_accuracy']:.4f}")
+        _log(f"{family}: KD on the 300 positives ({schedule.positives} epochs)")
+        results["runs"][f"{family}/positives"] = _run(
+            family, budget, positives, schedule.positives, teacher, test_logits, task, batch_size=32
+        )
+        _log(f"  test accuracy {results['runs'][f'{family}/positives']['test_accuracy']:.4f}")
+    if not skip_imbalance:
+        keep = _imbalanced_indices(task.train.labels)
+        imbalanced = TransferSet(task.train.images[keep], task.train.labels[keep], train_logits[keep])
+        variants = {
+            "plain": {"class_balanced": False, "robust": False},
+            "class_weighted": {"robust": False},
+            "robust": {},
+        }
+        for name, overrides in variants.items():
+            _log(f"imbalanced ({len(keep):,} images): ghost, {name} KD ({schedule.imbalanced} epochs)")
+            results["runs"][f"imbalanced/{name}"] = _run(
+                "ghost", budget, imbalanced, schedule.imbalanced, teacher, test_logits, task, **overrides
+            )
+            _log(f"  test accuracy {results['runs'][f'imbalanced/{name}']['test_accuracy']:.4f}")
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return {
+        "cpu": cpu,
+        "cores": torch.get_num_threads(),
+        "device": device,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The distillation tables of ``docs/results.md`` for one benchmark run."""
+    teacher = results["teacher"]
+    machine = results["machine"]
+    runs = results["runs"]
+    lines = [
+        f"Command: `python -m bench.bench_distill --mode {results['mode']}` -- {results['wall_s'] / 60:.1f} min wall "
+        f"on {machine['cores']} threads of a {machine['cpu']} ({machine['device']}), torch {machine['torch']}, "
+        f"{machine['date']}. Raw figures: `docs/results/distill_{results['mode']}.json`.",
+        "",
+        "| student | transfer data | images | epochs | test acc. | vs teacher | target | params | MACs | mults |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| teacher (ResNet-20 x2) | all labelled | 30,000 | 4 | {teacher['test_accuracy']:.2%} | | | "
+        f"{teacher['parameters']:,} | {teacher['macs'] / 1e6:.1f}M | {teacher['multiplications'] / 1e6:.1f}M |",
+    ]
+    for key, run in runs.items():
+        family, data = key.split("/")
+        if family == "imbalanced":
+            continue
+        gap = (teacher["test_accuracy"] - run["test_accuracy"]) * 100
+        target = ""
+        if data == "full":
+            met = "met" if gap <= TARGET_GAP[family] else "missed"
+            target = f"<= {TARGET_GAP[family]:g} ({met})"
+        label = "KD, all 30,000" if data == "full" else "KD, 300 positives"
+        lines.append(
+            f"| {family} | {label} | {run['transfer_size']:,} | {run['epochs']} | {run['test_accuracy']:.2%} | "
+            f"-{gap:.2f} | {target} | {run['parameters']:,} | {run['macs'] / 1e6:.1f}M | "
+            f"{run['multiplications'] / 1e6:.2f}M |"
+        )
+    imbalanced = {key.split("/")[1]: run for key, run in runs.items() if key.startswith("imbalanced/")}
+    if imbalanced:
+        plain = imbalanced.get("plain")
+        lines += [
+            "",
+            f"Class-imbalanced transfer set (classes {', '.join(CLASS_NAMES[k] for k in MINORITY_CLASSES)} cut to a "
+            f"tenth: {next(iter(imbalanced.values()))['transfer_size']:,} images), ghost student, "
+            f"{next(iter(imbalanced.values()))['epochs']} epochs, per-class test accuracy:",
+            "",
+            "| KD | "
+            + " | ".join(
+                f"{name}{' (minority)' if k in MINORITY_CLASSES else ''}" for k, name in enumerate(CLASS_NAMES)
+            )
+            + " | minority mean | all |",
+            "|---|" + "---:|" * (TASK_CLASSES + 2),
+        ]
+        for name, run in imbalanced.items():
+            per_class = run["per_class_accuracy"]
+            minority = sum(per_class[k] for k in MINORITY_CLASSES) / len(MINORITY_CLASSES)
+            cells = []
+            for k, value in enumerate(per_class):
+                cell = f"{value:.1%}"
+                if plain is not None and name != "plain":
+                    cell += f" ({(value - plain['per_class_accuracy'][k]) * 100:+.1f})"
+                cells.append(cell)
+            minority_cell = f"{minority:.1%}"
+            if plain is not None and name != "plain":
+                plain_minority = sum(plain["per_class_accuracy"][k] for k in MINORITY_CLASSES) / len(MINORITY_CLASSES)
+                minority_cell += f" ({(minority - plain_minority) * 100:+.1f})"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {minority_cell} | {run['test_accuracy']:.2%} |")
+        lines.append("")
+        lines.append("Figures in brackets: points against plain KD.")
+    return "\n".join(lines)
+
+
+def _write_markdown_section(mode: str, body: str) -> None:
+    begin, end = f"<!-- distill:{mode}:begin -->", f"<!-- distill:{mode}:end -->"
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Results on the benchmark task\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    RESULTS_MD.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(SCHEDULES), default="quick")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--skip-imbalance", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    args = parser.parse_args(argv)
+    results = run_benchmark(args.mode, tuple(args.families), args.skip_imbalance)
+    body = render_markdown(results)
+    print(body)
+    if not args.no_write:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / f"distill_{args.mode}.json").write_text(json.dumps(results, indent=2) + "\n")
+        _write_markdown_section(args.mode, body)
+
+
+if __name__ == "__main__":
+    main()
