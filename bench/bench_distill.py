@@ -37,7 +37,7 @@ import torch
 
 from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
 from compression import Budget, count_ops, count_parameters, create_student, load_teacher
-from compression.distill import TransferSet, default_config, distill, evaluate, predict_logits
+from compression.distill import TransferSet, default_config, distill, evaluate_predictions, predict_logits
 from compression.metrics.graph_ops import teacher_macs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,10 @@ def _teacher() -> Any:
 
 
 def _student_report(student: torch.nn.Module, teacher_logits_test: torch.Tensor, task: Any) -> dict[str, Any]:
-    evaluation = evaluate(student, lambda images: teacher_logits_test, task.test.images, task.test.labels)
+    student_classes = predict_logits(student, task.test.images).argmax(1)
+    evaluation = evaluate_predictions(
+        student_classes, teacher_logits_test.argmax(1), task.test.labels, teacher_logits_test.shape[1]
+    )
     ops = count_ops(student, INPUT_SHAPE).total
     return {
         "test_accuracy": evaluation.student_accuracy,

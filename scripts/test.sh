@@ -17,6 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Animal-MNIST's data files for the benchmark pool; --no-deps: the package's own loader pulls tensorflow, unused here.
+python3 -m pip install --quiet --disable-pip-version-check --no-deps 'animal-mnist==0.4'
 python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m pytest -q "$@"

