@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from compression.export.onnx import external_data_tensors
+from compression.metrics.graph_ops import image_input
 from compression.teachers import Teacher, check_pixel_range
 
 __all__ = [
@@ -166,17 +167,6 @@ def torch_to_onnx(
 
 # --------------------------------------------------------------------------------------------------
 # graph analysis
-
-
-def _image_input(proto: onnx.ModelProto) -> onnx.ValueInfoProto:
-    initializers = {tensor.name for tensor in proto.graph.initializer}
-    inputs = [value for value in proto.graph.input if value.name not in initializers]
-    if len(inputs) != 1:
-        raise ValueError(f"expected an ONNX graph with one image input, it has {len(inputs)}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != 4:
-        raise ValueError(f"expected a 4-d image input (N, C, H, W), the graph's has {len(dims)} dimensions")
-    return inputs[0]
 
 
 def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
@@ -335,7 +325,7 @@ def _analyse(
     if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
         raise ValueError(f"min_channels must be a positive int, got {min_channels!r}")
     _check_proto(proto)
-    image = _image_input(proto)
+    image = image_input(proto)
     shape, fixed_batch = _resolve_shape(_static_dims(image), input_shape)
     input_type = _ORT_FLOAT_TYPES.get(_ort_type(image))
     if input_type is None:

@@ -24,7 +24,7 @@ import onnx
 import torch
 from onnx import shape_inference
 
-__all__ = ["onnx_macs", "teacher_macs", "torch_macs"]
+__all__ = ["image_input", "onnx_macs", "teacher_macs", "torch_macs"]
 
 _COUNTED = ("Conv", "Gemm", "MatMul")
 
@@ -101,15 +101,21 @@ def _run_for_shapes(
     return {name: list(value.shape) for name, value in zip(names, outputs, strict=True)}
 
 
+def image_input(proto: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The graph's one image input (``[N, C, H, W]``); ValueError for any other number of inputs or dimensions."""
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"expected an ONNX graph with one image input, it has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise ValueError(f"expected a 4-d image input (N, C, H, W), the graph's has {len(dims)} dimensions")
+    return inputs[0]
+
+
 def _with_batch_one(proto: onnx.ModelProto, input_shape: tuple[int, int, int]) -> onnx.ModelProto:
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    initializers = {tensor.name for tensor in proto.graph.initializer}
-    graph_inputs = [value for value in proto.graph.input if value.name not in initializers]
-    if len(graph_inputs) != 1:
-        raise ValueError(f"expected one image input, the graph has {len(graph_inputs)}")
-    dims = graph_inputs[0].type.tensor_type.shape.dim
-    if len(dims) != 4:
-        raise ValueError(f"expected a 4-d image input [N, C, H, W], the graph's has {len(dims)} dimensions")
+    dims = image_input(proto).type.tensor_type.shape.dim
     for dim, value in zip(dims, (1, *input_shape), strict=True):
         dim.ClearField("dim_param")
         dim.dim_value = value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -16,14 +16,6 @@ from pu_mining.features import FeatureTaps, feature_taps, find_feature_stages, t
 
 SHAPE = (1, 28, 28)
 EXPECTED = [(8, 28, 28), (16, 14, 14), (32, 7, 7)]  # resnet20 at width 0.5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def quiet(function: Callable[..., object], *args: object, **kwargs: object) -> object:

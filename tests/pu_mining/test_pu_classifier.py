@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -18,14 +16,6 @@ from pu_mining.pu_classifier import (
 
 STAGES = (4, 8, 12)  # channels of three synthetic "stages"
 PRIOR = 0.3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _split(matrix: torch.Tensor) -> list[torch.Tensor]:
