@@ -124,13 +124,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         if interrupted["count"] > 1:
             raise KeyboardInterrupt
 
+    train_set = TransferSet(_fit(train.images, shape), train.labels)  # adapted once, for training and the report
+    val_set = None if val is None else TransferSet(_fit(val.images, shape), val.labels)
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         result = distill(
             teacher,
             student,
-            TransferSet(_fit(train.images, shape), train.labels),
-            None if val is None else TransferSet(_fit(val.images, shape), val.labels),
+            train_set,
+            val_set,
             config,
             on_progress=bar,
             checkpoint_dir=args.checkpoint_dir,
@@ -140,8 +142,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         if bar is not None:
             bar.close()
-    check_images = _fit((val or train).images, shape)
-    evaluation = evaluate(result.student, teacher, check_images, (val or train).labels)
+    check_set = val_set if val_set is not None else train_set  # the report says which one
+    check_images = check_set.images
+    evaluation = evaluate(result.student, teacher, check_images, check_set.labels)
     deploy_(result.student)
     binary = infer_family(result.student) == "binary"
     samples = [check_images[i : i + 64] for i in range(0, min(len(check_images), 256), 64)]
