@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: real images for the tests (the benchmark task's Fashion-MNIST).
-debian_packages=(dataset-fashion-mnist)
+# Debian packages: real images for the tests (the benchmark task's Fashion-MNIST), and the servers the scale-out
+# contract tests run for real on loopback (PostgreSQL; tests/storage/conftest.py starts it as a non-root user).
+debian_packages=(dataset-fashion-mnist postgresql)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
