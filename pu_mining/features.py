@@ -385,10 +385,14 @@ def _ort_type(value: onnx.ValueInfoProto) -> str:
     }.get(elem, "")
 
 
-def _tap_model(proto: onnx.ModelProto, stages: list[FeatureStage]) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``proto`` whose outputs are ``Flatten(GlobalAveragePool(tap))`` of each stage."""
+def _tap_model(proto: onnx.ModelProto, stages: list[FeatureStage]) -> tuple[onnx.ModelProto, list[str], str]:
+    """A copy of ``proto`` whose outputs are ``Flatten(GlobalAveragePool(tap))`` of each stage, then the logits.
+
+    Returns the model, the tap output names and the logits output name (the original first output).
+    """
     model = onnx.ModelProto.FromString(proto.SerializeToString())
     graph = model.graph
+    logits = graph.output[0]
     taken = {name for node in graph.node for name in node.output} | {value.name for value in graph.input}
     outputs = []
     for index, stage in enumerate(stages):
@@ -398,9 +402,12 @@ def _tap_model(proto: onnx.ModelProto, stages: list[FeatureStage]) -> tuple[onnx
         graph.node.append(onnx.helper.make_node("GlobalAveragePool", [stage.name], [pooled], name=pooled))
         graph.node.append(onnx.helper.make_node("Flatten", [pooled], [flat], name=flat, axis=1))
         outputs.append(flat)
+    logits_copy = onnx.ValueInfoProto()
+    logits_copy.CopyFrom(logits)
     del graph.output[:]
     graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs)
-    return model, outputs
+    graph.output.append(logits_copy)
+    return model, outputs, logits_copy.name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,6 +439,7 @@ class FeatureTaps:
         input_type: type[np.floating[Any]],
         fixed_batch_size: int | None,
         teacher: Teacher | None = None,
+        logits_name: str | None = None,
     ) -> None:
         self.stages = tuple(stages)
         self.onnx_model = onnx_model
@@ -439,6 +447,7 @@ class FeatureTaps:
         self.input_shape = input_shape
         self.fixed_batch_size = fixed_batch_size
         self._output_names = list(output_names)
+        self._logits_name = logits_name
         self._input_name = session.get_inputs()[0].name
         self._input_type = input_type
         self._teacher = teacher
@@ -447,21 +456,33 @@ class FeatureTaps:
     def channels(self) -> list[int]:
         return [stage.channels for stage in self.stages]
 
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         count = batch.shape[0]
         size = self.fixed_batch_size
         if size is None:
-            return self.session.run(self._output_names, {self._input_name: batch})
+            return self.session.run(names, {self._input_name: batch})
         parts: list[list[np.ndarray]] = []
         for start in range(0, count, size):
             chunk = batch[start : start + size]
             if chunk.shape[0] < size:
                 chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
-            parts.append(self.session.run(self._output_names, {self._input_name: chunk}))
-        return [np.concatenate([part[i] for part in parts])[:count] for i in range(len(self._output_names))]
+            parts.append(self.session.run(names, {self._input_name: chunk}))
+        return [np.concatenate([part[i] for part in parts])[:count] for i in range(len(names))]
 
     def __call__(self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> list[torch.Tensor]:
         """Pooled features, one ``(N, C_s)`` float32 tensor per stage, computed in batches of ``batch_size``."""
+        return self._compute(images, batch_size, self._output_names)
+
+    def features_and_logits(
+        self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The pooled features (as :meth:`__call__`) and the teacher's logits ``(N, K)`` from the same pass."""
+        if self._logits_name is None:
+            raise ValueError("these taps were built without the logits output")
+        *features, logits = self._compute(images, batch_size, [*self._output_names, self._logits_name])
+        return features, logits
+
+    def _compute(self, images: torch.Tensor, batch_size: int, names: list[str]) -> list[torch.Tensor]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(images, torch.Tensor):
@@ -474,7 +495,7 @@ class FeatureTaps:
             )
         if self._teacher is not None and images.is_floating_point():
             check_pixel_range(images)
-        outputs: list[list[torch.Tensor]] = [[] for _ in self.stages]
+        outputs: list[list[torch.Tensor]] = [[] for _ in names]
         with torch.no_grad():
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size].detach().cpu()
@@ -483,7 +504,7 @@ class FeatureTaps:
                 elif not batch.is_floating_point():
                     raise TypeError(f"images must be floating-point, got {batch.dtype}")
                 feed = np.ascontiguousarray(batch.numpy().astype(self._input_type, copy=False))
-                for index, value in enumerate(self._run(feed)):
+                for index, value in enumerate(self._run(feed, names)):
                     outputs[index].append(torch.from_numpy(np.asarray(value, dtype=np.float32)))
         return [torch.cat(parts) for parts in outputs]
 
@@ -588,7 +609,7 @@ def feature_taps(
         if not isinstance(expected, torch.Tensor):
             raise TypeError(f"the model returned {type(expected).__name__}, not a single logits tensor")
         _check_agreement("the ONNX export's logits and the torch model's", expected.float().numpy(), probe["output"])
-    tap_proto, output_names = _tap_model(proto, found)
+    tap_proto, output_names, logits_name = _tap_model(proto, found)
     session = ort.InferenceSession(
         tap_proto.SerializeToString(), _session_options(num_threads, optimise=True), providers=["CPUExecutionProvider"]
     )
@@ -610,4 +631,5 @@ def feature_taps(
         input_type=probe["input_type"],
         fixed_batch_size=probe["fixed_batch_size"],
         teacher=teacher,
+        logits_name=logits_name,
     )

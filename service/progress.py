@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, TextIO
 
 __all__ = ["ProgressBar", "format_duration"]
@@ -83,3 +84,41 @@ class ProgressBar:
         if event.stage != "done":
             parts.append(f"left {format_duration(event.eta_s)}")
         return "  ".join(parts)
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class JobProgressBar:
+    """Renders a compression job's progress dicts (:mod:`service.pipeline` events, or the ``progress`` events a
+    server streams) with a :class:`ProgressBar` whose bar is the job's overall 0-100 %."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.bar = ProgressBar(stream=stream)
+        self.stream = self.bar.stream
+        self.started = time.monotonic()
+
+    def __call__(self, data: dict[str, Any]) -> None:
+        progress = _number(data.get("progress")) or 0.0
+        stage = str(data.get("stage") or "running")
+        elapsed = _number(data.get("elapsed_s"))
+        view = SimpleNamespace(
+            stage=stage,
+            steps_per_epoch=100,
+            step=round(100 * progress),
+            epoch=data.get("epoch") or 0,
+            epochs=data.get("epochs") or 0,
+            loss=_number(data.get("loss")),
+            samples_per_s=_number(data.get("samples_per_s")),
+            val_accuracy=_number(data.get("val_accuracy")),
+            val_agreement=_number(data.get("val_agreement")),
+            elapsed_s=elapsed if elapsed is not None else time.monotonic() - self.started,
+            eta_s=_number(data.get("eta_s")),
+        )
+        if stage not in ("train", "validate", "done"):
+            view.epoch = view.epochs = 0
+        self.bar(view)
+
+    def close(self) -> None:
+        self.bar.close()

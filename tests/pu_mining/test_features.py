@@ -110,6 +110,17 @@ def test_torchscript_teacher(files, images, reference) -> None:
     assert [f.shape for f in taps(torch.rand(3, 1, 32, 32))] == [(3, 8), (3, 16), (3, 32)]
 
 
+def test_features_and_logits_come_from_one_pass(files, images, reference) -> None:
+    teacher = load_teacher(files["torchscript"], input_shape=SHAPE, mean=[0.5], std=[0.25])
+    for taps in (feature_taps(teacher, num_threads=1), feature_taps(files["static"], num_threads=1)):
+        features, logits = taps.features_and_logits(images)
+        for got, want in zip(features, taps(images), strict=True):
+            torch.testing.assert_close(got, want)
+        if taps.fixed_batch_size is None:  # the teacher: its own logits, normalisation included
+            torch.testing.assert_close(logits, teacher(images), atol=1e-4, rtol=1e-4)
+        assert logits.shape[0] == images.shape[0] and logits.ndim == 2
+
+
 def test_teacher_normalisation_is_applied(files, net, images) -> None:
     teacher = load_teacher(files["torchscript"], input_shape=SHAPE, mean=[0.5], std=[0.25])
     taps = feature_taps(teacher, num_threads=1)

@@ -1,0 +1,365 @@
+"""The service's configuration: :class:`Settings`, read once from the environment.
+
+The app factory (:func:`service.app.create_app`), ``condense worker`` and ``condense serve`` each call
+:meth:`Settings.from_env` once and pass the object on; nothing else reads these variables (nothing at import time).
+A bad value raises :class:`SettingsError` (a ValueError) naming the variable, the value and what is expected.
+
+Each variable, its default, and what it sets:
+
+``CONDENSE_DATA_DIR`` -- ``$XDG_DATA_HOME/condense``, else ``~/.local/share/condense``, else ``./condense-data``
+    Where the embedded defaults keep their files: the SQLite databases, local blobs, worker scratch space.
+``CONDENSE_DATABASE_URL`` -- ``sqlite:////<data dir>/condense.db``
+    Job metadata: ``sqlite:///path`` or ``postgresql://user:pw@host:5432/db``.
+``CONDENSE_BLOB_URL`` -- ``file:///<data dir>/blobs``
+    Uploads and artefacts: ``file:///path`` (or a plain path) or ``s3://bucket/prefix`` (endpoint from
+    ``?endpoint_url=`` or ``CONDENSE_S3_ENDPOINT_URL``; credentials the usual boto3 way).
+``CONDENSE_BROKER_URL`` -- ``sqlite:////<data dir>/queue.db``
+    The job queue (Huey, :mod:`service.queue`): ``sqlite:///path`` (one machine, no server) or
+    ``redis://host:6379/0`` (``rediss://`` for TLS).
+``CONDENSE_WORK_DIR`` -- ``<data dir>/work``
+    A worker's scratch space: one folder per job with its inputs and checkpoints, kept while the job is unfinished,
+    so a job resumed on the same machine reuses them.
+``CONDENSE_MAX_UPLOAD_BYTES`` -- ``2G``
+    Largest positives archive (and any one upload). ``K``, ``M``, ``G`` suffixes are binary units.
+``CONDENSE_MAX_TEACHER_BYTES`` -- ``512M``
+    Largest teacher model file (the web process reads it into memory to check its format).
+``CONDENSE_MAX_POSITIVES_FILES`` -- ``100000``
+    Most members of a positives archive.
+``CONDENSE_LEASE_S`` -- ``60``
+    A running job's lease: its worker renews it every third of this; a job whose lease ran out is taken over.
+``CONDENSE_POLL_S`` -- ``1.0``
+    How often a worker checks its running job for a cancel request (a cancel stops the work within about this).
+``CONDENSE_MAX_ATTEMPTS`` -- ``3``
+    How many times a job is started before losing its worker once more makes it fail.
+``CONDENSE_REAPER_INTERVAL_S`` -- ``30``
+    How often each worker looks for jobs whose worker was lost.
+``CONDENSE_CHECKPOINT_SYNC_S`` -- ``300``
+    How often (and at every stage change) a worker copies a job's checkpoints to blob storage, so that a worker on
+    another machine can resume it; ``0`` turns this off (one machine).
+``CONDENSE_UPLOAD_TTL_S`` -- ``86400``
+    Uploads (``POST /api/v1/uploads``) that no job took within this are deleted.
+``CONDENSE_WORKERS`` -- ``1``
+    Job worker processes ``condense serve`` starts (``condense worker`` is always one).
+``CONDENSE_WEB_WORKERS`` -- ``2``
+    gunicorn worker processes.
+``CONDENSE_WEB_THREADS`` -- ``8``
+    Threads per gunicorn worker (an open event stream holds one).
+``CONDENSE_BIND`` -- ``127.0.0.1:8000``
+    gunicorn's listening address (``0.0.0.0:8000`` in containers, or ``unix:/path.sock``).
+``CONDENSE_SSE_MAX_S`` -- ``300``
+    Longest one ``/events`` response streams before it closes (the client reconnects with ``Last-Event-ID``).
+``CONDENSE_SSE_KEEPALIVE_S`` -- ``15``
+    Keep-alive comment interval of an event stream.
+``CONDENSE_LOG_LEVEL`` -- ``INFO``
+    ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
+``CONDENSE_SECRET_KEY`` -- made on first start and kept in ``<data dir>/secret_key``
+    Signs the web pages' session cookies (:mod:`service.web`); at least 32 characters. Unset, a random key is
+    generated once and stored (mode 0600) under the data directory, so sign-ins survive restarts. Set it (the same
+    on every machine) when several machines with separate data directories serve the pages.
+``CONDENSE_PIPELINE`` -- unset
+    **Tests only**: ``module:function`` run instead of ``service.pipeline.run_compression``.
+
+Read by other parts, listed here so one table has them all: ``CONDENSE_S3_ENDPOINT_URL`` (:mod:`storage.blobs`) and,
+on the client side, ``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError", "parse_bytes"]
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_PIPELINE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_MIN_SECRET_CHARS = 32
+_SECRET_FILE = "secret_key"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def parse_bytes(text: str) -> int:
+    """``"512M"`` -> 536870912; plain digits are bytes; K, M, G, T are powers of 1024 (``MiB``, ``MB`` alike)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"expected a size such as 1048576, 512M or 2G, got {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    if xdg:
+        return Path(xdg) / "condense"
+    home = env.get("HOME", "").strip()
+    if home and Path(home).is_dir():
+        return Path(home) / ".local" / "share" / "condense"
+    return Path.cwd() / "condense-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's settings (see the module docstring for each one). Build with :meth:`from_env`."""
+
+    data_dir: Path
+    database_url: str
+    blob_url: str
+    broker_url: str
+    work_dir: Path
+    max_upload_bytes: int = 2 * 1024**3
+    max_teacher_bytes: int = 512 * 1024**2
+    max_positives_files: int = 100_000
+    lease_s: float = 60.0
+    poll_s: float = 1.0
+    max_attempts: int = 3
+    reaper_interval_s: float = 30.0
+    checkpoint_sync_s: float = 300.0
+    upload_ttl_s: float = 86_400.0
+    workers: int = 1
+    web_workers: int = 2
+    web_threads: int = 8
+    bind: str = "127.0.0.1:8000"
+    sse_max_s: float = 300.0
+    sse_keepalive_s: float = 15.0
+    log_level: str = "INFO"
+    pipeline: str | None = None
+    session_key: str | None = field(default=None, repr=False)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Flask's ``MAX_CONTENT_LENGTH``: a teacher, a positives archive and a little for the form."""
+        return self.max_upload_bytes + self.max_teacher_bytes + 1024**2
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space of the web processes (uploads being checked), inside the data directory."""
+        return self.data_dir / "tmp"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``CONDENSE_*`` variables of ``environ`` (default ``os.environ``); SettingsError naming a bad one."""
+        env = dict(os.environ if environ is None else environ)
+        reader = _Reader(env)
+        data_text = reader.text("CONDENSE_DATA_DIR")
+        data_dir = Path(data_text).expanduser() if data_text else _default_data_dir(env)
+        data_dir = data_dir.absolute()
+        work_text = reader.text("CONDENSE_WORK_DIR")
+        settings = cls(
+            data_dir=data_dir,
+            database_url=reader.url("CONDENSE_DATABASE_URL", f"sqlite:///{data_dir}/condense.db", _DB_SCHEMES),
+            blob_url=reader.url("CONDENSE_BLOB_URL", f"file://{data_dir}/blobs", ("file", "s3", "")),
+            broker_url=reader.url("CONDENSE_BROKER_URL", f"sqlite:///{data_dir}/queue.db", _BROKER_SCHEMES),
+            work_dir=(Path(work_text).expanduser().absolute() if work_text else data_dir / "work"),
+            max_upload_bytes=reader.size("CONDENSE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_teacher_bytes=reader.size("CONDENSE_MAX_TEACHER_BYTES", cls.max_teacher_bytes),
+            max_positives_files=reader.integer("CONDENSE_MAX_POSITIVES_FILES", cls.max_positives_files, minimum=1),
+            lease_s=reader.number("CONDENSE_LEASE_S", cls.lease_s, minimum=1.0),
+            poll_s=reader.number("CONDENSE_POLL_S", cls.poll_s, minimum=0.05),
+            max_attempts=reader.integer("CONDENSE_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            reaper_interval_s=reader.number("CONDENSE_REAPER_INTERVAL_S", cls.reaper_interval_s, minimum=0.1),
+            checkpoint_sync_s=reader.number("CONDENSE_CHECKPOINT_SYNC_S", cls.checkpoint_sync_s, minimum=0.0),
+            upload_ttl_s=reader.number("CONDENSE_UPLOAD_TTL_S", cls.upload_ttl_s, minimum=60.0),
+            workers=reader.integer("CONDENSE_WORKERS", cls.workers, minimum=0),
+            web_workers=reader.integer("CONDENSE_WEB_WORKERS", cls.web_workers, minimum=1),
+            web_threads=reader.integer("CONDENSE_WEB_THREADS", cls.web_threads, minimum=1),
+            bind=reader.bind("CONDENSE_BIND", cls.bind),
+            sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
+            sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
+            log_level=reader.choice("CONDENSE_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            pipeline=reader.pipeline("CONDENSE_PIPELINE"),
+            session_key=reader.secret("CONDENSE_SECRET_KEY"),
+        )
+        if reader.errors:
+            raise SettingsError("; ".join(reader.errors))
+        return settings
+
+    def session_secret(self) -> str:
+        """The key signing the web pages' session cookies: ``CONDENSE_SECRET_KEY``, else ``<data dir>/secret_key``.
+
+        The file is created on the first call with a fresh random key (mode 0600, written to a temporary file and
+        linked into place, so processes starting together agree on one key and none reads a half-written one).
+        SettingsError if the file exists but holds no usable key.
+        """
+        if self.session_key is not None:
+            return self.session_key
+        path = self.data_dir / _SECRET_FILE
+        existing = _read_secret(path)
+        if existing is not None:
+            return existing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{_SECRET_FILE}-", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(handle, "w") as tmp:
+                tmp.write(key + "\n")
+            try:
+                os.link(tmp_name, path)
+            except FileExistsError:  # another process made it first: use theirs
+                theirs = _read_secret(path)
+                if theirs is None:
+                    raise SettingsError(f"{path} vanished while it was being read") from None
+                return theirs
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        return key
+
+    def as_dict(self) -> dict[str, object]:
+        """The settings as JSON-ready values, with passwords in URLs and the secret key hidden (for logs, ``serve``)."""
+        result: dict[str, object] = {}
+        for name, value in self.__dict__.items():
+            if name == "session_key":
+                value = None if value is None else "***"
+            if isinstance(value, Path):
+                value = str(value)
+            if name.endswith("_url") and isinstance(value, str):
+                value = _hide_password(value)
+            result[name] = value
+        return result
+
+
+_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_BROKER_SCHEMES = ("sqlite", "redis", "rediss")
+
+
+def _read_secret(path: Path) -> str | None:
+    """The key stored in ``path``; None if there is no such file; SettingsError if it holds no usable key."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{path}: cannot read the session secret key ({error})") from None
+    if len(text) < _MIN_SECRET_CHARS:
+        raise SettingsError(
+            f"{path}: holds no usable session secret key (under {_MIN_SECRET_CHARS} characters); delete the file "
+            "to have a new one made (signs everyone out) or set CONDENSE_SECRET_KEY"
+        )
+    return text
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class _Reader:
+    """Reads variables, collecting every problem (so one error message names all bad variables)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def _fail(self, name: str, value: str, expected: str) -> None:
+        self.errors.append(f"{name}={value!r}: {expected}")
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        scheme = urlsplit(value).scheme.lower()
+        if scheme not in schemes:
+            shown = ", ".join(f"{s}:" for s in schemes if s) + (" or a plain path" if "" in schemes else "")
+            self._fail(name, _hide_password(value), f"expected a URL starting with {shown}")
+            return default
+        return value
+
+    def size(self, name: str, default: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            size = parse_bytes(value)
+        except ValueError as error:
+            self._fail(name, value, str(error))
+            return default
+        if size < 1:
+            self._fail(name, value, "must be at least 1 byte")
+            return default
+        return size
+
+    def integer(self, name: str, default: int, *, minimum: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self._fail(name, value, "expected a whole number")
+            return default
+        if number < minimum:
+            self._fail(name, value, f"must be >= {minimum}")
+            return default
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self._fail(name, value, "expected a number of seconds")
+            return default
+        if not number >= minimum or number == float("inf"):
+            self._fail(name, value, f"must be a finite number >= {minimum:g}")
+            return default
+        return number
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.upper() not in choices:
+            self._fail(name, value, f"expected one of {', '.join(choices)}")
+            return default
+        return value.upper()
+
+    def bind(self, name: str, default: str) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        host, sep, port = value.rpartition(":")
+        if value.startswith("unix:"):
+            return value
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self._fail(name, value, "expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path/to.sock")
+            return default
+        return value
+
+    def secret(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if len(value) < _MIN_SECRET_CHARS:  # the value itself is never repeated in the message
+            self.errors.append(f"{name}: must be at least {_MIN_SECRET_CHARS} characters (got {len(value)})")
+            return None
+        return value
+
+    def pipeline(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if not _PIPELINE_RE.match(value):
+            self._fail(name, value, "expected module.path:function (tests only)")
+            return None
+        return value

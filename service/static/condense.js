@@ -1,0 +1,159 @@
+/* Condense web pages: live updates of the job page from the API's server-sent events.
+ *
+ * The job page (<article id="job" data-events-url=... data-results-url=...>) opens an EventSource on
+ * /api/v1/jobs/<id>/events (the session cookie authenticates it) and updates the status, stage, progress bar,
+ * time left and messages in place. When the stream sends "end" (the job is final) it fetches the page's results
+ * part (error, downloads, report table) and swaps it in. Everything else works without this script.
+ */
+(function () {
+  "use strict";
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  function setText(id, text) {
+    var element = byId(id);
+    if (element) {
+      element.textContent = text;
+    }
+  }
+
+  function parse(event) {
+    try {
+      return JSON.parse(event.data);
+    } catch (error) {
+      return {};
+    }
+  }
+
+  function pad(number) {
+    return (number < 10 ? "0" : "") + number;
+  }
+
+  // Seconds as 1:15 or 1:02:05, like service.progress.format_duration.
+  function duration(seconds) {
+    if (typeof seconds !== "number" || !isFinite(seconds) || seconds < 0) {
+      return "—";
+    }
+    var whole = Math.round(seconds);
+    var hours = Math.floor(whole / 3600);
+    var minutes = Math.floor((whole % 3600) / 60);
+    var secs = whole % 60;
+    return hours ? hours + ":" + pad(minutes) + ":" + pad(secs) : minutes + ":" + pad(secs);
+  }
+
+  function setStatus(status) {
+    var element = byId("job-status");
+    if (element && typeof status === "string" && status) {
+      element.textContent = status;
+      element.className = "status status-" + status;
+    }
+  }
+
+  function setProgress(progress) {
+    if (typeof progress !== "number" || !isFinite(progress)) {
+      return;
+    }
+    var value = Math.min(Math.max(progress, 0), 1);
+    var text = (value * 100).toFixed(1) + " %";
+    var bar = byId("job-progress");
+    if (bar) {
+      bar.value = value;
+      bar.textContent = text;
+    }
+    setText("job-progress-text", text);
+  }
+
+  function applyState(data) {
+    setStatus(data.status);
+    if (typeof data.stage === "string" && data.stage) {
+      setText("job-stage", data.stage);
+    }
+    setProgress(data.progress);
+    if (typeof data.eta_s === "number") {
+      setText("job-eta", duration(data.eta_s));
+    }
+  }
+
+  function watchJob(root) {
+    var eventsUrl = root.getAttribute("data-events-url");
+    var resultsUrl = root.getAttribute("data-results-url");
+    if (!eventsUrl || !window.EventSource) {
+      return;
+    }
+    var source = new EventSource(eventsUrl);
+    root.setAttribute("data-live", "connecting");
+    source.addEventListener("open", function () {
+      root.setAttribute("data-live", "open");
+    });
+    source.addEventListener("progress", function (event) {
+      var data = parse(event);
+      applyState({ stage: data.stage, progress: data.progress, eta_s: data.eta_s });
+      if (typeof data.message === "string") {
+        setText("job-detail", data.message);
+      }
+    });
+    source.addEventListener("status", function (event) {
+      var data = parse(event);
+      setStatus(data.status);
+      if (typeof data.error === "string" && data.error) {
+        setText("job-message", data.error);
+      } else if (typeof data.message === "string" && data.message) {
+        setText("job-message", data.message);
+      }
+    });
+    source.addEventListener("cancel_requested", function () {
+      setText("job-message", "Cancel requested: the job stops within seconds.");
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      var data = parse(event);
+      if (data.status === "deleted") {
+        setStatus("deleted");
+        setText("job-message", "This job has been deleted.");
+        root.setAttribute("data-live", "ended");
+        return;
+      }
+      applyState(data);
+      setText("job-eta", "—");
+      var cancel = byId("cancel-form");
+      if (cancel) {
+        cancel.parentNode.removeChild(cancel);
+      }
+      if (!resultsUrl) {
+        root.setAttribute("data-live", "ended");
+        return;
+      }
+      fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          return response.ok ? response.text() : null;
+        })
+        .then(function (html) {
+          var results = byId("job-results");
+          if (results && html !== null) {
+            results.innerHTML = html; // our own server-rendered, escaped template
+          }
+          root.setAttribute("data-live", "ended");
+        })
+        .catch(function () {
+          setText("job-message", "The job has ended: reload the page to see its results.");
+          root.setAttribute("data-live", "ended");
+        });
+    });
+    // EventSource reconnects by itself (with Last-Event-ID) after an error or when the server ends a long stream.
+  }
+
+  function start() {
+    var root = byId("job");
+    if (root) {
+      watchJob(root);
+    }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,149 @@
+"""mine(): a real (small) teacher, real images, a real pool; the selection must be mostly the task's images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from compression import load_teacher
+from compression.teachers import Teacher
+from pu_mining.embedder import load_embedder
+from pu_mining.image_files import ImageRecord
+from pu_mining.miner import MiningCancelled, MiningConfig, mine
+from pu_mining.pool import Pool, PoolConfig, PoolStore, RecordSource
+from pu_mining.positives import Positives
+from pu_mining.sources import animal_mnist, mnist_digits
+from storage import LocalBlobStore
+from tests.fashion_mnist import task_images
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.stage1(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Teacher:
+    torch.manual_seed(0)
+    images, labels = task_images("train", 1500)
+    net = SmallCNN()
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(3):
+        order = torch.randperm(len(images))
+        for start in range(0, len(images), 100):
+            batch = order[start : start + 100]
+            loss = nn.functional.cross_entropy(net(images[batch]), labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.jit.save(torch.jit.script(net.eval()), str(path))
+    return load_teacher(path, input_shape=(1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
+    """400 task images (Fashion-MNIST test, classes 0-4) among 400 MNIST digits and 400 animal silhouettes."""
+    task, _ = task_images("test", 400)
+    task_uint8 = task.squeeze(1).mul(255).round().to(torch.uint8).numpy()
+    digits, _ = mnist_digits()
+    animals, _ = animal_mnist()
+
+    def records(name: str, images: np.ndarray) -> RecordSource:
+        return RecordSource(name, (ImageRecord(name, str(i), image) for i, image in enumerate(images)))
+
+    root = tmp_path_factory.mktemp("pools")
+    store = PoolStore(LocalBlobStore(root / "blobs"), cache_dir=root / "cache")
+    config = PoolConfig(image_size=28, channels=1, embedder_resolution=32, shard_size=500)
+    store.ingest(
+        "small",
+        [records("task", task_uint8), records("digits", digits[:400]), records("animals", animals[:400])],
+        config=config,
+        embedder=load_embedder(resolution=32, num_threads=1),
+    )
+    return store.open("small")
+
+
+@pytest.fixture(scope="module")
+def positives() -> Positives:
+    images, labels = task_images("train", 2000)
+    keep = torch.cat([torch.nonzero(labels == k).flatten()[:12] for k in range(5)])  # 12 per class, not in the pool
+    return Positives(images[keep], labels[keep], CLASSES, [f"p{i}" for i in range(len(keep))], "test")
+
+
+def _truth(pool: Pool) -> np.ndarray:
+    return np.array([name.startswith("task:") for name in pool.names()])
+
+
+def test_mining_selects_the_task_images(teacher, pool, positives) -> None:
+    events: list[dict] = []
+    result = mine(teacher, positives, pool, MiningConfig(num_threads=1, epochs=20), on_progress=events.append)
+    truth = _truth(pool)
+    selected = truth[result.ids]
+    precision, recall = selected.mean(), selected.sum() / truth.sum()
+    assert precision >= 0.85 and recall >= 0.6, (precision, recall)
+    report = result.report
+    assert report.candidates == len(result.candidate_ids) <= report.candidate_budget == len(pool)
+    assert report.selected == len(result.ids) and 0 < report.prior < 1 and report.prior_estimated
+    assert report.holdout == 10 and report.holdout_recall is not None  # 12 per class, 20 % held out: 2 per class
+    assert sum(report.class_histogram.values()) == report.selected
+    assert list(report.class_histogram) == CLASSES
+    assert sum(report.score_histogram["counts"]) == report.candidates
+    assert [e["step"] for e in events] == ["candidates", "teacher_features", "prior", "pu_classifier", "selection"]
+    # scores are best first; selected items are unique; teacher classes agree with the teacher on the images
+    assert np.all(np.diff(result.scores) <= 0) and len(set(result.ids.tolist())) == len(result.ids)
+    logits = teacher(pool.image_tensor(result.ids[:50]))
+    np.testing.assert_array_equal(result.teacher_classes[:50], logits.argmax(dim=1).numpy())
+    grid = Image.open(io.BytesIO(result.thumbnail_grid(pool, CLASSES, per_class=4)))
+    assert grid.size == (4 * 30, 5 * 30)
+
+
+def test_given_prior_budgets_and_determinism(teacher, pool, positives) -> None:
+    config = MiningConfig(num_threads=1, prior=0.3, candidate_budget=600, selection_budget=50, holdout_fraction=0)
+    first = mine(teacher, positives, pool, config)
+    assert first.report.prior == 0.3 and not first.report.prior_estimated
+    assert len(first.candidate_ids) <= 600 and len(first.ids) <= 50 and first.report.holdout_recall is None
+    again = mine(teacher, positives, pool, config)
+    np.testing.assert_array_equal(first.ids, again.ids)
+
+
+def test_near_duplicates_of_positives_are_not_selected(teacher, pool, positives, tmp_path: Path) -> None:
+    # a positive that is also in the pool (the same pixels) must not be mined back
+    task, _ = task_images("test", 400)
+    copies = Positives(task[:5], torch.zeros(5, dtype=torch.int64), CLASSES, list("abcde"), "t")
+    both = Positives(
+        torch.cat([positives.images, copies.images]),
+        torch.cat([positives.labels, copies.labels]),
+        CLASSES,
+        [*positives.names, *copies.names],
+        "t",
+    )
+    result = mine(teacher, both, pool, MiningConfig(num_threads=1, holdout_fraction=0))
+    copied_ids = np.flatnonzero(np.isin(pool.names(), [f"task:{i}" for i in range(5)]))
+    assert not set(copied_ids.tolist()) & set(result.ids.tolist())
+    assert result.report.duplicates_of_positives >= 1
+
+
+def test_errors_and_cancel(teacher, pool, positives) -> None:
+    with pytest.raises(MiningCancelled):
+        mine(teacher, positives, pool, MiningConfig(num_threads=1), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="candidate_budget"):
+        MiningConfig(candidate_budget=0)
+    with pytest.raises(ValueError, match="prior"):
+        MiningConfig(prior=1.5)
+    with pytest.raises(TypeError, match="Positives"):
+        mine(teacher, positives.images, pool)  # type: ignore[arg-type]

@@ -1,0 +1,84 @@
+"""Settings: defaults under the data folder, every variable parsed, bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings, SettingsError, parse_bytes
+
+
+def test_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path)})
+    assert settings.data_dir == tmp_path
+    assert settings.database_url == f"sqlite:///{tmp_path}/condense.db"
+    assert settings.blob_url == f"file://{tmp_path}/blobs"
+    assert settings.broker_url == f"sqlite:///{tmp_path}/queue.db"
+    assert settings.work_dir == tmp_path / "work"
+    assert settings.max_request_bytes > settings.max_upload_bytes + settings.max_teacher_bytes
+    assert settings.pipeline is None and settings.bind == "127.0.0.1:8000"
+
+
+def test_data_dir_default_follows_xdg_then_home(tmp_path: Path) -> None:
+    assert Settings.from_env({"XDG_DATA_HOME": str(tmp_path)}).data_dir == tmp_path / "condense"
+    home = Settings.from_env({"HOME": str(tmp_path)}).data_dir
+    assert home == tmp_path / ".local" / "share" / "condense"
+    assert Settings.from_env({"HOME": str(tmp_path / "missing")}).data_dir.name == "condense-data"
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    env = {
+        "CONDENSE_DATA_DIR": str(tmp_path),
+        "CONDENSE_DATABASE_URL": "postgresql://u:secret@db:5432/condense",
+        "CONDENSE_BLOB_URL": "s3://bucket/prefix",
+        "CONDENSE_BROKER_URL": "redis://redis:6379/0",
+        "CONDENSE_WORK_DIR": str(tmp_path / "scratch"),
+        "CONDENSE_MAX_UPLOAD_BYTES": "64M",
+        "CONDENSE_MAX_TEACHER_BYTES": "1GiB",
+        "CONDENSE_MAX_POSITIVES_FILES": "500",
+        "CONDENSE_LEASE_S": "30",
+        "CONDENSE_POLL_S": "0.5",
+        "CONDENSE_MAX_ATTEMPTS": "5",
+        "CONDENSE_REAPER_INTERVAL_S": "10",
+        "CONDENSE_CHECKPOINT_SYNC_S": "0",
+        "CONDENSE_UPLOAD_TTL_S": "3600",
+        "CONDENSE_WORKERS": "4",
+        "CONDENSE_WEB_WORKERS": "3",
+        "CONDENSE_WEB_THREADS": "16",
+        "CONDENSE_BIND": "0.0.0.0:9000",
+        "CONDENSE_SSE_MAX_S": "60",
+        "CONDENSE_SSE_KEEPALIVE_S": "5",
+        "CONDENSE_LOG_LEVEL": "debug",
+        "CONDENSE_PIPELINE": "tests.service.fake_pipeline:run_compression",
+    }
+    settings = Settings.from_env(env)
+    assert settings.max_upload_bytes == 64 * 1024**2 and settings.max_teacher_bytes == 1024**3
+    assert (settings.workers, settings.web_workers, settings.web_threads) == (4, 3, 16)
+    assert settings.checkpoint_sync_s == 0 and settings.log_level == "DEBUG"
+    assert settings.work_dir == tmp_path / "scratch"
+    assert "secret" not in str(settings.as_dict()) and "***" in str(settings.as_dict()["database_url"])
+
+
+def test_bad_values_name_each_variable(tmp_path: Path) -> None:
+    env = {
+        "CONDENSE_DATA_DIR": str(tmp_path),
+        "CONDENSE_LEASE_S": "soon",
+        "CONDENSE_MAX_UPLOAD_BYTES": "lots",
+        "CONDENSE_BROKER_URL": "amqp://rabbit",
+        "CONDENSE_BIND": "8000",
+        "CONDENSE_WORKERS": "-1",
+        "CONDENSE_PIPELINE": "not a path",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    for name in ("CONDENSE_LEASE_S", "CONDENSE_MAX_UPLOAD_BYTES", "CONDENSE_BROKER_URL", "CONDENSE_BIND",
+                 "CONDENSE_WORKERS", "CONDENSE_PIPELINE"):  # fmt: skip
+        assert name in message
+
+
+def test_parse_bytes() -> None:
+    assert parse_bytes("10") == 10 and parse_bytes("2k") == 2048 and parse_bytes("1 MiB") == 1024**2
+    with pytest.raises(ValueError):
+        parse_bytes("1.5G")
