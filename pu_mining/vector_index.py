@@ -15,7 +15,7 @@ training and no tuning, so pools up to :data:`FLAT_MAX_VECTORS` are searched exa
 queries/s at a given recall (1M vectors: about 2,000 queries/s at recall@100 0.98), incremental adds without any
 training and no drift as the pool grows; but it is slow to build (every insertion is a search: about 4 minutes for
 1M on 2 cores), its links cost ``2 * M * 4`` bytes per vector on top of the vectors and only the vectors can be
-memory-mapped. Past :data:`HNSW_MAX_VECTORS` IVF: it builds about 5x faster, serves its inverted lists straight
+memory-mapped. Past :data:`HNSW_MAX_VECTORS` IVF: it builds 3-5x faster, serves its inverted lists straight
 from a memory-mapped file and costs only 8 bytes per vector for the ids.
 
 Parameters:

@@ -3,7 +3,8 @@
 - ``teacher_file``: a tiny real TorchScript model (``torch.jit.script`` of a small conv net for 1x28x28 images).
 - ``positives_zip``: a zip of real PNG images from Fashion-MNIST's test split, one folder per class.
 - ``service_env`` / ``make_settings``: ``CONDENSE_*`` variables pointing everything into ``tmp_path`` (SQLite,
-  local blobs, SQLite queue), with short leases and intervals so fault tests take seconds.
+  local blobs, SQLite queue), with short leases and intervals so fault tests take seconds, and no demo pool built
+  by ``condense serve``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def service_env(root: Path, **extra: str) -> dict[str, str]:
         "CONDENSE_SSE_MAX_S": "5",
         "CONDENSE_SSE_KEEPALIVE_S": "0.2",
         "CONDENSE_LOG_LEVEL": "INFO",
+        "CONDENSE_DEMO_POOL": "0",  # tests that need a pool build a small one (tests/service/test_e2e.py)
     }
     env.update(extra)
     return env

@@ -17,7 +17,7 @@ def test_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
     assert settings.broker_url == f"sqlite:///{tmp_path}/queue.db"
     assert settings.work_dir == tmp_path / "work"
     assert settings.max_request_bytes > settings.max_upload_bytes + settings.max_teacher_bytes
-    assert settings.pipeline is None and settings.bind == "127.0.0.1:8000"
+    assert settings.pipeline is None and settings.bind == "127.0.0.1:8000" and settings.demo_pool is True
 
 
 def test_data_dir_default_follows_xdg_then_home(tmp_path: Path) -> None:
@@ -50,13 +50,14 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "CONDENSE_SSE_MAX_S": "60",
         "CONDENSE_SSE_KEEPALIVE_S": "5",
         "CONDENSE_LOG_LEVEL": "debug",
+        "CONDENSE_DEMO_POOL": "off",
         "CONDENSE_PIPELINE": "tests.service.fake_pipeline:run_compression",
     }
     settings = Settings.from_env(env)
     assert settings.max_upload_bytes == 64 * 1024**2 and settings.max_teacher_bytes == 1024**3
     assert (settings.workers, settings.web_workers, settings.web_threads) == (4, 3, 16)
     assert settings.checkpoint_sync_s == 0 and settings.log_level == "DEBUG"
-    assert settings.work_dir == tmp_path / "scratch"
+    assert settings.work_dir == tmp_path / "scratch" and settings.demo_pool is False
     assert "secret" not in str(settings.as_dict()) and "***" in str(settings.as_dict()["database_url"])
 
 
@@ -69,12 +70,13 @@ def test_bad_values_name_each_variable(tmp_path: Path) -> None:
         "CONDENSE_BIND": "8000",
         "CONDENSE_WORKERS": "-1",
         "CONDENSE_PIPELINE": "not a path",
+        "CONDENSE_DEMO_POOL": "maybe",
     }
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
     message = str(caught.value)
     for name in ("CONDENSE_LEASE_S", "CONDENSE_MAX_UPLOAD_BYTES", "CONDENSE_BROKER_URL", "CONDENSE_BIND",
-                 "CONDENSE_WORKERS", "CONDENSE_PIPELINE"):  # fmt: skip
+                 "CONDENSE_WORKERS", "CONDENSE_PIPELINE", "CONDENSE_DEMO_POOL"):  # fmt: skip
         assert name in message
 
 
