@@ -132,10 +132,8 @@ def openapi() -> Any:
 @api.get("/pools")
 def pools() -> Any:
     """The unlabelled pools a job can mine (``options.pool``)."""
-    try:
-        from pu_mining.pool import PoolStore
-    except ImportError:  # the pool store is not built yet
-        return jsonify({"pools": []})
+    from pu_mining.pool import PoolStore
+
     store = PoolStore(_jobs().blobs)
     return jsonify({"pools": [pool.as_dict() for pool in store.list()]})
 
