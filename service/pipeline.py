@@ -294,7 +294,12 @@ def run_compression(
 
     def on_distill(event: Any) -> None:
         total = max(1, event.epochs * max(1, event.steps_per_epoch))
-        done = max(0, event.epoch - 1) * event.steps_per_epoch + event.step if event.stage == "train" else 0
+        if event.stage == "train":
+            done = max(0, event.epoch - 1) * event.steps_per_epoch + event.step
+        elif event.stage == "validate":  # after an epoch's training: that epoch is done
+            done = event.epoch * max(1, event.steps_per_epoch)
+        else:
+            done = 0
         progress.emit(
             done / total if event.stage != "done" else 1.0,
             f"distill: {event.stage}, epoch {event.epoch}/{event.epochs}",

@@ -1,4 +1,7 @@
-"""``condense pool ingest | list | show | delete``: manage the unlabelled pools that mining searches.
+"""``condense pool ingest | list | show | delete | demo``: manage the unlabelled pools that mining searches.
+
+``condense pool demo`` builds the demo pool (pool ``demo``, :mod:`service.demo_pool`) if it does not exist: what
+``condense serve`` does on first start unless ``CONDENSE_DEMO_POOL=0``.
 
 Pools live in the blob store the service uses (``CONDENSE_BLOB_URL``, default a folder under
 ``CONDENSE_DATA_DIR``; see :mod:`service.settings`), so a pool ingested here is the one ``condense serve`` mines.
@@ -125,6 +128,71 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+class DemoPoolProgress:
+    """Prints ``building the demo pool: 1,024/4,500 images (350 images/s) ...`` lines for
+    :func:`service.demo_pool.ensure_demo_pool`: rewritten in place on a terminal, one line per update otherwise."""
+
+    def __init__(self, stream: Any = None, prefix: str = "") -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.prefix = prefix
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._open = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        stage = event["stage"]
+        if stage == "missing":
+            self._line(f"demo pool: leaving out {event['source']} ({event['message']})", final=True)
+            return
+        if stage == "done":
+            self._line(
+                f"demo pool built: {event['message']} in {event['elapsed_s']:.1f} s "
+                f"({event['images_per_second']:.0f} images/s)",
+                final=True,
+            )
+            return
+        rate = f" ({event['images_per_second']:.0f} images/s)" if event["images_per_second"] >= 1 else ""
+        what = " -- loading the embedder" if stage == "load" else ""
+        self._line(f"building the demo pool: {event['done']:,}/{event['total']:,} images{rate}{what} ...")
+
+    def _line(self, text: str, final: bool = False) -> None:
+        text = self.prefix + text
+        if self._tty:
+            self.stream.write(f"\r\033[K{text}" + ("\n" if final else ""))
+            self._open = not final
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo_pool import DEMO_POOL, ensure_demo_pool
+
+    store = _open_store()
+    progress = None if args.quiet else DemoPoolProgress()
+    try:
+        built = ensure_demo_pool(store, progress, size=args.size)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        print("condense pool demo: stopped; the pool was not created (run it again to build it)", file=sys.stderr)
+        return 130
+    finally:
+        if progress is not None:
+            progress.close()
+    manifest = store.manifest(DEMO_POOL)
+    if not built:
+        print(f"pool {DEMO_POOL} exists ({manifest.count:,} images); nothing to do")
+    elif args.quiet:
+        print(f"pool {DEMO_POOL} built ({manifest.count:,} images)")
+    return 0
+
+
 def add_pool_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``pool`` and its subcommands to the ``condense`` parser."""
     pool = commands.add_parser("pool", help="manage the unlabelled pools mining searches")
@@ -153,3 +221,9 @@ def add_pool_commands(commands: argparse._SubParsersAction) -> None:
     delete = sub.add_parser("delete", help="remove a pool and its files")
     delete.add_argument("name")
     delete.set_defaults(run=_cmd_delete)
+    from service.demo_pool import DEMO_POOL_SIZE
+
+    demo = sub.add_parser("demo", help=f"build the demo pool ({DEMO_POOL_SIZE:,} packaged real images) if missing")
+    demo.add_argument("--size", type=int, default=DEMO_POOL_SIZE, help=f"images in all (default {DEMO_POOL_SIZE:,})")
+    demo.add_argument("--quiet", action="store_true", help="no progress lines")
+    demo.set_defaults(run=_cmd_demo)

@@ -56,11 +56,15 @@ Each variable, its default, and what it sets:
     Signs the web pages' session cookies (:mod:`service.web`); at least 32 characters. Unset, a random key is
     generated once and stored (mode 0600) under the data directory, so sign-ins survive restarts. Set it (the same
     on every machine) when several machines with separate data directories serve the pages.
+``CONDENSE_DEMO_POOL`` -- ``1``
+    ``condense serve`` builds the demo pool (pool ``demo``: 4,500 packaged real images, :mod:`service.demo_pool`)
+    on first start when it does not exist; ``0`` skips that (build it later with ``condense pool demo``).
 ``CONDENSE_PIPELINE`` -- unset
     **Tests only**: ``module:function`` run instead of ``service.pipeline.run_compression``.
 
 Read by other parts, listed here so one table has them all: ``CONDENSE_S3_ENDPOINT_URL`` (:mod:`storage.blobs`) and,
 on the client side, ``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
+``docs/settings.md`` has the same list as a table, with the test suite's variables.
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ class Settings:
     sse_max_s: float = 300.0
     sse_keepalive_s: float = 15.0
     log_level: str = "INFO"
+    demo_pool: bool = True
     pipeline: str | None = None
     session_key: str | None = field(default=None, repr=False)
 
@@ -176,6 +181,7 @@ class Settings:
             sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
             sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
             log_level=reader.choice("CONDENSE_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
             pipeline=reader.pipeline("CONDENSE_PIPELINE"),
             session_key=reader.secret("CONDENSE_SECRET_KEY"),
         )
@@ -230,6 +236,8 @@ class Settings:
 
 _DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
 _BROKER_SCHEMES = ("sqlite", "redis", "rediss")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _read_secret(path: Path) -> str | None:
@@ -333,6 +341,18 @@ class _Reader:
             self._fail(name, value, f"expected one of {', '.join(choices)}")
             return default
         return value.upper()
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        self._fail(name, value, "expected 1 or 0 (also true/false, yes/no, on/off)")
+        return default
 
     def bind(self, name: str, default: str) -> str:
         value = self.text(name)

@@ -323,6 +323,7 @@ class Worker:
                 blob_store=self.blobs,
                 on_progress=_ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
+                pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
             )
             return "succeeded", None, _jsonable(result) if isinstance(result, Mapping) else {}
         except JobCancelled:

@@ -28,6 +28,7 @@ def run_compression(
     blob_store: Any,
     on_progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
+    pool_cache_dir: Path | None = None,
 ) -> dict:
     try:
         control = json.loads(Path(teacher_path).read_bytes())
