@@ -70,6 +70,7 @@ from bench.task import TASK_CLASSES, load_task
 from compression import Budget
 from compression.distill import TransferSet, predict_logits
 from compression.metrics.graph_ops import teacher_macs
+from storage.hashing import file_sha256
 
 ARTIFACTS = ROOT / "bench" / "artifacts"
 MINING_CACHE = ARTIFACTS / "table_mining"
@@ -116,14 +117,6 @@ SCHEDULES = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # Mining, once, cached
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open_pool() -> Any:
@@ -265,7 +258,7 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     started = time.perf_counter()
     task = load_task()
     teacher = _teacher()
-    teacher_hash = _file_sha256(TEACHER_PATH)
+    teacher_hash = file_sha256(TEACHER_PATH)
     timings: dict[str, float] = {}
 
     clock = time.perf_counter()

@@ -48,7 +48,6 @@ The backend is not part of it: both backends agree to about 1e-5.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import pickle
@@ -64,6 +63,7 @@ from torch import nn
 
 from compression.teachers import check_pixel_range
 from pu_mining.features import torch_to_onnx
+from storage.hashing import file_sha256
 
 __all__ = [
     "BACKENDS",
@@ -109,14 +109,6 @@ ProgressCallback = Callable[[int, int], None]
 # --------------------------------------------------------------------------------------------------------- weights
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
     """Read a state-dict file with ``torch.load(..., weights_only=True)`` and return it with its SHA-256.
 
@@ -142,7 +134,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     bad = [key for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
     if bad:
         raise ValueError(f"weights file {file} is not a flat name -> tensor state dict (e.g. entry {bad[0]!r})")
-    return dict(state), _sha256(file)
+    return dict(state), file_sha256(file)
 
 
 def efficientnet_lite0_weights_path() -> Path:

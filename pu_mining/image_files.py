@@ -87,6 +87,7 @@ from PIL import Image, ImageFile
 
 from pu_mining.arrays import images_to_uint8, read_uint8_image_arrays
 from pu_mining.idx import parse_idx
+from storage.hashing import file_sha256
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -260,7 +261,7 @@ class ImageReader(Iterator[ImageRecord]):
         """
         if self.format != "folder":
             if self._file_sha256 is None:
-                self._file_sha256 = _file_sha256(self.path)
+                self._file_sha256 = file_sha256(self.path)
             return self._file_sha256
         if not self._finished or self._folder_digest is None:
             raise RuntimeError(f"{self.source}: the folder's digest is known once every image has been read")
@@ -695,14 +696,6 @@ def _decompressing(raw: IO[bytes], kind: str) -> IO[bytes]:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _open_nofollow(path: Path, what: str) -> int:

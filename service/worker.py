@@ -52,7 +52,6 @@ the other took over; the stalled one stops at its next ``should_stop()`` check.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import logging
@@ -72,6 +71,7 @@ from service.options import JobCancelled, JobOptions
 from service.queue import JobQueue
 from service.settings import Settings
 from storage import BlobNotFoundError, BlobStore, Job, MetadataStore, validate_key
+from storage.hashing import file_sha256
 
 __all__ = ["Pipeline", "Worker", "load_pipeline", "run_worker"]
 
@@ -120,14 +120,6 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _JobMonitor(threading.Thread):
@@ -378,7 +370,7 @@ class Worker:
             if path.is_symlink() or not path.is_file() or not is_artifact_name(path.name):
                 continue
             key = artifact_key(job_id, path.name)
-            sha256 = _sha256_file(path)
+            sha256 = file_sha256(path)
             size = path.stat().st_size
             self.blobs.put_file(key, path)
             self.metadata.add_artifact(job_id, path.name, key, size, sha256)
