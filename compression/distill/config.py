@@ -42,12 +42,14 @@ from typing import Any, Literal
 from compression.distill.losses import DEFAULT_CLASS_WEIGHT_FLOOR, DEFAULT_ROBUST_SMOOTHING
 from compression.layers.adder import DEFAULT_ETA
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "DistillConfig", "default_config"]
+__all__ = ["CLASS_WEIGHTINGS", "OPTIMIZERS", "SCHEDULES", "DistillConfig", "default_config"]
 
 OptimizerName = Literal["sgd", "adam"]
+WeightingName = Literal["loss", "sampling"]
 ScheduleName = Literal["cosine", "onecycle", "step", "linear", "constant"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "step", "linear", "constant")
+CLASS_WEIGHTINGS: tuple[str, ...] = ("loss", "sampling")
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,21 @@ class DistillConfig:
     class_balanced: bool = True
     """Weight samples by the teacher-estimated class weights (see :mod:`compression.distill.losses`)."""
     class_weight_floor: float = DEFAULT_CLASS_WEIGHT_FLOOR
+    class_weighting: WeightingName = "loss"
+    """How the class weights act: ``loss`` multiplies each sample's loss by its class weight; ``sampling`` draws the
+    epoch's samples with replacement with probability proportional to it (the same expected objective, see
+    :mod:`compression.distill.losses`), and the worst-case factors multiply the loss."""
+    class_weight_delay: float = 0.0
+    """Share of the epochs trained with the plain mean KD loss and uniform order before the class weights (and the
+    worst case) apply: deferred re-weighting (Cao et al., NeurIPS 2019, arXiv:1906.07413)."""
     robust: bool = True
     """Minimise the worst case over the class-weight uncertainty set (needs ``class_balanced``)."""
     robust_radius: float = 0.1
     """Chi-square radius ``rho`` of the uncertainty set; weights may deviate by ``sqrt(2 rho)`` RMS (relative)."""
+    robust_sensitivity: float | None = None
+    """How far the worst case moves per unit of relative excess class loss: the factor of class ``k`` is
+    ``1 + eta (B_k - mean B) / mean B`` until the ball's edge (a chi-square-penalised worst case); None puts it
+    on the edge of the ball at every step (see :func:`compression.distill.losses.worst_case_class_factors`)."""
     robust_smoothing: float = DEFAULT_ROBUST_SMOOTHING
     """Decay of the moving average of per-class losses the worst case is solved on (0: each batch's own losses;
     see :class:`compression.distill.losses.ClassLossTracker`)."""
@@ -134,8 +147,13 @@ class DistillConfig:
         _check_number(self, "class_weight_floor", positive=True)
         if self.class_weight_floor > 1:
             raise ValueError(f"class_weight_floor must be in (0, 1], got {self.class_weight_floor!r}")
+        _check_choice(self, "class_weighting", CLASS_WEIGHTINGS)
+        _check_number(self, "class_weight_delay")
+        if self.class_weight_delay >= 1:
+            raise ValueError(f"class_weight_delay must be in [0, 1), got {self.class_weight_delay!r}")
         _check_bool(self, "robust")
         _check_number(self, "robust_radius")
+        _check_number(self, "robust_sensitivity", positive=True, optional=True)
         _check_number(self, "robust_smoothing")
         if self.robust_smoothing >= 1:
             raise ValueError(f"robust_smoothing must be in [0, 1), got {self.robust_smoothing!r}")

@@ -10,6 +10,12 @@ transfer set's samples (``(1/N) sum_i w0[c_i]``), a constant factor that keeps t
 plain KD -- the per-family learning rates are tuned for that scale -- without changing the weights' ratios or the
 min-max. ``class_balanced=False`` uses the plain mean KD loss; ``robust=False`` the nominal weights.
 
+With ``class_weighting="sampling"`` the nominal weights act through the epoch's order instead
+(:func:`compression.distill.sampling.class_weighted_order`: class ``k`` fills a share ``∝ w0_k * N_k`` of the
+slots), the per-sample loss weights are 1 and only the worst-case factors ``u*`` multiply the class terms; the
+adversary's terms are the same ``w0_k * pi_k * mu_k``. ``class_weight_delay`` trains the first share of the epochs
+with the plain mean loss and a uniform order (deferred re-weighting, Cao et al. 2019, arXiv:1906.07413).
+
 Data contract
 -------------
 ``train_data`` / ``val_data`` are a :class:`~compression.distill.data.TransferSet` (images in [0, 1], optional
@@ -127,6 +133,7 @@ from compression.distill.records import (
     Stage,
     StoppedReason,
 )
+from compression.distill.sampling import class_weighted_order
 from compression.distill.schedule import learning_rate
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
 from compression.layers.binary import BinaryConv2d
@@ -411,6 +418,18 @@ class _Run:
         # Divided by the mean sample weight: the weighted loss stays on plain KD's scale (see the module docstring).
         self.objective_weights = class_weights / class_weights[self.teacher_classes].mean()
         shares = torch.bincount(self.teacher_classes, minlength=self.num_classes).double() / len(self.train)
+        self.weighted_sampling = config.class_balanced and config.class_weighting == "sampling"
+        self.weighting_starts_at_epoch = (
+            math.floor(config.class_weight_delay * config.epochs + 1e-9) if config.class_balanced else config.epochs
+        )
+        if self.weighted_sampling:
+            # Samples are drawn in proportion to their class weight, so the loss weights are 1 and the classes'
+            # shares of the drawn stream are w0_k * pi_k (normalised): the tracker's terms stay w0_k * pi_k * mu_k.
+            shares = shares * self.objective_weights.double()
+            shares = shares / shares.sum()
+            self.loss_weights = torch.ones_like(self.objective_weights)
+        else:
+            self.loss_weights = self.objective_weights
         self.class_loss_tracker = ClassLossTracker(shares, config.robust_smoothing)
         self.train_labels = self.train.labels_or_ignore
         self.has_train_labels = bool((self.train_labels != IGNORE_LABEL).any())
@@ -438,6 +457,8 @@ class _Run:
         seed = int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.train), generator=generator)
+        if self.weighted_sampling and epoch >= self.weighting_starts_at_epoch:
+            order = class_weighted_order(self.teacher_classes, self.objective_weights, generator)
         if not self.config.augment:
             return order, None, None
         span = 2 * self.config.augment_padding + 1
@@ -470,8 +491,10 @@ class _Run:
                 self._check_stop()
                 start = self.step_in_epoch * self.batch_size
                 positions = order[start : start + self.batch_size]
-                batch_offsets = None if offsets is None else offsets[positions]
-                batch_flips = None if flips is None else flips[positions]
+                # Augmentation is drawn per slot of the epoch's order (a sample drawn twice is augmented twice).
+                slots = slice(start, start + self.batch_size)
+                batch_offsets = None if offsets is None else offsets[slots]
+                batch_flips = None if flips is None else flips[slots]
                 self._train_step(positions, batch_offsets, batch_flips)
                 self._emit("train")
                 self._maybe_checkpoint()
@@ -508,10 +531,10 @@ class _Run:
         loss = torch.zeros(())
         if config.kd_weight > 0:
             per_sample = distillation_loss(student_logits, teacher_logits, config.temperature)
-            if config.class_balanced:
+            if config.class_balanced and self.epoch >= self.weighting_starts_at_epoch:
                 radius = config.robust_radius if config.robust else 0.0
                 kd = class_weighted_loss(
-                    per_sample, classes, self.objective_weights, radius, self.class_loss_tracker
+                    per_sample, classes, self.loss_weights, radius, self.class_loss_tracker, config.robust_sensitivity
                 ).loss
             else:
                 kd = per_sample.mean()

@@ -268,3 +268,31 @@ def test_smoothed_adversary_follows_the_running_losses_not_one_batch() -> None:
 def test_class_loss_tracker_rejects_bad_settings(shares: torch.Tensor, smoothing: float) -> None:
     with pytest.raises(ValueError):
         ClassLossTracker(shares, smoothing)
+
+
+def test_penalised_worst_case_is_proportional_to_relative_excess_loss() -> None:
+    losses = torch.tensor([0.70, 0.46, 0.64, 0.58, 0.66])
+    factors = worst_case_class_factors(losses, 0.1, sensitivity=1.0)
+    expected = 1.0 + (losses - losses.mean()) / losses.mean()  # inside the ball: no projection needed
+    assert torch.allclose(factors, expected, atol=1e-6)
+    assert torch.allclose(worst_case_class_factors(losses * 250.0, 0.1, sensitivity=1.0), factors, atol=1e-6)
+    half = worst_case_class_factors(losses, 0.1, sensitivity=0.5)
+    assert torch.allclose(half - 1.0, (factors - 1.0) / 2, atol=1e-6)
+    # the constrained worst case goes to the ball's edge even for these small differences
+    edge = worst_case_class_factors(losses, 0.1)
+    assert ((edge - 1.0) ** 2).sum() / (2 * 5) == pytest.approx(0.1, rel=1e-5)
+    assert ((factors - 1.0) ** 2).sum() / (2 * 5) < 0.02
+    assert int(factors.argmax()) == int(edge.argmax()) == 0
+
+
+def test_penalised_worst_case_is_capped_by_the_ball_and_neutral_when_classes_are_equal() -> None:
+    losses = torch.tensor([10.0, 1.0, 1.0, 1.0, 1.0])
+    capped = worst_case_class_factors(losses, 0.1, sensitivity=1.0)
+    assert torch.allclose(capped, worst_case_class_factors(losses, 0.1), atol=1e-6)
+    assert torch.equal(worst_case_class_factors(torch.full((4,), 2.0), 0.1, sensitivity=1.0), torch.ones(4))
+    present = torch.tensor([True, True, False])
+    partial = worst_case_class_factors(torch.tensor([1.0, 3.0, 100.0]), 0.5, present, sensitivity=0.5)
+    assert partial[2] == 1.0 and torch.allclose(partial[:2], torch.tensor([0.75, 1.25]))
+    for bad in (0.0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="sensitivity"):
+            worst_case_class_factors(losses, 0.1, sensitivity=bad)

@@ -434,3 +434,52 @@ def test_evaluate_counts_per_class() -> None:
     assert result.class_counts == [2, 2, 1] and result.teacher_class_counts == [2, 1, 3]
     unlabelled = evaluate(student, teacher, images, None).as_dict()
     assert unlabelled["student_accuracy"] is None and unlabelled["per_class_student_accuracy"] == [None] * 3
+
+
+class _ClassCountingStudent(nn.Module):
+    """A linear student whose images encode their teacher class in pixel (0, 0); counts the classes it trains on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        self.seen_per_epoch: list[list[int]] = []
+        self.steps_per_epoch = 1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            if not self.seen_per_epoch or sum(self.seen_per_epoch[-1]) >= self.steps_per_epoch:
+                self.seen_per_epoch.append([0, 0])
+            classes = images[:, 0, 0, 0].round().long()
+            counts = torch.bincount(classes, minlength=2).tolist()
+            self.seen_per_epoch[-1] = [a + b for a, b in zip(self.seen_per_epoch[-1], counts, strict=True)]
+        return self.linear(images.flatten(1))
+
+
+def _imbalanced_run(**overrides) -> list[list[int]]:
+    """Two epochs over 900 images of class 0 and 100 of class 1; the per-epoch class counts the student saw."""
+    images = torch.zeros(1000, 1, 2, 2)
+    images[900:, 0, 0, 0] = 1.0  # class 1
+    images[:, 0, 1, 1] = torch.rand(1000)
+    teacher_logits = torch.stack([1.0 - images[:, 0, 0, 0], images[:, 0, 0, 0]], dim=1) * 30.0  # confident
+    student = _ClassCountingStudent()
+    student.steps_per_epoch = 1000 // 50 * 50  # images per epoch
+    config = DistillConfig(
+        epochs=2, batch_size=50, checkpoint_every_s=None, ce_weight=0.0, augment=False, num_threads=1, **overrides
+    )
+    distill(lambda x: x, student, TransferSet(images, None, teacher_logits), None, config)
+    return student.seen_per_epoch
+
+
+def test_class_weights_by_sampling_balance_the_drawn_classes() -> None:
+    by_loss = _imbalanced_run(class_weighting="loss")
+    assert by_loss == [[900, 100], [900, 100]]  # every sample once per epoch; the weights act on the loss
+    by_sampling = _imbalanced_run(class_weighting="sampling")
+    assert by_sampling == [[500, 500], [500, 500]]  # drawn in proportion to the weights: half each
+    deferred = _imbalanced_run(class_weighting="sampling", class_weight_delay=0.5)
+    assert deferred == [[900, 100], [500, 500]]
+    unweighted = _imbalanced_run(class_weighting="sampling", class_balanced=False, robust=False)
+    assert unweighted == [[900, 100], [900, 100]]
+    with pytest.raises(ValueError, match="class_weighting"):
+        DistillConfig(class_weighting="oversample")
+    with pytest.raises(ValueError, match="class_weight_delay"):
+        DistillConfig(class_weight_delay=1.0)
