@@ -68,7 +68,7 @@ from bench.bench_distill import (
 from bench.bench_distill import SCHEDULES as DISTILL_SCHEDULES
 from bench.task import TASK_CLASSES, load_task
 from compression import Budget
-from compression.distill import TransferSet, predict_logits
+from compression.distill import TransferSet, default_config, predict_logits
 from compression.metrics.graph_ops import teacher_macs
 from storage.hashing import file_sha256
 
@@ -228,7 +228,8 @@ def _pu_transfer_set(
 
 def _reusable_distill_runs(mode: str, schedule: TableSchedule, teacher_accuracy: float) -> dict[str, Any]:
     """``family/full`` and ``family/positives`` runs of ``docs/results/distill_<mode>.json`` made with this mode's
-    epochs and this teacher (same test accuracy); {} where none."""
+    epochs, this teacher (same test accuracy) and the family's current default config (the fields that file
+    records); {} where none."""
     path = RESULTS_DIR / f"distill_{mode}.json"
     if schedule.limit is not None or not path.exists():
         return {}
@@ -239,7 +240,10 @@ def _reusable_distill_runs(mode: str, schedule: TableSchedule, teacher_accuracy:
     for key, run in data.get("runs", {}).items():
         family, row = key.split("/", 1)
         wanted = schedule.epochs.get(family) if row == "full" else schedule.positives if row == "positives" else None
-        if wanted is not None and run.get("epochs") == wanted:
+        if wanted is None or run.get("epochs") != wanted or family not in FAMILIES:
+            continue
+        config = default_config(family, **({"batch_size": 32} if row == "positives" else {})).to_dict()
+        if run.get("config") == {name: config[name] for name in run.get("config", {})} and run.get("config"):
             reusable[key] = {**run, "reused_from": str(path.relative_to(ROOT)), "reused_date": data["machine"]["date"]}
     return reusable
 
@@ -378,6 +382,82 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
         "raw_path": "bench/artifacts/table_smoke.json" if mode == "smoke" else f"docs/results/table_{mode}.json",
         "wall_s": round(wall, 1),
     }
+
+
+CONTROLS = {
+    "random_2x": "the random row with twice the epochs (as many steps as PU-s1)",
+    "pu_s2_2x": "PU-s2 with twice the epochs (as many steps as PU-s1)",
+    "pu_s2_stratified": "PU-s2 capped per teacher class (the whole selection's class mix, best scores within a class)",
+    "pu_s1_seed1": "PU-s1 with DistillConfig seed 1 (batch order and flips; same initial weights)",
+    "pu_s2_seed1": "PU-s2 with DistillConfig seed 1",
+    "pu_s1_seed2": "PU-s1 with DistillConfig seed 2",
+    "full_seed1": "KD on the 30,000 labelled training images with DistillConfig seed 1",
+}
+
+
+def stratified_cap(ids: np.ndarray, classes: np.ndarray, count: int, num_classes: int) -> np.ndarray:
+    """``count`` of ``ids`` (best first) keeping the teacher-class mix of all of them: per class its share of
+    ``count`` (largest remainders), best-scoring first."""
+    counts = np.bincount(classes, minlength=num_classes)
+    exact = counts * count / len(ids)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota))[: count - quota.sum()]] += 1
+    return np.concatenate([ids[classes == k][: quota[k]] for k in range(num_classes)])
+
+
+def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
+    """Control runs for reading the table (``FAMILY/CONTROL`` jobs, :data:`CONTROLS`), on the cached mining and
+    logits of ``mode``; merged into ``docs/results/table_<mode>_controls.json``."""
+    schedule = SCHEDULES[mode]
+    torch.set_num_threads(threads)
+    task = load_task()
+    teacher = _teacher()
+    teacher_hash = file_sha256(TEACHER_PATH)
+    test_logits = predict_logits(teacher, task.test.images)
+    positive_logits = predict_logits(teacher, task.positives.images)
+    reference = teacher_macs(teacher)
+    if reference is None:
+        raise RuntimeError("cannot count the teacher's MACs")
+    budget = Budget(reference, 0.25, "macs")
+    pool = _open_pool()
+    names = pool.names()
+    mining = mine_once(teacher, pool, teacher_hash, threads)
+    selected = np.asarray(mining["ids"], dtype=np.int64)
+    half = len(selected) // 2
+    random_ids = np.random.default_rng(0).choice(len(pool), size=half, replace=False)  # the table's random row
+    selected_logits, _ = pool_logits(teacher, pool, selected, teacher_hash)
+    stratified = stratified_cap(selected, selected_logits.argmax(1).numpy(), half, TASK_CLASSES)
+    sets = {
+        "random_2x": (random_ids, 2, {}),
+        "pu_s2_2x": (selected[:half], 2, {}),
+        "pu_s2_stratified": (stratified, 1, {}),
+        "pu_s1_seed1": (selected, 1, {"seed": 1}),
+        "pu_s2_seed1": (selected[:half], 1, {"seed": 1}),
+        "pu_s1_seed2": (selected, 1, {"seed": 2}),
+        "full_seed1": (None, 1, {"seed": 1}),
+    }
+    path = RESULTS_DIR / f"table_{mode}_controls.json"
+    results = json.loads(path.read_text()) if path.exists() else {"mode": mode, "runs": {}}
+    results["machine"] = {**_machine(), "cores": threads}
+    for job in jobs:
+        family, control = job.split("/")
+        ids, factor, overrides = sets[control]
+        epochs = schedule.epochs[family] * factor
+        if ids is None:  # KD on the labelled training images, as bench_distill does
+            transfer = TransferSet(task.train.images, task.train.labels, predict_logits(teacher, task.train.images))
+        else:
+            logits, _ = pool_logits(teacher, pool, ids, teacher_hash)
+            transfer = _pu_transfer_set(task.positives, positive_logits, pool.image_tensor(ids), logits)
+        _log(f"{job}: {CONTROLS[control]}; {len(transfer):,} images, {epochs} epochs")
+        run = _run(family, budget, transfer, epochs, teacher, test_logits, task, **overrides)
+        run["control"] = CONTROLS[control]
+        if ids is not None:
+            run.update(pool_items=len(ids), selection=selection_figures(names, ids))
+        _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s training)")
+        results["runs"][job] = run
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -530,12 +610,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument(
+        "--controls",
+        nargs="+",
+        metavar="FAMILY/CONTROL",
+        help=f"run only these control runs ({', '.join(CONTROLS)}) into docs/results/table_<mode>_controls.json",
+    )
     args = parser.parse_args(argv)
     families = tuple(dict.fromkeys(name for group in args.families for name in group))
     unknown = set(families) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families: {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})")
     families = tuple(name for name in FAMILIES if name in families)
+    if args.controls:
+        for job in args.controls:
+            family, _, control = job.partition("/")
+            if family not in FAMILIES or control not in CONTROLS:
+                parser.error(
+                    f"--controls takes FAMILY/CONTROL with a family of {FAMILIES} and a control of "
+                    f"{tuple(CONTROLS)}, got {job!r}"
+                )
+        run_controls(args.mode, args.controls, args.threads)
+        return
     results = run_table(args.mode, families, args.threads, args.resume)
     body = render_markdown(results)
     print(body)
