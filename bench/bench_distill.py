@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,9 @@ IMBALANCE_VARIANTS: dict[str, dict[str, Any]] = {
     "weighted_loss": {"class_weighting": "loss", "robust": False},
     "robust_loss": {"class_weighting": "loss"},
     "weighted_sampling": {"class_weighting": "sampling", "robust": False},
+    "robust_r0.1": {"robust_radius": 0.1},
+    "robust_penalised": {"robust_radius": 0.1, "robust_sensitivity": 1.0},
+    "robust_deferred": {"class_weight_delay": 0.5},
 }
 """Ways of training on the imbalanced set: overrides of the ghost family's default config."""
 DEFAULT_IMBALANCE_VARIANTS = ("plain", "robust")
@@ -269,10 +274,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     teacher = results["teacher"]
     machine = results["machine"]
     runs = results["runs"]
+    command = results.get("command", f"python -m bench.bench_distill --mode {results['mode']}")
     lines = [
-        f"Command: `python -m bench.bench_distill --mode {results['mode']}` -- {results['wall_s'] / 60:.1f} min wall "
+        f"Command: `{command}` -- {results['wall_s'] / 60:.1f} min wall "
         f"on {machine['cores']} threads of a {machine['cpu']} ({machine['device']}), torch {machine['torch']}, "
-        f"{machine['date']}. Raw figures: `docs/results/distill_{results['mode']}.json`.",
+        f"{machine['date']}. Raw figures: `docs/results/distill_{results.get('name', results['mode'])}.json`.",
         "",
         "| student | transfer data | images | epochs | test acc. | vs teacher | target | params | MACs | mults |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -362,7 +368,9 @@ def _write_markdown_section(mode: str, body: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(SCHEDULES), default="quick")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument(
+        "--families", nargs="*", choices=FAMILIES, default=list(FAMILIES), help="none: the imbalance experiment only"
+    )
     parser.add_argument("--skip-imbalance", action="store_true")
     parser.add_argument(
         "--imbalance-variants",
@@ -372,14 +380,23 @@ def main(argv: list[str] | None = None) -> None:
         help="ways of training on the imbalanced set (default: plain and robust)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument(
+        "--tag", help="write distill_<mode>_<tag>.json and the docs section distill:<mode>_<tag> (e.g. ablations)"
+    )
     args = parser.parse_args(argv)
+    if args.tag is not None and not args.tag.replace("_", "").isalnum():
+        parser.error(f"--tag takes letters, digits and underscores, got {args.tag!r}")
     results = run_benchmark(args.mode, tuple(args.families), args.skip_imbalance, tuple(args.imbalance_variants))
+    results["command"] = shlex.join(["python", "-m", "bench.bench_distill", *(sys.argv[1:] if argv is None else argv)])
+    if args.tag is not None:
+        results["name"] = f"{args.mode}_{args.tag}"
     body = render_markdown(results)
     print(body)
     if not args.no_write:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"distill_{args.mode}.json").write_text(json.dumps(results, indent=2) + "\n")
-        _write_markdown_section(args.mode, body)
+        name = args.mode if args.tag is None else f"{args.mode}_{args.tag}"
+        (RESULTS_DIR / f"distill_{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        _write_markdown_section(name, body)
 
 
 if __name__ == "__main__":

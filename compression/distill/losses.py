@@ -44,8 +44,9 @@ Worst-case weights (:func:`worst_case_class_factors`)
     Methods for Distributionally Robust Optimization with f-divergences", NeurIPS 2016; over groups (here classes)
     instead of samples as in Sagawa et al., "Distributionally Robust Neural Networks for Group Shifts",
     ICLR 2020. The factors average to one and their root-mean-square deviation is at most ``sqrt(2 rho)``: with
-    the default ``rho = 0.1`` each class weight may be off by about 45 % RMS, the order of error of a class mix
-    estimated from teacher predictions on mined data. ``rho = 0`` gives the nominal weights.
+    the trainer's default ``rho = 0.02`` each class weight may be off by about 20 % RMS (``rho = 0.1``: 45 %, the
+    order of error of a class mix estimated from teacher predictions on mined data, was measured to make short
+    runs unstable; see :mod:`compression.distill.config`). ``rho = 0`` gives the nominal weights.
 
     Robust loss: ``L_rob = max_{u in U_rho} sum_k u_k b_k``. Since ``u = 1`` is in the set, ``L_rob >= L(w0)``.
     By Danskin's theorem the student's gradient of ``L_rob`` is the gradient of ``sum_k u*_k b_k`` with the
