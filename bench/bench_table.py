@@ -270,10 +270,8 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     positive_logits = predict_logits(teacher, task.positives.images)
     timings["teacher_test_logits_s"] = round(time.perf_counter() - clock, 1)
     teacher_accuracy = float((test_logits.argmax(1) == task.test.labels).float().mean())
-    reference = teacher_macs(teacher)
-    if reference is None:
-        raise RuntimeError("cannot count the teacher's MACs")
-    budget = Budget(reference, 0.25, "macs")
+    budget = _quarter_of_teacher(teacher)
+    reference = budget.reference
 
     pool = _open_pool()
     names = pool.names()
@@ -405,6 +403,14 @@ def stratified_cap(ids: np.ndarray, classes: np.ndarray, count: int, num_classes
     return np.concatenate([ids[classes == k][: quota[k]] for k in range(num_classes)])
 
 
+def _quarter_of_teacher(teacher: Any) -> Budget:
+    """The students' budget: a quarter of the teacher's MACs."""
+    reference = teacher_macs(teacher)
+    if reference is None:
+        raise RuntimeError("cannot count the teacher's MACs")
+    return Budget(reference, 0.25, "macs")
+
+
 def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
     """Control runs for reading the table (``FAMILY/CONTROL`` jobs, :data:`CONTROLS`), on the cached mining and
     logits of ``mode``; merged into ``docs/results/table_<mode>_controls.json``."""
@@ -415,10 +421,7 @@ def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
     teacher_hash = file_sha256(TEACHER_PATH)
     test_logits = predict_logits(teacher, task.test.images)
     positive_logits = predict_logits(teacher, task.positives.images)
-    reference = teacher_macs(teacher)
-    if reference is None:
-        raise RuntimeError("cannot count the teacher's MACs")
-    budget = Budget(reference, 0.25, "macs")
+    budget = _quarter_of_teacher(teacher)
     pool = _open_pool()
     names = pool.names()
     mining = mine_once(teacher, pool, teacher_hash, threads)
