@@ -24,18 +24,18 @@ the KD settings of the CIFAR distillation benchmark of Tian et al., "Contrastive
 ICLR 2020, arXiv:1910.10699 -- class-balanced robust KD (:mod:`compression.distill.losses`: the teacher-estimated
 class weights applied by stratified sampling, :mod:`compression.distill.sampling`; chi-square radius 0.02; the
 adversary solved on per-class losses averaged with decay 0.9), and random horizontal flips against the teacher's
-cached outputs.
+cached outputs. Random crops with zero padding (``augment_padding=4`` is the CIFAR augmentation of He et al. 2016)
+are off by default: against cached teacher outputs they need a teacher that was trained with the same crops (see
+:mod:`compression.distill.trainer`), else set ``teacher_on_augmented``.
 
 The robust-KD defaults were chosen on the benchmark task (``python -m bench.bench_distill``, imbalance experiment:
 ghost student, two classes cut to a tenth, 2 epochs, 3 seeds each; the figures are the minority classes' mean test
-accuracy): plain KD 81.2 %; weights on the loss 82.0 % (one run) and 72.4-75.1 % with the worst case (a minority sample weighs ~10x, and its gradient noise
-dominates a short schedule); weights by sampling 84.0-87.1 %; sampling plus the worst case at radius 0.1 swung
-between 71.2 and 89.3 % (the maximiser jumps across the ball's edge, see the losses module), with the penalised
-worst case (``robust_sensitivity=1``) 87.5-89.7 %, and at radius 0.02 89.7-89.9 % (overall 91.9-92.0 % against
-plain KD's 89.0-89.8 %). Deferred re-weighting (``class_weight_delay``) is available but off: one run at 0.5 gave
-88.4 %, no better than the default. Random crops with zero padding (``augment_padding=4`` is the
-CIFAR augmentation of He et al. 2016) are off by default: against cached teacher outputs they need a teacher that
-was trained with the same crops (see :mod:`compression.distill.trainer`), else set ``teacher_on_augmented``.
+accuracy): plain KD 81.2 %; weights on the loss 82.0 % (one run) and 72.4-75.1 % with the worst case (a minority
+sample weighs ~10x, and its gradient noise dominates a short schedule); weights by sampling 84.0-87.1 %; sampling
+plus the worst case at radius 0.1 swung between 71.2 and 89.3 % (the maximiser jumps across the ball's edge, see
+the losses module), with the penalised worst case (``robust_sensitivity=1``) 87.5-89.7 %, and at radius 0.02
+89.7-89.9 % (overall 91.9-92.0 % against plain KD's 89.0-89.8 %). Deferred re-weighting (``class_weight_delay``)
+is available but off: one run at 0.5 gave 88.4 %, no better than the default.
 
 ``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
 budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
