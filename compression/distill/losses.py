@@ -345,7 +345,8 @@ def class_weighted_loss(
     ``sample_classes`` (``[n]``) is each sample's class (the teacher's argmax), ``class_weights`` the nominal
     weights ``w0`` (``[K]``). With ``robust_radius == 0`` this is the nominal weighted loss. With a ``tracker``
     the worst case is solved on its smoothed transfer-set terms (updated with this batch first), else on the
-    batch's own terms over the classes present in the batch.
+    batch's own terms over the classes present in the batch. ``sensitivity`` selects the penalised worst case
+    (see :func:`worst_case_class_factors`).
     """
     terms = class_terms(sample_losses, sample_classes, class_weights)
     detached = terms.detach()
