@@ -56,6 +56,10 @@ Each variable, its default, and what it sets:
     Signs the web pages' session cookies (:mod:`service.web`); at least 32 characters. Unset, a random key is
     generated once and stored (mode 0600) under the data directory, so sign-ins survive restarts. Set it (the same
     on every machine) when several machines with separate data directories serve the pages.
+``CONDENSE_SECURE_COOKIES`` -- ``0``
+    ``1`` marks the session cookie ``Secure`` (sent over HTTPS only). Set it wherever the pages are served over
+    HTTPS (behind a TLS-terminating proxy too); the default suits the embedded ``http://127.0.0.1`` server, where
+    a browser would drop a Secure cookie and no one could sign in.
 ``CONDENSE_DEMO_POOL`` -- ``1``
     ``condense serve`` builds the demo pool (pool ``demo``: 4,500 packaged real images, :mod:`service.demo_pool`)
     on first start when it does not exist; ``0`` skips that (build it later with ``condense pool demo``).
@@ -136,6 +140,7 @@ class Settings:
     sse_max_s: float = 300.0
     sse_keepalive_s: float = 15.0
     log_level: str = "INFO"
+    secure_cookies: bool = False
     demo_pool: bool = True
     pipeline: str | None = None
     session_key: str | None = field(default=None, repr=False)
@@ -181,6 +186,7 @@ class Settings:
             sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
             sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
             log_level=reader.choice("CONDENSE_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            secure_cookies=reader.flag("CONDENSE_SECURE_COOKIES", cls.secure_cookies),
             demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
             pipeline=reader.pipeline("CONDENSE_PIPELINE"),
             session_key=reader.secret("CONDENSE_SECRET_KEY"),

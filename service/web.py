@@ -160,11 +160,13 @@ def _configure(state: BlueprintSetupState) -> None:
     app = state.app
     if "condense" not in app.extensions:
         raise RuntimeError("register the web blueprint on an app made by service.app.create_app")
-    app.secret_key = service_context(app).settings.session_secret()
+    settings = service_context(app).settings
+    app.secret_key = settings.session_secret()
     app.config.update(
         SESSION_COOKIE_NAME=_SESSION_COOKIE,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
     )
 
 

@@ -177,6 +177,18 @@ def test_sign_in_refuses_bad_tokens_and_forms_without_csrf(api: ApiFixture) -> N
         assert response.headers["Location"] == "/jobs", target
 
 
+def test_the_session_cookie_is_secure_only_when_configured(api: ApiFixture, tmp_path: Path) -> None:
+    assert "Secure" not in api.app.test_client().get("/sign-in").headers["Set-Cookie"]  # plain-HTTP default
+    secure = build_api(make_settings(tmp_path / "https", CONDENSE_SECURE_COOKIES="1"))
+    try:
+        cookie = secure.app.test_client().get("/sign-in").headers["Set-Cookie"]
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        service_context(secure.app).close()
+    with pytest.raises(SettingsError, match="CONDENSE_SECURE_COOKIES"):
+        make_settings(tmp_path / "bad", CONDENSE_SECURE_COOKIES="sometimes")
+
+
 def test_sign_out_needs_csrf_and_ends_the_session(api: ApiFixture) -> None:
     client = _sign_in(api, api.alice)
     assert client.post("/sign-out").status_code == 400
