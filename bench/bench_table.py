@@ -394,7 +394,8 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
 
 
 CONTROLS = {
-    "random_2x": "the random row with twice the epochs (as many steps as PU-s1)",
+    "random_2x": "the half random row with twice the epochs (as many steps as PU-s1)",
+    "random_full_seed1": "the random row (PU-s1's size) with DistillConfig seed 1",
     "pu_s2_2x": "PU-s2 with twice the epochs (as many steps as PU-s1)",
     "pu_s2_stratified": "PU-s2 capped per teacher class (the whole selection's class mix, best scores within a class)",
     "pu_s1_seed1": "PU-s1 with DistillConfig seed 1 (batch order and flips; same initial weights)",
@@ -443,6 +444,7 @@ def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
     stratified = stratified_cap(selected, selected_logits.argmax(1).numpy(), half, TASK_CLASSES)
     sets = {
         "random_2x": (random_ids, 2, {}),
+        "random_full_seed1": (_extend_random(random_ids, len(pool), len(selected)), 1, {"seed": 1}),
         "pu_s2_2x": (selected[:half], 2, {}),
         "pu_s2_stratified": (stratified, 1, {}),
         "pu_s1_seed1": (selected, 1, {"seed": 1}),
@@ -522,8 +524,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     mining = results["mining"]
     figures = mining["figures"]
     reused = sorted({run["reused_from"] for run in runs.values() if "reused_from" in run})
+    resumed = sum(1 for run in runs.values() if run.get("resumed"))
+    wall = f"{results['wall_s'] / 60:.1f} min wall"
+    if resumed:
+        wall += f" (resumed with `--resume`: {resumed} of the runs were made by an earlier invocation)"
     lines = [
-        f"Command: `{results['command']}` -- {results['wall_s'] / 60:.1f} min wall on {machine['cores']} threads of a "
+        f"Command: `{results['command']}` -- {wall} on {machine['cores']} threads of a "
         f"{machine['cpu']} ({machine['device']}), torch {machine['torch']}, {machine['date']}; the runs made here "
         f"took {results['run_seconds_sum'] / 60:.1f} min of training ({results['run_total_sum'] / 60:.1f} min with "
         f"student evaluation). Raw figures: `{results['raw_path']}`.",
