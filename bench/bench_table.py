@@ -228,12 +228,14 @@ def _pu_transfer_set(
     return TransferSet(images[order], labels[order], teacher_logits[order])
 
 
-def _extend_random(first: np.ndarray, pool_size: int, count: int) -> np.ndarray:
-    """``first`` (a uniform draw without replacement) followed by ``count - len(first)`` more pool items drawn
-    uniformly from the rest (seed 1): again a uniform draw of ``count`` items, whose first part is ``first``."""
-    rest = np.setdiff1d(np.arange(pool_size), first)
-    extra = np.random.default_rng(1).choice(rest, size=count - len(first), replace=False)
-    return np.concatenate([first, extra])
+def random_rows(pool_size: int, selected: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random rows' pool items: ``selected // 2`` drawn uniformly without replacement (seed 0, the half row),
+    and those followed by ``selected - selected // 2`` more drawn uniformly from the rest (seed 1): again a uniform
+    draw, of ``selected`` items (the full row)."""
+    half = np.random.default_rng(0).choice(pool_size, size=selected // 2, replace=False)
+    rest = np.setdiff1d(np.arange(pool_size), half)
+    extra = np.random.default_rng(1).choice(rest, size=selected - len(half), replace=False)
+    return half, np.concatenate([half, extra])
 
 
 def _reusable_distill_runs(mode: str, schedule: TableSchedule, teacher_accuracy: float) -> dict[str, Any]:
@@ -289,13 +291,8 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     timings["mining_s"] = 0.0 if mining["cached"] else mining["wall_s"]
     selected = np.asarray(mining["ids"], dtype=np.int64)
     half = len(selected) // 2
-    random_half = np.random.default_rng(0).choice(len(pool), size=half, replace=False)  # in draw order
-    pool_ids = {
-        "pu_s1": selected,
-        "pu_s2": selected[:half],
-        "random": random_half,
-        "random_full": _extend_random(random_half, len(pool), len(selected)),
-    }
+    random_half, random_full = random_rows(len(pool), len(selected))
+    pool_ids = {"pu_s1": selected, "pu_s2": selected[:half], "random": random_half, "random_full": random_full}
     if schedule.limit is not None:  # smoke: a few hundred images per transfer set
         pool_ids = {row: ids[: schedule.limit - len(task.positives)] for row, ids in pool_ids.items()}
     needed = np.unique(np.concatenate(list(pool_ids.values())))
@@ -439,12 +436,12 @@ def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
     mining = mine_once(teacher, pool, teacher_hash, threads)
     selected = np.asarray(mining["ids"], dtype=np.int64)
     half = len(selected) // 2
-    random_ids = np.random.default_rng(0).choice(len(pool), size=half, replace=False)  # the table's half random row
+    random_ids, random_full = random_rows(len(pool), len(selected))  # the table's random rows
     selected_logits, _ = pool_logits(teacher, pool, selected, teacher_hash)
     stratified = stratified_cap(selected, selected_logits.argmax(1).numpy(), half, TASK_CLASSES)
     sets = {
         "random_2x": (random_ids, 2, {}),
-        "random_full_seed1": (_extend_random(random_ids, len(pool), len(selected)), 1, {"seed": 1}),
+        "random_full_seed1": (random_full, 1, {"seed": 1}),
         "pu_s2_2x": (selected[:half], 2, {}),
         "pu_s2_stratified": (stratified, 1, {}),
         "pu_s1_seed1": (selected, 1, {"seed": 1}),
