@@ -94,9 +94,9 @@ class DistillConfig:
     """Weight samples by the teacher-estimated class weights (see :mod:`compression.distill.losses`)."""
     class_weight_floor: float = DEFAULT_CLASS_WEIGHT_FLOOR
     class_weighting: WeightingName = "sampling"
-    """How the class weights act: ``loss`` multiplies each sample's loss by its class weight; ``sampling`` draws the
-    epoch's samples with replacement with probability proportional to it (the same expected objective, see
-    :mod:`compression.distill.losses`), and the worst-case factors multiply the loss."""
+    """How the class weights act: ``loss`` multiplies each sample's loss by its class weight; ``sampling`` fills each
+    epoch with a stratified draw where each class's share is proportional to its weight times its size (the same
+    expected objective, see :mod:`compression.distill.sampling`), and the worst-case factors multiply the loss."""
     class_weight_delay: float = 0.0
     """Share of the epochs trained with the plain mean KD loss and uniform order before the class weights (and the
     worst case) apply: deferred re-weighting (Cao et al., NeurIPS 2019, arXiv:1906.07413)."""
