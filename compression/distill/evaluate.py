@@ -16,7 +16,7 @@ from torch import nn
 
 from compression.distill.losses import IGNORE_LABEL
 
-__all__ = ["Evaluation", "evaluate", "evaluate_predictions", "predict_logits"]
+__all__ = ["Evaluation", "evaluate", "evaluate_predictions", "predict_classes", "predict_logits"]
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -62,6 +62,13 @@ def predict_logits(model: Classifier, images: torch.Tensor, batch_size: int = 51
     if not outputs:
         raise ValueError("no images to predict")
     return torch.cat(outputs)
+
+
+def predict_classes(model: Classifier, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``model``'s top-1 classes (``[N]``, int64) on ``images``; an empty tensor for no images."""
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    return predict_logits(model, images, batch_size).argmax(dim=1)
 
 
 def evaluate_predictions(

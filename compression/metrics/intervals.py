@@ -34,7 +34,9 @@ __all__ = [
     "GateDecision",
     "PairedDifference",
     "Proportion",
+    "decide_drop",
     "decide_gate",
+    "disagreement_drop_bound",
     "paired_difference_interval",
     "proportion",
     "wilson_interval",
@@ -93,6 +95,11 @@ class Proportion:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rough": self.rough}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Proportion:
+        """The inverse of :meth:`as_dict` (``rough`` is derived, so it is not read)."""
+        return cls(**{name: data[name] for name in ("successes", "n", "value", "low", "high", "confidence")})
+
 
 def proportion(successes: int, n: int, confidence: float = 0.95) -> Proportion:
     """``successes`` out of ``n`` as a :class:`Proportion` with its Wilson interval."""
@@ -124,6 +131,12 @@ class PairedDifference:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rough": self.rough}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedDifference:
+        """The inverse of :meth:`as_dict` (``rough`` is derived, so it is not read)."""
+        names = ("n", "value", "low", "high", "both_right", "first_only", "second_only", "both_wrong", "confidence")
+        return cls(**{name: data[name] for name in names})
 
 
 def paired_difference_interval(
@@ -203,6 +216,34 @@ class GateDecision:
         return {**asdict(self), "passed": self.passed}
 
 
+def decide_drop(
+    max_drop_points: float, drop_points: float | None, drop_high_points: float | None, n: int, basis: str
+) -> GateDecision:
+    """Decide the quality gate from a drop's estimate and the upper end of its interval, both in points.
+
+    ``passed`` when ``drop_high_points`` is within ``max_drop_points``; ``failed`` when the estimate
+    ``drop_points`` itself is over it; otherwise ``undecided`` (too few images to decide). ``basis`` says in words
+    what the figures were measured on; it starts the decision's reason.
+    """
+    if isinstance(max_drop_points, bool) or not isinstance(max_drop_points, int | float):
+        raise TypeError(f"max_drop_points must be a number, got {type(max_drop_points).__name__}")
+    if not 0.0 <= max_drop_points <= 100.0 or math.isnan(max_drop_points):
+        raise ValueError(f"max_drop_points must be between 0 and 100 points, got {max_drop_points!r}")
+    if drop_high_points is None:
+        return GateDecision("undecided", max_drop_points, None, None, 0, "no images to measure the drop on")
+    shown = "n/a" if drop_points is None else f"{drop_points:.2f}"
+    measured = f"{basis}: accuracy drop {shown} points, at most {drop_high_points:.2f} (upper end of the interval)"
+    if drop_high_points <= max_drop_points + 1e-9:
+        outcome: GateOutcome = "passed"
+        reason = f"{measured}; allowed {max_drop_points:g}"
+    elif drop_points is not None and drop_points > max_drop_points + 1e-9:
+        outcome, reason = "failed", f"{measured}; over the allowed {max_drop_points:g}"
+    else:
+        outcome = "undecided"
+        reason = f"too few images to decide: {measured} may exceed the allowed {max_drop_points:g}"
+    return GateDecision(outcome, max_drop_points, drop_points, drop_high_points, n, reason)
+
+
 def decide_gate(drop: PairedDifference, max_drop_points: float) -> GateDecision:
     """Decide the quality gate on ``drop`` (teacher minus student accuracy) against ``max_drop_points``.
 
@@ -213,22 +254,26 @@ def decide_gate(drop: PairedDifference, max_drop_points: float) -> GateDecision:
         raise TypeError(f"max_drop_points must be a number, got {type(max_drop_points).__name__}")
     if not 0.0 <= max_drop_points <= 100.0 or math.isnan(max_drop_points):
         raise ValueError(f"max_drop_points must be between 0 and 100 points, got {max_drop_points!r}")
-    level = f"{drop.confidence:.0%}"
     if drop.value is None:
         return GateDecision("undecided", max_drop_points, None, None, 0, "no labelled images to measure the drop on")
-    points, high = drop.value * 100.0, drop.high * 100.0
-    measured = f"accuracy drop {points:.2f} points ({level} interval up to {high:.2f}) on {drop.n} images"
-    if high <= max_drop_points + 1e-9:
-        return GateDecision("passed", max_drop_points, points, high, drop.n, f"{measured}; allowed {max_drop_points:g}")
-    if points > max_drop_points + 1e-9:
-        return GateDecision(
-            "failed", max_drop_points, points, high, drop.n, f"{measured}; over the allowed {max_drop_points:g}"
-        )
-    return GateDecision(
-        "undecided",
-        max_drop_points,
-        points,
-        high,
-        drop.n,
-        f"too few images to decide: {measured} may exceed the allowed {max_drop_points:g}",
+    level = f"{drop.confidence:.0%}"
+    return decide_drop(
+        max_drop_points, drop.value * 100.0, drop.high * 100.0, drop.n, f"{drop.n} images, {level} interval"
     )
+
+
+def disagreement_drop_bound(agreements: int, n: int, confidence: float = 0.975) -> float | None:
+    """An upper bound on the accuracy drop (a fraction) from how often the student agrees with the teacher.
+
+    On any image set, teacher accuracy minus student accuracy = P(teacher right, student wrong) - P(teacher
+    wrong, student right) <= P(teacher right, student wrong) <= P(student and teacher disagree). So the upper end of
+    the disagreement rate's Wilson interval bounds the drop from above, with no labels at all; it is tight when the
+    student disagrees mostly where the teacher is right, the usual case after distillation. None when ``n`` is 0.
+    """
+    agreements, n = _check_count("agreements", agreements), _check_count("n", n)
+    if agreements > n:
+        raise ValueError(f"agreements ({agreements}) cannot exceed n ({n})")
+    if n == 0:
+        _z(confidence)
+        return None
+    return wilson_interval(n - agreements, n, confidence)[1]

@@ -11,8 +11,8 @@ from service.options import JobCancelled
 __all__ = ["STAGE_SPAN", "ProgressCallback", "StageProgress"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-STAGE_SPAN = {"load": (0.0, 0.02), "mining": (0.02, 0.3), "distill": (0.3, 0.9), "export": (0.9, 0.97),
-              "report": (0.97, 1.0)}  # fmt: skip
+STAGE_SPAN = {"load": (0.0, 0.02), "mining": (0.02, 0.3), "distill": (0.3, 0.88), "evaluate": (0.88, 0.9),
+              "export": (0.9, 0.97), "report": (0.97, 1.0)}  # fmt: skip
 
 
 class StageProgress:

@@ -40,6 +40,9 @@ from markupsafe import Markup
 from service.pipeline.charts import BLUE, GREEN, ORANGE, Svg
 from service.pipeline.charts import escape as _e
 from service.pipeline.charts import finite as _num
+from service.pipeline.figures import GATE_VERDICTS, proportion_text, set_name
+from service.pipeline.figures_html import figures_table, per_class_table
+from service.pipeline.report import Evaluation, Report
 
 __all__ = ["render_report_html"]
 
@@ -193,6 +196,7 @@ def _section(ident: str, title: str, body: str) -> str:
 
 
 _SECTION_TITLES = {
+    "evaluation": "How good is the student",
     "before-after": "Teacher and student",
     "per-class": "Accuracy per class",
     "training": "Training",
@@ -202,25 +206,25 @@ _SECTION_TITLES = {
 }
 
 
-def _header(report: Mapping[str, Any]) -> str:
+def _header(report: Mapping[str, Any], evaluation: Evaluation | None) -> str:
     family = _get(report, "job", "student")
     teacher, student = _map(report.get("teacher")), _map(report.get("student"))
     parts = ["<header>", "<h1>Compression report</h1>"]
     sub = [f"Student family: <strong>{_e(family) if family is not None else NA}</strong>"]
-    images = _num(_get(report, "evaluation", "images"))
-    if images is not None:
-        sub.append(f"evaluated on {_e(_count(images))} held-out positive images")
+    headline = None if evaluation is None else evaluation.headline
+    if headline is not None:
+        sub.append(f"evaluated on {_e(_count(headline.images))} images of the {_e(set_name(headline.kind))}")
     parts.append(f'<p class="subtitle">{" · ".join(sub)}</p>')
 
     gate = report.get("gate")
     if isinstance(gate, Mapping):
-        passed = gate.get("passed")
-        drop, allowed = gate.get("accuracy_drop"), gate.get("max_accuracy_drop")
-        state = "passed" if passed is True else "failed" if passed is False else "unknown"
-        verdicts = {"passed": "Quality gate passed", "failed": "Quality gate failed", "unknown": "Quality gate: n/a"}
+        outcome = gate.get("outcome")
+        state = outcome if outcome in GATE_VERDICTS else "unknown"
+        verdict = f"Quality gate {GATE_VERDICTS[state]}" if state != "unknown" else "Quality gate: n/a"
+        reason = gate.get("reason")
         parts.append(
-            f'<p class="gate {state}" role="status">{verdicts[state]}: accuracy drop {_e(_points(drop))}, '
-            f"allowed {_e(_points(allowed))}</p>"
+            f'<p class="gate {state}" role="status">{_e(verdict)}'
+            f"{': ' + _e(reason) if isinstance(reason, str) else ''}</p>"
         )
 
     cards: list[str] = []
@@ -229,10 +233,13 @@ def _header(report: Mapping[str, Any]) -> str:
         note_html = f'<span class="note">{note}</span>' if note else ""
         cards.append(f'<li><span class="label">{label}</span><span class="value">{value}</span>{note_html}</li>')
 
-    if _num(student.get("accuracy")) is not None:
-        card("Student accuracy", _pct(student.get("accuracy")), f"teacher {_pct(teacher.get('accuracy'))}")
-    if _num(student.get("agreement")) is not None:
-        card("Top-1 agreement", _pct(student.get("agreement")), "student matches teacher")
+    if headline is not None and headline.student.value is not None:
+        note = f"{_pct(headline.student.low)}-{_pct(headline.student.high)} (95 %), {_count(headline.images)} images"
+        card("Student accuracy", _pct(headline.student.value), _e(note + f"; teacher {_pct(headline.teacher.value)}"))
+    pool = None if evaluation is None else evaluation.pool
+    if pool is not None and pool.agreement.value is not None:
+        note = f"{_pct(pool.agreement.low)}-{_pct(pool.agreement.high)} (95 %), {_count(pool.images)} pool images"
+        card("Agreement with the teacher", _pct(pool.agreement.value), _e(note))
     for key, label, better, worse in (
         ("weight_bytes", "Weights", "smaller", "larger"),
         ("macs", "MACs", "fewer", "more"),
@@ -268,16 +275,28 @@ def _fmt_metric(key: str, value: Any) -> str:
     return _count(value)
 
 
-def _before_after(report: Mapping[str, Any]) -> str:
+def _before_after(report: Mapping[str, Any], evaluation: Evaluation | None) -> str:
     teacher, student = _map(report.get("teacher")), _map(report.get("student"))
     if not teacher and not student:
         return ""
     rows: list[tuple[str, str, str, str, str]] = []
-    t_acc, s_acc = _num(teacher.get("accuracy")), _num(student.get("accuracy"))
-    diff = "" if t_acc is None or s_acc is None else _points((s_acc - t_acc) * 100, signed=True)
-    diff_class = "" if not diff else "bad" if s_acc < t_acc else "good"  # type: ignore[operator]
-    rows.append(("Accuracy on held-out positives", _pct(t_acc), _pct(s_acc), diff, diff_class))
-    rows.append(("Top-1 agreement with the teacher", "—", _pct(student.get("agreement")), "", ""))
+    headline = None if evaluation is None else evaluation.headline
+    if headline is not None:
+        t_acc, s_acc = headline.teacher.value, headline.student.value
+        diff = "" if t_acc is None or s_acc is None else _points((s_acc - t_acc) * 100, signed=True)
+        diff_class = "" if not diff else "bad" if s_acc < t_acc else "good"  # type: ignore[operator]
+        rows.append(
+            (
+                f"Accuracy on the {set_name(headline.kind)}",
+                proportion_text(headline.teacher),
+                proportion_text(headline.student),
+                diff,
+                diff_class,
+            )
+        )
+    pool = None if evaluation is None else evaluation.pool
+    if pool is not None:
+        rows.append(("Top-1 agreement with the teacher", "—", proportion_text(pool.agreement), "", ""))
     for key, label, better, worse in (
         ("parameters", "Parameters", "smaller", "larger"),
         ("macs", "MACs", "fewer", "more"),
@@ -300,13 +319,7 @@ def _before_after(report: Mapping[str, Any]) -> str:
         f'<td class="num{" " + css if css else ""}">{_e(ratio)}</td></tr>'
         for label, t, s, ratio, css in rows
     )
-    notes = []
-    images = _num(_get(report, "evaluation", "images"))
-    notes.append(
-        f"Accuracy on {_e(_count(images))} held-out positive images."
-        if images is not None
-        else "Accuracy on the held-out positives."
-    )
+    notes = ["Accuracies with their 95 % interval and image count (see How good is the student)."]
     t_format = teacher.get("format")
     notes.append(
         "Latency: median time per batch in ONNX Runtime."
@@ -322,33 +335,14 @@ def _before_after(report: Mapping[str, Any]) -> str:
     return _section("before-after", _SECTION_TITLES["before-after"], table)
 
 
-def _per_class(report: Mapping[str, Any]) -> str:
-    per_class = _get(report, "evaluation", "per_class")
-    if not isinstance(per_class, list):
-        return ""
-    rows = []
-    for entry in per_class:
-        if not isinstance(entry, Mapping):
-            continue
-        t, s = _num(entry.get("teacher_accuracy")), _num(entry.get("student_accuracy"))
-        diff = "" if t is None or s is None else _points((s - t) * 100, signed=True)
-        css = "" if not diff or s == t else " bad" if s < t else " good"  # type: ignore[operator]
-        name = entry.get("class")
-        rows.append(
-            f'<tr><th scope="row">{_e(name) if name is not None else NA}</th>'
-            f'<td class="num">{_e(_count(entry.get("count")))}</td><td class="num">{_e(_pct(t))}</td>'
-            f'<td class="num">{_e(_pct(s))}</td><td class="num{css}">{_e(diff)}</td></tr>'
-        )
-    if not rows:
-        return ""
-    table = (
-        "<table><caption>Accuracy of teacher and student on the held-out positives of each class</caption>"
-        '<thead><tr><th scope="col">Class</th><th scope="col" class="num">Images</th>'
-        '<th scope="col" class="num">Teacher</th><th scope="col" class="num">Student</th>'
-        '<th scope="col" class="num">Difference</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
-    return _section("per-class", _SECTION_TITLES["per-class"], table)
+def _per_class(evaluation: Evaluation | None) -> str:
+    body = per_class_table(evaluation)
+    return _section("per-class", _SECTION_TITLES["per-class"], body) if body else ""
+
+
+def _evaluation(evaluation: Evaluation | None) -> str:
+    body = figures_table(evaluation)
+    return _section("evaluation", _SECTION_TITLES["evaluation"], body) if body else ""
 
 
 def _training(report: Mapping[str, Any], svg: Svg) -> str:
@@ -551,12 +545,12 @@ def _json_short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_report_html(report: Mapping[str, Any], thumbnails_png: bytes | None = None) -> str:
+def render_report_html(report: Report | Mapping[str, Any], thumbnails_png: bytes | None = None) -> str:
     """Render a compression report (the dict of ``report.json``) as one self-contained HTML5 document.
 
     Args:
-        report: the report dict; any field may be missing or None (sections without data are left out, single
-            missing figures show as "n/a").
+        report: the :class:`~service.pipeline.report.Report`, or the dict of a ``report.json``; in a dict any field
+            may be missing or None (sections without data are left out, single missing figures show as "n/a").
         thumbnails_png: an optional PNG of a grid of mined-image thumbnails, embedded as a ``data:`` URI.
 
     Returns:
@@ -565,12 +559,21 @@ def render_report_html(report: Mapping[str, Any], thumbnails_png: bytes | None =
     Raises:
         TypeError: if ``report`` is not a mapping.
     """
-    if not isinstance(report, Mapping):
-        raise TypeError(f"report must be a dict, got {type(report).__name__}")
+    evaluation: Evaluation | None = None
+    if isinstance(report, Report):
+        evaluation, report = report.evaluation, report.to_dict()
+    elif isinstance(report, Mapping):
+        try:
+            evaluation = Evaluation.from_dict(report["evaluation"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            evaluation = None  # a partial or older report: its other sections still render
+    else:
+        raise TypeError(f"report must be a Report or a dict, got {type(report).__name__}")
     svg = Svg()
     sections = {
-        "before-after": _before_after(report),
-        "per-class": _per_class(report),
+        "evaluation": _evaluation(evaluation),
+        "before-after": _before_after(report, evaluation),
+        "per-class": _per_class(evaluation),
         "training": _training(report, svg),
         "mining": _mining(report, svg, thumbnails_png),
         "stages": _stages(report, svg),
@@ -584,7 +587,7 @@ def render_report_html(report: Mapping[str, Any], thumbnails_png: bytes | None =
         .render(
             title="Condense compression report" + (f": {family} student" if family is not None else ""),
             css=Markup((_TEMPLATES / "report.css").read_text(encoding="utf-8")),
-            header=Markup(_header(report)),
+            header=Markup(_header(report, evaluation)),
             nav=present,
             sections=[Markup(html) for html in sections.values() if html],
             report_format=_plain(report.get("format")),

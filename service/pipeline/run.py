@@ -6,9 +6,13 @@
 1. **load** the teacher and the positives; a stratified ``holdout_fraction`` of the positives is kept aside to
    measure the teacher's and the student's accuracy (it is never trained on or mined with);
 2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757);
+   a stratified share of the selected items is held back from training for evaluation
+   (:func:`service.pipeline.evaluation.hold_back_pool_items`);
 3. **distil** a Ghost, binary or adder student sized to ``budget_ratio`` of the teacher's MACs (robust KD);
-4. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher;
-5. **report**: ``student.onnx``, ``report.json`` and ``report.html`` in ``out_dir``
+4. **evaluate** the student against the teacher on the optional test set, the held-out positives and the
+   held-back pool items (:mod:`service.pipeline.evaluation`);
+5. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher;
+6. **report**: ``student.onnx``, ``report.json`` and ``report.html`` in ``out_dir``
    (:mod:`service.pipeline.report`, :mod:`service.pipeline.report_html`).
 
 Resuming: everything intermediate lives in ``out_dir/work/``: the mining result (reused when the teacher, the
@@ -16,9 +20,10 @@ positives, the pool version and the options are the same) and the trainer's chec
 with the same arguments continues where it was. ``should_stop()`` is polled throughout; when it turns true the
 pipeline raises :class:`~service.options.JobCancelled` (checkpoints stay for a resume).
 
-The quality gate: with ``max_accuracy_drop`` set, ``report["gate"]`` says whether the student's accuracy on the
-held-out positives is within it of the teacher's; the caller decides what a failed gate means (``condense compress``
-exits 3).
+The quality gate: with ``max_accuracy_drop`` set, ``report["gate"]`` says whether the drop from the teacher's
+accuracy is surely within it (``passed``), over it (``failed``) or too uncertain to tell (``undecided``); see
+:func:`service.pipeline.report.quality_gate`. The caller decides what that means (``condense compress`` exits 3 on
+``failed``, 4 on ``undecided``).
 """
 
 from __future__ import annotations
@@ -45,12 +50,16 @@ def run_compression(
     should_stop: Callable[[], bool] | None = None,
     pool_cache_dir: Path | None = None,
     num_threads: int | None = None,
+    test_path: Path | None = None,
 ) -> dict[str, Any]:
     """Run one compression job (module docstring); returns the summary also stored as ``report["summary"]``.
+
+    ``test_path``: an optional labelled test set (the positives' format and classes), never trained on.
 
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
+    from service.pipeline.evaluation import evaluate_student, hold_back_pool_items
     from service.pipeline.report import build_report, write_report
     from service.pipeline.report_html import render_report_html
     from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
@@ -67,10 +76,13 @@ def run_compression(
     inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir)
 
     progress.stage("mining", f"mining pool {inputs.pool.name} ({len(inputs.pool):,} images)")
-    mined = mine_pool(inputs, options, work, progress, num_threads)
+    mined, held_back_ids = hold_back_pool_items(mine_pool(inputs, options, work, progress, num_threads), options.seed)
 
     progress.stage("distill", f"distilling a {options.student} student")
     distilled = distill_student(inputs, mined, options, work, progress, num_threads)
+
+    progress.stage("evaluate", "evaluating the student against the teacher")
+    evaluation = evaluate_student(inputs, distilled, held_back_ids, None if test_path is None else Path(test_path))
 
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
@@ -78,12 +90,14 @@ def run_compression(
 
     progress.stage("report", "writing the report")
     progress.finish()
-    report = build_report(options, inputs, mined, distilled, exported, progress.stage_seconds)
+    report = build_report(
+        options, inputs, mined, distilled, exported, evaluation, held_back_ids, progress.stage_seconds
+    )
     started = time.monotonic()
     thumbnails = mined.arrays["thumbnails"].tobytes() if "thumbnails" in mined.arrays else None
     html = render_report_html(report, thumbnails)
-    report["stages_s"]["report"] = round(time.monotonic() - started, 3)
+    report.stages_s["report"] = round(time.monotonic() - started, 3)
     write_report(out_dir, report, html)
     if on_progress is not None:
         on_progress({"stage": "done", "progress": 1.0, "eta_s": 0.0, "message": "done"})
-    return report["summary"]
+    return report.summary.to_dict()

@@ -1,0 +1,166 @@
+"""The report's figures as text, each with its image count and 95 % interval: one wording for every reader.
+
+The HTML report (:mod:`service.pipeline.report_html`), the job page (:mod:`service.web.results`) and the CLI
+summaries (``condense compress``, ``condense submit --wait``) all word a figure through these functions, so an
+accuracy never appears without how many images it rests on and how uncertain it is. Figures on fewer than
+:data:`~compression.metrics.intervals.ROUGH_BELOW` images say plainly that they are rough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compression.metrics.intervals import ROUGH_BELOW, PairedDifference, Proportion
+from service.pipeline.report import Evaluation, Gate, LabelledSet, Summary
+
+__all__ = [
+    "GATE_VERDICTS",
+    "ROUGH_NOTE",
+    "FigureRow",
+    "drop_text",
+    "evaluation_rows",
+    "gate_text",
+    "proportion_text",
+    "set_name",
+    "summary_lines",
+]
+
+ROUGH_NOTE = f"rough: fewer than {ROUGH_BELOW} images"
+GATE_VERDICTS = {
+    "passed": "passed",
+    "failed": "FAILED",
+    "undecided": "UNDECIDED (too few images to decide)",
+}
+_SET_NAMES = {
+    "test": "test set",
+    "held_out_positives": "held-out positives",
+    "training_positives": "training positives (trained on)",
+    "held_back_pool": "held-back pool images",
+}
+
+
+def set_name(kind: str | None) -> str:
+    """A set's kind in words: ``held_out_positives`` -> ``held-out positives``."""
+    return "n/a" if kind is None else _SET_NAMES.get(kind, kind)
+
+
+def proportion_text(figure: Proportion | None) -> str:
+    """``91.20 % (95 % interval 88.10-93.60 %, 1,000 images)``; ``, rough`` added under 200 images."""
+    if figure is None or figure.value is None:
+        return "n/a (no images)"
+    rough = f"; {ROUGH_NOTE}" if figure.rough else ""
+    return (
+        f"{figure.value * 100:.2f} % ({figure.confidence:.0%} interval {figure.low * 100:.2f}-{figure.high * 100:.2f}"
+        f" %, {figure.n:,} images{rough})"
+    )
+
+
+def drop_text(drop: PairedDifference | None) -> str:
+    """Teacher minus student in points: ``1.20 points (95 % interval -0.40 to 2.90, 1,000 images)``."""
+    if drop is None or drop.value is None:
+        return "n/a (no images)"
+    rough = f"; {ROUGH_NOTE}" if drop.rough else ""
+    return (
+        f"{drop.value * 100:.2f} points ({drop.confidence:.0%} interval {drop.low * 100:.2f} to {drop.high * 100:.2f},"
+        f" {drop.n:,} images{rough})"
+    )
+
+
+def gate_text(gate: Gate) -> str:
+    """The gate's verdict and its reason on one line."""
+    return f"{GATE_VERDICTS.get(gate.outcome, gate.outcome)}: {gate.reason}"
+
+
+@dataclass(frozen=True)
+class FigureRow:
+    """One figure of the evaluation: what it is, on which set, its value, interval, count and meaning."""
+
+    label: str
+    on: str
+    value: str
+    low: str
+    high: str
+    images: int
+    rough: bool
+    meaning: str
+    headline: bool
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f} %"
+
+
+def _rows_for(labelled: LabelledSet, headline: bool) -> list[FigureRow]:
+    rows = []
+    for label, figure in (("Teacher accuracy", labelled.teacher), ("Student accuracy", labelled.student)):
+        if figure.value is None:
+            continue
+        rows.append(
+            FigureRow(
+                label,
+                set_name(labelled.kind),
+                _pct(figure.value),
+                _pct(figure.low),
+                _pct(figure.high),
+                figure.n,
+                figure.rough,
+                labelled.meaning,
+                headline,
+            )
+        )
+    drop = labelled.drop
+    if drop.value is not None:
+        rows.append(
+            FigureRow(
+                "Accuracy drop (teacher minus student, paired)",
+                set_name(labelled.kind),
+                f"{drop.value * 100:.2f} points",
+                f"{drop.low * 100:.2f} points",
+                f"{drop.high * 100:.2f} points",
+                drop.n,
+                drop.rough,
+                "The same images scored for both models; the interval is Newcombe's for paired data.",
+                headline,
+            )
+        )
+    return rows
+
+
+def evaluation_rows(evaluation: Evaluation) -> list[FigureRow]:
+    """Every figure of the evaluation, the headline set first."""
+    rows: list[FigureRow] = []
+    headline = evaluation.headline
+    for labelled in (evaluation.test, evaluation.held_out):
+        if labelled is not None:
+            rows.extend(_rows_for(labelled, labelled is headline))
+    pool = evaluation.pool
+    if pool is not None and pool.agreement.value is not None:
+        figure = pool.agreement
+        rows.append(
+            FigureRow(
+                "Agreement with the teacher",
+                set_name(pool.kind),
+                _pct(figure.value),
+                _pct(figure.low),
+                _pct(figure.high),
+                figure.n,
+                figure.rough,
+                pool.meaning,
+                False,
+            )
+        )
+    return rows
+
+
+def summary_lines(summary: Summary, width: int = 20) -> list[str]:
+    """The CLI's lines for a job's figures and gate (``condense compress``, ``condense submit --wait``)."""
+    on = set_name(summary.evaluated_on)
+    lines = [
+        f"{'teacher accuracy':<{width}} {proportion_text(summary.teacher_accuracy)} on the {on}",
+        f"{'student accuracy':<{width}} {proportion_text(summary.student_accuracy)} on the {on}",
+        f"{'accuracy drop':<{width}} {drop_text(summary.accuracy_drop)}",
+        f"{'agreement':<{width}} {proportion_text(summary.agreement)} on {summary.held_back:,} held-back pool images",
+    ]
+    if summary.gate is not None:
+        lines.append(f"{'quality gate':<{width}} {gate_text(summary.gate)}")
+    return lines
