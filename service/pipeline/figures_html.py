@@ -26,8 +26,9 @@ def figures_table(evaluation: Evaluation | None, table_id: str = "figures") -> s
     body = []
     for row in rows:
         precision = f'<strong class="rough">{escape(ROUGH_NOTE)}</strong>' if row.rough else "enough images"
+        css = ' class="headline"' if row.headline else ""
         body.append(
-            f'<tr{' class="headline"' if row.headline else ""}><th scope="row">{escape(row.label)}</th>'
+            f'<tr{css}><th scope="row">{escape(row.label)}</th>'
             f'<td>{escape(row.on)}</td><td class="num">{escape(row.value)}</td>'
             f'<td class="num">{escape(row.low)} to {escape(row.high)}</td>'
             f'<td class="num">{row.images:,}</td><td>{precision}</td>'
