@@ -9,10 +9,10 @@ from flask import Response, jsonify, request
 
 from service.api import API_PREFIX, api, api_jobs, api_user
 from service.errors import ServiceError
-from service.jobs.service import FILE_FIELDS
+from service.jobs.service import FILE_FIELDS, OPTIONAL_FILE_FIELDS
 from storage import JOB_STATUSES
 
-_JSON_FIELDS = frozenset({"teacher_upload", "positives_upload", "options"})
+_JSON_FIELDS = frozenset({"teacher_upload", "positives_upload", "test_upload", "options"})
 
 
 def _options_from_form(text: str | None) -> Any:
@@ -30,7 +30,8 @@ def create_job() -> Any:
     jobs, user = api_jobs(), api_user()
     if request.mimetype == "multipart/form-data":
         options = _options_from_form(request.form.get("options"))
-        job = jobs.submit_files(user, options, {name: request.files.get(name) for name in FILE_FIELDS})
+        names = FILE_FIELDS + OPTIONAL_FILE_FIELDS
+        job = jobs.submit_files(user, options, {name: request.files.get(name) for name in names})
     elif request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
@@ -46,7 +47,10 @@ def create_job() -> Any:
         jobs.check_limit(user)
         teacher_info = jobs.get_upload(user, body.get("teacher_upload"), field="teacher_upload")
         positives_info = jobs.get_upload(user, body.get("positives_upload"), field="positives_upload")
-        job = jobs.submit(user, body.get("options"), teacher_info, positives_info)
+        test_info = None
+        if body.get("test_upload") is not None:
+            test_info = jobs.get_upload(user, body.get("test_upload"), field="test_upload")
+        job = jobs.submit(user, body.get("options"), teacher_info, positives_info, test_info)
     else:
         raise ServiceError(
             415, "send multipart/form-data (teacher, positives, options) or JSON naming uploads (see openapi.json)"

@@ -119,7 +119,11 @@ _SCHEMAS: dict[str, Any] = {
             "options": _ref("JobOptions"),
             "inputs": {
                 "type": "object",
-                "properties": {"teacher": _ref("JobInput"), "positives": _ref("JobInput")},
+                "properties": {
+                    "teacher": _ref("JobInput"),
+                    "positives": _ref("JobInput"),
+                    "test": _ref("JobInput"),
+                },
             },
             "artifacts": {"type": "array", "items": _ref("Artifact")},
         },
@@ -143,6 +147,11 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "teacher_upload": {"type": "string", "description": "Upload id of the model file"},
             "positives_upload": {"type": "string", "description": "Upload id of the positives archive"},
+            "test_upload": {
+                "type": "string",
+                "description": "Optional upload id of a labelled test set (the positives' format and classes); "
+                "its figures are the report's headline",
+            },
             "options": _ref("JobOptions"),
         },
     },
@@ -159,6 +168,12 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "format": "binary",
                 "description": "zip / tar archive with one folder per class, or .npz with 'x' and 'y'",
+            },
+            "test": {
+                "type": "string",
+                "format": "binary",
+                "description": "optional labelled test set, the positives' format and classes, never trained on; "
+                "its figures are the report's headline",
             },
             "options": {"type": "string", "description": "JobOptions as a JSON string"},
         },

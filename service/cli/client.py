@@ -60,21 +60,32 @@ class SseEvent:
 
 @dataclass(frozen=True)
 class GateResult:
-    """The quality gate's verdict on a finished job: ``passed`` (None: no gate asked for) and why."""
+    """The quality gate's verdict on a finished job: ``outcome`` (passed, failed, undecided; None: no gate asked
+    for) and why."""
 
-    passed: bool | None
+    outcome: str | None
     reason: str
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.outcome is None else self.outcome == "passed"
+
+    @property
+    def verdict(self) -> str:
+        from service.pipeline.figures import GATE_VERDICTS
+
+        return GATE_VERDICTS.get(self.outcome or "", "no gate")
 
 
 def quality_gate(job: dict[str, Any]) -> GateResult:
     """The quality gate's verdict on a finished job, as the pipeline computed it (``metrics["gate"]``).
 
     The gate is computed once, by the pipeline, from the job's ``max_accuracy_drop`` option (percentage points);
-    a job without that option has no gate (``passed`` None).
+    a job without that option has no gate (``outcome`` None).
     """
     gate = (job.get("metrics") or {}).get("gate")
-    if isinstance(gate, dict) and isinstance(gate.get("passed"), bool):
-        return GateResult(gate["passed"], str(gate.get("reason") or ("passed" if gate["passed"] else "failed")))
+    if isinstance(gate, dict) and gate.get("outcome") in ("passed", "failed", "undecided"):
+        return GateResult(gate["outcome"], str(gate.get("reason") or gate["outcome"]))
     return GateResult(None, "no quality gate")
 
 
@@ -192,20 +203,31 @@ class Client:
 
     # the API ------------------------------------------------------------------------------------------------------
 
-    def submit(self, teacher: str | os.PathLike[str], positives: str | os.PathLike[str], options: dict) -> dict:
-        """Upload the files (a positives folder is zipped first) and submit the job; return the job."""
+    def submit(
+        self,
+        teacher: str | os.PathLike[str],
+        positives: str | os.PathLike[str],
+        options: dict,
+        test: str | os.PathLike[str] | None = None,
+    ) -> dict:
+        """Upload the files (a positives or test folder is zipped first) and submit the job; return the job."""
         teacher_path, positives_path = Path(teacher), Path(positives)
         if not teacher_path.is_file():
             raise FileNotFoundError(f"no teacher file {teacher_path}")
         if not positives_path.exists():
             raise FileNotFoundError(f"no positives file or folder {positives_path}")
+        test_path = None if test is None else Path(test)
+        if test_path is not None and not test_path.exists():
+            raise FileNotFoundError(f"no test set file or folder {test_path}")
         with contextlib.ExitStack() as stack:
-            if positives_path.is_dir():
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="condense-")))
-                positives_path = zip_folder(positives_path, folder / f"{positives_path.resolve().name}.zip")
-            body = _MultipartBody(
-                {"options": json.dumps(options)}, {"teacher": teacher_path, "positives": positives_path}
-            )
+            files = {"teacher": teacher_path, "positives": positives_path}
+            if test_path is not None:
+                files["test"] = test_path
+            for name in ("positives", "test"):
+                if name in files and files[name].is_dir():
+                    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="condense-")))
+                    files[name] = zip_folder(files[name], folder / f"{files[name].resolve().name}.zip")
+            body = _MultipartBody({"options": json.dumps(options)}, files)
             headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
             return self._json("POST", "/jobs", body=iter(body), headers=headers)
 

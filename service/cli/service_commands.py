@@ -10,10 +10,11 @@ from pathlib import Path
 
 from service.cli.models import parse_input_shape
 
-__all__ = ["EXIT_FAILED", "EXIT_GATE", "add_service_commands"]
+__all__ = ["EXIT_FAILED", "EXIT_GATE", "EXIT_GATE_UNDECIDED", "add_service_commands"]
 
 EXIT_FAILED = 1
 EXIT_GATE = 3  # condense submit --wait: the job succeeded but its student broke --max-accuracy-drop
+EXIT_GATE_UNDECIDED = 4  # condense submit --wait: too few evaluation images to decide the gate
 
 
 def _settings():
@@ -69,6 +70,23 @@ def _client(args: argparse.Namespace):
     )
 
 
+_SUMMARY_KEYS = frozenset(
+    {"student", "evaluated_on", "images", "teacher_accuracy", "student_accuracy", "agreement", "accuracy_drop"}
+)
+
+
+def _figure_lines(metrics: dict) -> list[str]:
+    """The job's accuracy figures with counts and intervals (none for a job that has not reported yet)."""
+    from service.pipeline.figures import summary_lines
+    from service.pipeline.report import Summary
+
+    try:
+        summary = Summary.from_dict(metrics)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
+    return [line for line in summary_lines(summary, 18) if not line.startswith("quality gate")]
+
+
 def _job_summary(job: dict) -> str:
     lines = [f"{'job':<18} {job['id']}", f"{'status':<18} {job['status']}"]
     if job.get("stage"):
@@ -76,7 +94,12 @@ def _job_summary(job: dict) -> str:
         lines.append(f"{'stage':<18} {job['stage']}" + (f" ({progress:.0%})" if isinstance(progress, float) else ""))
     if job.get("error"):
         lines.append(f"{'error':<18} {job['error']}")
-    for key, value in (job.get("metrics") or {}).items():
+    metrics = job.get("metrics") or {}
+    figures = _figure_lines(metrics)
+    lines += figures
+    for key, value in metrics.items():
+        if figures and key in _SUMMARY_KEYS:
+            continue
         if isinstance(value, int | float | str) and not isinstance(value, bool):
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"{key:<18} {shown}")
@@ -93,16 +116,17 @@ def _finish_job_output(args: argparse.Namespace, client, job: dict) -> int:
         saved = [str(path) for path in client.download_all(job, args.out)]
     gate = quality_gate(job)
     if args.json:
-        print(json.dumps({"job": job, "downloaded": saved, "gate": {"passed": gate.passed, "reason": gate.reason}}))
+        verdict = {"outcome": gate.outcome, "passed": gate.passed, "reason": gate.reason}
+        print(json.dumps({"job": job, "downloaded": saved, "gate": verdict}))
     else:
         print(_job_summary(job))
         for path in saved:
             print(f"{'saved':<18} {path}")
-        if gate.passed is not None:
-            print(f"{'quality gate':<18} {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
+        if gate.outcome is not None:
+            print(f"{'quality gate':<18} {gate.verdict}: {gate.reason}")
     if job["status"] != "succeeded":
         return EXIT_FAILED
-    return EXIT_GATE if gate.passed is False else 0
+    return {"failed": EXIT_GATE, "undecided": EXIT_GATE_UNDECIDED}.get(gate.outcome or "", 0)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -129,7 +153,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             options[name] = value
-    job = client.submit(args.teacher, args.positives, options)
+    job = client.submit(args.teacher, args.positives, options, test=args.test)
     if not args.wait:
         print(json.dumps(job) if args.json else job["id"])
         return 0
@@ -230,7 +254,11 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
         "--max-accuracy-drop",
         type=float,
         metavar="POINTS",
-        help="quality gate: exit 3 if the student's accuracy is more than POINTS percentage points below the teacher's",
+        help="quality gate, 0-100 points (with --wait): exit 3 if the student is further below the teacher, 4 if "
+        "too few images to decide",
+    )
+    submit.add_argument(
+        "--test", metavar="PATH", help="optional labelled test set (positives' format and classes): the headline"
     )
     submit.add_argument("--wait", action="store_true", help="follow the job, download its artefacts, print a summary")
     submit.add_argument("--out", default=".", help="where --wait saves the artefacts (default: here)")

@@ -143,19 +143,27 @@ def _onnx_input_shape(proto: Any, filename: str, given: tuple[int, int, int] | N
 
 
 def check_positives(
-    path: Path, *, filename: str, input_shape: tuple[int, int, int] | None, max_bytes: int, max_files: int
+    path: Path,
+    *,
+    filename: str,
+    input_shape: tuple[int, int, int] | None,
+    max_bytes: int,
+    max_files: int,
+    field: str = "positives",
 ) -> PositivesCheck:
-    """Check the positives at ``path`` (sent as ``filename``); ServiceError 413 / 415 / 422 saying why unusable."""
+    """Check the positives at ``path`` (sent as ``filename``); ServiceError 413 / 415 / 422 saying why unusable.
+
+    ``field`` names the upload in errors (``test`` for a test set, which has the positives' format)."""
     from pu_mining.image_files import ImageDecodeError, ReadLimits, SkippedMember, UnsafeArchiveError, iter_images
     from pu_mining.positives import fit_image
 
     size = path.stat().st_size
     if size > max_bytes:
-        raise ServiceError.field(413, "positives", f"{filename}: {size:,} bytes, over the {max_bytes:,}-byte limit")
+        raise ServiceError.field(413, field, f"{filename}: {size:,} bytes, over the {max_bytes:,}-byte limit")
     limits = ReadLimits(max_files=max_files, max_total_bytes=max(4 * max_bytes, 1024**3))
 
     def fail(status: int, error: Exception) -> ServiceError:
-        return ServiceError.field(status, "positives", _clean(str(error), path, filename))
+        return ServiceError.field(status, field, _clean(str(error), path, filename))
 
     try:
         reader = iter_images(path, limits)
@@ -166,13 +174,13 @@ def check_positives(
     if reader.format == "image":
         raise ServiceError.field(
             415,
-            "positives",
+            field,
             f"{filename}: a single image; send a zip or tar archive with one folder per class, or an .npz with "
             "'x' (images) and 'y' (labels)",
         )
     if reader.format in ("npy", "idx"):
         raise ServiceError.field(
-            415, "positives", f"{filename}: images without labels; send an .npz with 'x' (images) and 'y' (labels)"
+            415, field, f"{filename}: images without labels; send an .npz with 'x' (images) and 'y' (labels)"
         )
     names: list[str] = []
     labels: list[str | int | None] = []
@@ -197,7 +205,7 @@ def check_positives(
         listed = "; ".join(str(item) for item in fit_errors)
         raise ServiceError.field(
             422,
-            "positives",
+            field,
             f"{filename}: images that cannot be brought to the teacher's input {input_shape}: {listed}",
         )
     classes = _classes(path, reader.format, names, labels, list(reader.skipped), filename)
@@ -222,6 +230,6 @@ def _classes(
         else:
             indices, class_names, _keep, _names = folder_labels(filename, names, skipped, None, "raise")
     except ValueError as error:
-        raise ServiceError.field(422, "positives", _clean(str(error), path, filename)) from None
+        raise ServiceError.field(422, field, _clean(str(error), path, filename)) from None
     counts = Counter(indices)
     return {name: counts[index] for index, name in enumerate(class_names)}

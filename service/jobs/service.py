@@ -45,6 +45,7 @@ from storage import Artifact, BlobNotFoundError, BlobStore, Job, MetadataStore, 
 
 __all__ = [
     "FILE_FIELDS",
+    "OPTIONAL_FILE_FIELDS",
     "SPEC_VERSION",
     "FilePart",
     "JobService",
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 SPEC_VERSION = 2
 FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
 """The two files of a job, named like the API's multipart parts and the web form's file inputs."""
+OPTIONAL_FILE_FIELDS: tuple[str] = ("test",)
+"""The optional file of a job: a labelled test set (the positives' format and classes), never trained on."""
 _CHUNK = 1024 * 1024
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -294,10 +297,17 @@ class JobService:
         if missing:
             problems.extend({"field": name, "reason": "choose a file"} for name in missing)
             messages.append(f"missing file(s): {', '.join(missing)}")
+        for name in OPTIONAL_FILE_FIELDS:
+            if (part := parts.get(name)) is not None and part.filename:
+                present[name] = part
         if problems:
             raise ServiceError(status, "; ".join(messages), problems)
         self.check_limit(user)
-        limits = {"teacher": self.settings.max_teacher_bytes, "positives": self.settings.max_upload_bytes}
+        limits = {
+            "teacher": self.settings.max_teacher_bytes,
+            "positives": self.settings.max_upload_bytes,
+            "test": self.settings.max_upload_bytes,
+        }
         with self.scratch() as scratch:
             saved = {}
             for name, part in present.items():
@@ -308,14 +318,26 @@ class JobService:
                     field=name,
                     filename=clean_filename(part.filename, name),
                 )
-            return self.submit(user, options_data, saved["teacher"], saved["positives"])
+            return self.submit(user, options_data, saved["teacher"], saved["positives"], saved.get("test"))
 
-    def submit(self, user: User, options_data: object, teacher: JobInput, positives: JobInput) -> Job:
-        """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused."""
+    def submit(
+        self,
+        user: User,
+        options_data: object,
+        teacher: JobInput,
+        positives: JobInput,
+        test: JobInput | None = None,
+    ) -> Job:
+        """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused.
+
+        ``test`` is the optional labelled test set; it is checked like the positives and must have their classes.
+        """
         options = self.parse_options(options_data)
         self.check_limit(user)
         if isinstance(teacher, UploadInfo) and isinstance(positives, UploadInfo) and teacher.id == positives.id:
             raise ServiceError.field(400, "positives_upload", "the teacher and the positives are the same upload")
+        if isinstance(test, UploadInfo) and test.id in {getattr(teacher, "id", None), getattr(positives, "id", None)}:
+            raise ServiceError.field(400, "test_upload", "the test set must be an upload of its own")
         stored: list[UploadInfo] = []
         try:
             with self.scratch() as scratch:
@@ -331,12 +353,33 @@ class JobService:
                         max_bytes=self.settings.max_upload_bytes,
                         max_files=self.settings.max_positives_files,
                     )
+                test_check = None
+                if test is not None:
+                    with self._local(test, scratch, "test") as (test_path, test_name):
+                        test_check = check_positives(
+                            test_path,
+                            filename=test_name,
+                            input_shape=teacher_check.input_shape,
+                            max_bytes=self.settings.max_upload_bytes,
+                            max_files=self.settings.max_positives_files,
+                            field="test",
+                        )
+                    if set(test_check.classes) != set(positives_check.classes):
+                        raise ServiceError.field(
+                            422,
+                            "test",
+                            f"the test set's classes ({', '.join(sorted(test_check.classes))}) are not the "
+                            f"positives' ({', '.join(sorted(positives_check.classes))})",
+                        )
                 if isinstance(teacher, LocalFile):
                     teacher = self._store_local(user, teacher)
                     stored.append(teacher)
                 if isinstance(positives, LocalFile):
                     positives = self._store_local(user, positives)
                     stored.append(positives)
+                if isinstance(test, LocalFile):
+                    test = self._store_local(user, test)
+                    stored.append(test)
             spec = {
                 "version": SPEC_VERSION,
                 "options": options.to_dict(),
@@ -345,13 +388,15 @@ class JobService:
                     "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
                 },
             }
+            if test is not None and test_check is not None:
+                spec["inputs"]["test"] = {**_input_spec(test), "check": test_check.as_dict()}
             job = self.metadata.create_job(user.name, spec)
         except BaseException:
             for info in stored:
                 with contextlib.suppress(Exception):
                     self.blobs.delete_prefix(upload_prefix(info.owner, info.id))
             raise
-        for info in (teacher, positives):
+        for info in (teacher, positives) if test is None else (teacher, positives, test):
             marker = json.dumps({"job_id": job.id}).encode()
             self.blobs.put_bytes(upload_prefix(info.owner, info.id) + "job.json", marker)
         self.metadata.append_event(job.id, "status", {"status": "queued"})

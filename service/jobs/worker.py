@@ -194,6 +194,9 @@ class Worker(Reaper):
             inputs = work / "inputs"
             teacher = self._fetch_input(job, "teacher", inputs, names)
             positives = self._fetch_input(job, "positives", inputs, names)
+            extra: dict[str, Any] = {}
+            if job.spec.get("inputs", {}).get("test") is not None:  # the optional labelled test set
+                extra["test_path"] = self._fetch_input(job, "test", inputs, names)
             out_dir.mkdir(parents=True, exist_ok=True)
             self.restore_checkpoints(job.id, out_dir)
             result = self.pipeline(
@@ -205,6 +208,7 @@ class Worker(Reaper):
                 on_progress=ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
+                **extra,
             )
             return "succeeded", None, jsonable(result) if isinstance(result, Mapping) else {}
         except JobCancelled:

@@ -36,6 +36,7 @@ OPTION_FIELDS: tuple[str, ...] = (
 FIELD_LABELS: dict[str, str] = {
     "teacher": "Teacher model",
     "positives": "Positives archive",
+    "test": "Test set (optional)",
     "input_shape": "Input shape",
     "student": "Student family",
     "pool": "Pool",

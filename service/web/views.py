@@ -9,7 +9,7 @@ from flask import flash, redirect, render_template, request, session, url_for
 
 from service.context import SESSION_TOKEN_KEY
 from service.errors import ServiceError
-from service.jobs.service import FILE_FIELDS
+from service.jobs.service import FILE_FIELDS, OPTIONAL_FILE_FIELDS
 from service.web import _safe_next, web, web_jobs, web_user
 from service.web.forms import OPTION_FIELDS, options_from_form, render_form
 from service.web.results import ARTIFACT_ORDER, last_event_id, results_context
@@ -86,7 +86,7 @@ def new_job() -> Any:
         values = {name: str(request.form.get(name, "")) for name in OPTION_FIELDS}
         try:
             options = options_from_form(request.form)
-            files = {name: request.files.get(name) for name in FILE_FIELDS}
+            files = {name: request.files.get(name) for name in FILE_FIELDS + OPTIONAL_FILE_FIELDS}
             job = web_jobs().submit_files(web_user(), options, files)
         except ServiceError as error:
             return render_form(values, error), error.status
