@@ -50,7 +50,7 @@ def proportion_text(figure: Proportion | None) -> str:
         return "n/a (no images)"
     rough = f"; {ROUGH_NOTE}" if figure.rough else ""
     return (
-        f"{figure.value * 100:.2f} % ({figure.confidence:.0%} interval {figure.low * 100:.2f}-{figure.high * 100:.2f}"
+        f"{figure.value * 100:.2f} % ({figure.confidence * 100:.0f} % interval {figure.low * 100:.2f}-{figure.high * 100:.2f}"
         f" %, {figure.n:,} images{rough})"
     )
 
@@ -61,7 +61,7 @@ def drop_text(drop: PairedDifference | None) -> str:
         return "n/a (no images)"
     rough = f"; {ROUGH_NOTE}" if drop.rough else ""
     return (
-        f"{drop.value * 100:.2f} points ({drop.confidence:.0%} interval {drop.low * 100:.2f} to {drop.high * 100:.2f},"
+        f"{drop.value * 100:.2f} points ({drop.confidence * 100:.0f} % interval {drop.low * 100:.2f} to {drop.high * 100:.2f},"
         f" {drop.n:,} images{rough})"
     )
 
@@ -159,8 +159,9 @@ def summary_lines(summary: Summary, width: int = 20) -> list[str]:
         f"{'teacher accuracy':<{width}} {proportion_text(summary.teacher_accuracy)} on the {on}",
         f"{'student accuracy':<{width}} {proportion_text(summary.student_accuracy)} on the {on}",
         f"{'accuracy drop':<{width}} {drop_text(summary.accuracy_drop)}",
-        f"{'agreement':<{width}} {proportion_text(summary.agreement)} on {summary.held_back:,} held-back pool images",
     ]
+    if summary.agreement is not None:
+        lines.append(f"{'agreement':<{width}} {proportion_text(summary.agreement)} on held-back pool images")
     if summary.gate is not None:
         lines.append(f"{'quality gate':<{width}} {gate_text(summary.gate)}")
     return lines

@@ -383,7 +383,7 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
     test, held_out, pool = evaluation.test, evaluation.held_out, evaluation.pool
     if test is not None:
         value = None if test.drop.value is None else test.drop.value * 100
-        basis = f"test set, {test.images} images, 95 % paired interval"
+        basis = f"test set, {test.images:,} images, 95 % paired interval"
         high = test.drop.high * 100 if test.images else None
         decision = decide_drop(max_drop_points, value, high, test.images, basis)
     else:
@@ -392,11 +392,11 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
         if held_out is not None and held_out.kind == "held_out_positives" and held_out.images:
             paired = _paired_at(held_out.drop, GATE_CONFIDENCE_EACH)
             estimate = None if held_out.drop.value is None else held_out.drop.value * 100
-            bounds.append((paired.high * 100, held_out.images, f"held-out positives, {held_out.images} images"))
+            bounds.append((paired.high * 100, held_out.images, f"held-out positives, {held_out.images:,} images"))
         if pool is not None and pool.images:
             bound = disagreement_drop_bound(pool.agreement.successes, pool.images, GATE_CONFIDENCE_EACH)
             if bound is not None:
-                text = f"disagreement on {pool.images} held-back pool images"
+                text = f"disagreement on {pool.images:,} held-back pool images"
                 bounds.append((bound * 100, pool.images, text))
         if not bounds:
             basis = "no evaluation images"

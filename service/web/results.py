@@ -1,4 +1,5 @@
-"""The results part of the job page: artefacts, the quality gate and the before/after table from ``report.json``."""
+"""The results part of the job page: artefacts, the quality gate, the evaluation's figures (each with its image
+count and 95 % interval) and the before/after table, from ``report.json``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import Markup
+
 from service.jobs.service import JobService
+from service.pipeline.figures import GATE_VERDICTS
+from service.pipeline.figures_html import figures_table
+from service.pipeline.report import Evaluation
 from storage import BlobNotFoundError, Job
 
 __all__ = ["ARTIFACT_ORDER", "ComparisonRow", "comparison_rows", "last_event_id", "results_context"]
@@ -152,21 +158,42 @@ def results_context(jobs: JobService, job: Job) -> dict[str, Any]:
     rank = {name: index for index, name in enumerate(ARTIFACT_ORDER)}
     artifacts = sorted(artifacts, key=lambda a: (rank.get(a.name, len(rank)), a.name))
     report = _read_report(jobs, job, artifacts)
+    evaluation = _evaluation(report)
+    comparison = comparison_rows(report, job.metrics)
+    if evaluation is not None:  # accuracies are shown with counts and intervals in the figures table instead
+        comparison = [row for row in comparison if row.label != "Accuracy"]
     return {
         "job": job,
         "artifacts": artifacts,
-        "comparison": comparison_rows(report, job.metrics),
+        "comparison": comparison,
         "gate": _gate(report),
+        "figures": Markup(figures_table(evaluation, "job-figures")) if evaluation is not None else None,
     }
 
 
+def _evaluation(report: Mapping[str, Any] | None) -> Evaluation | None:
+    """The report's typed evaluation; None for a report without one (an older format, or unreadable)."""
+    try:
+        return Evaluation.from_dict(report["evaluation"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _gate(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The quality gate's verdict from ``report["gate"]`` (``passed``, ``reason``), when the job had one."""
+    """The quality gate's verdict from ``report["gate"]`` (``outcome``, ``passed``, ``verdict``, ``reason``)."""
     gate = report.get("gate") if report is not None else None
-    if not isinstance(gate, Mapping) or not isinstance(gate.get("passed"), bool):
+    if not isinstance(gate, Mapping):
+        return None
+    outcome = gate.get("outcome")
+    if outcome not in GATE_VERDICTS:
         return None
     reason = gate.get("reason")
-    return {"passed": gate["passed"], "reason": reason if isinstance(reason, str) else ""}
+    return {
+        "outcome": outcome,
+        "passed": outcome == "passed",
+        "verdict": GATE_VERDICTS[outcome],
+        "reason": reason if isinstance(reason, str) else "",
+    }
 
 
 def last_event_id(jobs: JobService, job_id: str) -> int:

@@ -3,7 +3,8 @@
 Its "teacher" file is JSON telling it what to do: ``{"mode": "ok" | "loop" | "fail" | "crash", "steps": N,
 "step_s": seconds}``; a real model file (not JSON) means a short successful run. It counts steps, checkpointing
 the count in ``out_dir/work/state.json`` and resuming from it, reports progress after each step, checks
-``should_stop`` before each, and writes three small artefacts at the end. No torch: a worker subprocess running it
+``should_stop`` before each, and writes three small artefacts at the end. Its summary is a real one: teacher 92 %,
+student 90 % on 1,000 labelled images, or on 20 when a test set was uploaded (a set too small to decide a gate). No torch: a worker subprocess running it
 starts in a fraction of a second.
 """
 
@@ -17,7 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from service.options import JobCancelled, JobOptions
-from service.pipeline.report import quality_gate
+import numpy as np
+
+from service.pipeline.report import Evaluation, LabelledSet, Summary, quality_gate
+
+
+def _summary(options: JobOptions, images: int) -> dict:
+    """A real summary: teacher right on 92 % of ``images`` labelled test images, the student on 90 % (same images)."""
+    teacher_right = np.arange(images) < round(0.92 * images)
+    student_right = np.arange(images) < round(0.90 * images)
+    labels = np.arange(images) % 2
+    test = LabelledSet.measure("test", teacher_right, student_right, labels, ["a", "b"])
+    evaluation = Evaluation(["a", "b"], test, None, None)
+    summary = Summary(
+        options.student, "test", images, test.teacher, test.student, test.drop, None, 1000, 10_000, 40_000, 0, 0,
+        quality_gate(options.max_accuracy_drop, evaluation),
+    )  # fmt: skip
+    return summary.to_dict()
 
 
 def run_compression(
@@ -30,6 +47,7 @@ def run_compression(
     on_progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
     pool_cache_dir: Path | None = None,
+    test_path: Path | None = None,
 ) -> dict:
     try:
         control = json.loads(Path(teacher_path).read_bytes())
@@ -72,9 +90,9 @@ def run_compression(
     (out_dir / "report.html").write_text("<html><body>report</body></html>")
     on_progress({"stage": "done", "progress": 1.0, "eta_s": 0.0, "message": "done"})
     return {
-        "teacher_accuracy": 0.92,
-        "student_accuracy": 0.9,
-        "gate": quality_gate(options.max_accuracy_drop, 2.0),  # the drop: 92 % - 90 % = 2 points
+        # the drop: 92 % - 90 % = 2 points, on 1,000 images; on 20 (a tiny set) when a test set was uploaded
+        **_summary(options, 1000 if test_path is None else 20),
+        "test_set": None if test_path is None else Path(test_path).name,
         "resumed_from": resumed_from,
         "steps": steps,
         "nan_is_dropped": float("nan"),

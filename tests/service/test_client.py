@@ -18,7 +18,8 @@ import pytest
 
 from service.cli import main
 from service.cli.client import ApiError, Client, quality_gate
-from service.pipeline.report import quality_gate as quality_gate_verdict
+from compression.metrics.intervals import decide_drop
+from service.pipeline.report import Gate
 from storage import open_metadata_store
 from tests.service.conftest import service_env
 from tests.waiting import wait_until
@@ -112,7 +113,19 @@ def test_submit_wait_downloads_and_applies_the_quality_gate(server, service_inpu
     assert main([*base, "--wait", "--out", str(tmp_path / "gate"), "--max-accuracy-drop", "1", "--quiet"]) == 3
     assert "quality gate       FAILED" in capsys.readouterr().out
     assert main([*base, "--wait", "--out", str(tmp_path / "gate"), "--max-accuracy-drop", "5", "--quiet"]) == 0
-    assert "quality gate       passed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "quality gate       passed" in out
+    # every accuracy line carries its interval and image count
+    assert "student accuracy   90.00 % (95 % interval" in out and "1,000 images" in out
+    # With a test set the figures are on it; the test double's test set is 20 images: too few to decide (exit 4).
+    code = main([*base, "--test", str(positives), "--wait", "--out", str(tmp_path / "t"), "--max-accuracy-drop", "5"])
+    out = capsys.readouterr().out
+    assert code == 4 and "UNDECIDED" in out and "too few images to decide" in out
+    assert "20 images; rough: fewer than 200 images" in out
+    # A limit outside 0-100 points: the server's 422 naming the field, one line, exit 2.
+    assert main([*base, "--max-accuracy-drop", "150", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "HTTP 422" in err and "options.max_accuracy_drop" in err and len(err.splitlines()) == 1
 
 
 def test_status_download_cancel_and_errors(server, service_inputs, tmp_path, capsys, monkeypatch) -> None:
@@ -143,8 +156,16 @@ def test_status_download_cancel_and_errors(server, service_inputs, tmp_path, cap
 def test_quality_gate_rules() -> None:
     # The verdict is the pipeline's (computed once, service/pipeline/report.py); the client only reads it.
     assert quality_gate({"metrics": {"teacher_accuracy": 0.9, "student_accuracy": 0.85}}).passed is None
-    assert quality_gate({"metrics": {"gate": quality_gate_verdict(5.0, 5.0)}}).passed is True
-    failed = quality_gate({"metrics": {"gate": quality_gate_verdict(4.0, 5.0)}})
-    assert failed.passed is False and "allowed 4.00" in failed.reason
-    verdict = {"metrics": {"gate": {"passed": False, "reason": "pipeline says no"}}}
-    assert quality_gate(verdict).reason == "pipeline says no"
+    def verdict(limit: float, drop: float, high: float) -> dict:
+        decision = decide_drop(limit, drop, high, 500, "test set")
+        gate = Gate(decision.outcome, limit, drop, high, 500, "test set", decision.reason)
+        return {"metrics": {"gate": gate.to_dict()}}
+
+    assert quality_gate(verdict(5.0, 3.0, 5.0)).passed is True
+    failed = quality_gate(verdict(4.0, 5.0, 6.0))
+    assert failed.passed is False and failed.outcome == "failed" and "over the allowed 4" in failed.reason
+    undecided = quality_gate(verdict(4.0, 3.0, 6.0))
+    assert undecided.outcome == "undecided" and undecided.passed is False and "too few images" in undecided.reason
+    assert quality_gate({"metrics": {"gate": {"outcome": "failed", "reason": "pipeline says no"}}}).reason == (
+        "pipeline says no"
+    )
