@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from service.pipeline.report_html import render_report_html
+from tests.service.report_factory import make_evaluation, make_report
 
 # Elements HTML never closes; every other element the renderer writes must be closed explicitly.
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -23,57 +24,7 @@ _PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR
 
 
 def _full_report() -> dict[str, Any]:
-    edges = [-4.0 + 0.2 * i for i in range(41)]
-    counts = [float(round(200 * math.exp(-((e + 0.1 - 0.5) ** 2)))) for e in edges[:-1]]
-    history = [
-        {"epoch": 0, "train_loss": None, "lr": 0.1, "val_accuracy": 0.2, "val_agreement": 0.2, "epoch_s": 0.0,
-         "elapsed_s": 0.0},
-    ] + [
-        {"epoch": e, "train_loss": 1.5 / e, "lr": 0.1, "val_accuracy": 0.95 - 0.4 / e, "val_agreement": 0.97 - 0.4 / e,
-         "epoch_s": 10.0, "elapsed_s": 10.0 * e}
-        for e in range(1, 11)
-    ]  # fmt: skip
-    return {
-        "format": 1,
-        "job": {"student": "ghost", "options": {"budget_ratio": 0.25, "time_budget_min": 20, "seed": 0}},
-        "teacher": {
-            "accuracy": 0.95, "parameters": 1072741, "macs": 123057280, "multiplications": 123057280,
-            "additions": 122000000, "weight_bytes": 4300000,
-            "latency": {"1": {"median_ms": 2.1, "p90_ms": 2.4}, "32": {"median_ms": 40.0}}, "format": "torchscript",
-        },
-        "student": {
-            "accuracy": 0.93, "agreement": 0.96, "parameters": 258401, "macs": 28100000, "multiplications": 28100000,
-            "additions": 27900000, "binary_ops": 0, "weight_bytes": 1055000, "onnx_bytes": 1100000,
-            "latency": {"1": {"median_ms": 0.95}, "32": {"median_ms": 21.0}},
-        },
-        "evaluation": {
-            "images": 60,
-            "class_names": ["T-shirt/top", "Trouser"],
-            "per_class": [
-                {"class": "T-shirt/top", "count": 12, "teacher_accuracy": 1.0, "student_accuracy": 0.9},
-                {"class": "Trouser", "count": 48, "teacher_accuracy": 0.9375, "student_accuracy": 0.9375},
-            ],
-        },
-        "gate": {"max_accuracy_drop": 2.0, "accuracy_drop": 1.5, "passed": True},
-        "mining": {
-            "pool": "demo", "pool_version": 1, "pool_items": 5000, "candidates": 3000, "selected": 1200,
-            "prior": 0.4, "prior_estimated": True, "holdout": 12, "holdout_recall": 0.83,
-            "duplicates_of_positives": 1, "duplicates_within_selection": 3,
-            "score_histogram": {"edges": edges, "counts": counts},
-            "class_histogram": {"T-shirt/top": 300, "Trouser": 250},
-            "seconds": {"candidates": 1.2, "train": 30.5},
-        },
-        "distillation": {
-            "history": history, "best_epoch": 9, "stopped_reason": "completed",
-            "transfer_set": {"positives": 240, "mined": 1200},
-        },
-        "stages_s": {"load": 1.0, "mining": 40.0, "distill": 300.0, "export": 5.0, "profile": 10.0, "report": 0.5},
-        "manifest": {
-            "seed": 0, "teacher_sha256": "ab" * 32, "positives_sha256": "cd" * 32,
-            "pool": {"name": "demo", "version": 1}, "mined_ids": list(range(1200)),
-            "packages": {"torch": "2.14.1", "numpy": "2.1.0"},
-        },
-    }  # fmt: skip
+    return make_report().to_dict()
 
 
 class _Structure(HTMLParser):
@@ -137,14 +88,16 @@ def test_full_report_renders_every_section_with_formatted_numbers() -> None:
     assert document.startswith("<!DOCTYPE html>")
     parser = _parse(document)
     _assert_self_contained(document, parser)
-    for ident in ("before-after", "per-class", "training", "mining", "stages", "manifest"):
+    for ident in ("evaluation", "before-after", "per-class", "training", "mining", "stages", "manifest"):
         assert f'<section id="{ident}"' in document and f'href="#{ident}"' in document
     for text in (
-        "95.00 %", "93.00 %", "96.00 %",  # accuracies and agreement
+        "95.00 %", "93.00 %", "96.00 %",  # accuracies (test set) and agreement (held-back pool)
+        "2,000 images", "1,200 pool images", "rough: fewer than 200 images",  # counts; the 60 held-out positives
+        "95.00 % (95 % interval 93.96-95.87 %, 2,000 images)",  # Wilson, 1900 of 2000
         "1,072,741", "258,401", "123,057,280",  # parameters, MACs
         "4.2x smaller", "4.4x fewer", "2.2x faster", "1.9x faster",  # ratios
         "4.10 MiB", "2.10 ms", "0.95 ms", "-2.00 points",
-        "Quality gate passed", "accuracy drop 1.50 points, allowed 2.00 points",
+        "Quality gate passed", "test set, 2,000 images, 95 % paired interval: accuracy drop 2.00 points",
         "83.00 % of 12 held-out positives", "0.400 (estimated)", "demo (version 1)",
         "1,200 ids", "torch 2.14.1", "abab", "5 min 0 s",
     ):  # fmt: skip
@@ -184,7 +137,7 @@ def test_user_strings_are_escaped() -> None:
     report["job"]["student"] = '<img src="https://evil.example/x.png">'
     report["job"]["options"]["name"] = evil
     report["evaluation"]["class_names"] = [evil, "A&B"]
-    report["evaluation"]["per_class"][0]["class"] = evil
+    report["evaluation"]["test"]["per_class"][0]["name"] = evil
     report["mining"]["class_histogram"] = {evil: 300, "A&B": 10, '"quoted"': 5}
     report["mining"]["pool"] = "pool</section><b>"
     report["stages_s"][evil] = 3.0
@@ -234,7 +187,7 @@ def test_partial_and_malformed_values_show_na_instead_of_failing() -> None:
     report["mining"]["holdout_recall"] = None
     report["manifest"]["mined_ids"] = None
     report["stages_s"] = {"load": -1.0, "distill": "slow"}
-    report["evaluation"]["per_class"] = [None, {"class": None}]
+    report["evaluation"]["test"]["per_class"] = [None, {"class": None}]  # unreadable: the section is left out
     document = render_report_html(report)
     parser = _parse(document)
     _assert_self_contained(document, parser)
@@ -247,15 +200,24 @@ def test_partial_and_malformed_values_show_na_instead_of_failing() -> None:
 
 
 def test_failed_gate_and_a_student_slower_and_larger_than_the_teacher() -> None:
-    report = _full_report()
-    report["gate"] = {"max_accuracy_drop": 1.0, "accuracy_drop": 3.25, "passed": False}
+    report = make_report(make_evaluation(test=(2000, 1900, 1835)), max_accuracy_drop=1.0).to_dict()
     report["student"]["latency"] = {1: {"median_ms": 4.2}, 32: {"median_ms": 40.0}}  # int keys work too
     report["student"]["weight_bytes"] = 8600000
     report["student"]["multiplications"] = 0  # an adder student
     document = render_report_html(report)
-    assert 'class="gate failed"' in document and "accuracy drop 3.25 points, allowed 1.00 points" in document
+    assert 'class="gate failed"' in document and "accuracy drop 3.25 points" in document
+    assert "over the allowed 1" in document
     assert "2.0x slower" in document and "2.0x larger" in document and "none left" in document
     assert "1.0x faster" in document  # batch 32: equal
+
+
+def test_undecided_gate_on_a_tiny_evaluation_says_so() -> None:
+    # no test set, 20 held-out positives, 50 held-back pool images: a 3-point limit cannot be decided
+    evaluation = make_evaluation(test=None, held_out=(20, 19, 19), pool=(50, 49))
+    document = render_report_html(make_report(evaluation, max_accuracy_drop=3.0))
+    assert 'class="gate undecided"' in document and "too few images to decide" in document
+    assert "held-out positives" in document and "rough: fewer than 200 images" in document
+    assert "20 images" in document and "50 pool images" in document
 
 
 def test_thumbnails_are_embedded_as_a_data_uri() -> None:
@@ -279,9 +241,8 @@ def test_large_reports_render_quickly() -> None:
     ]
     report["mining"]["class_histogram"] = {f"class {i}": 1000 - i for i in range(1000)}
     report["manifest"]["mined_ids"] = list(range(200_000))
-    report["evaluation"]["per_class"] = [
-        {"class": f"class {i}", "count": 5, "teacher_accuracy": 0.8, "student_accuracy": 0.6} for i in range(1000)
-    ]
+    per_class = report["evaluation"]["test"]["per_class"]
+    report["evaluation"]["test"]["per_class"] = [{**per_class[0], "name": f"class {i}"} for i in range(1000)]
     original = copy.deepcopy(report)
     start = time.perf_counter()
     document = render_report_html(report)

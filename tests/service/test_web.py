@@ -33,6 +33,7 @@ from service.settings import SettingsError
 from service.web.forms import options_from_form
 from service.web.results import ComparisonRow, comparison_rows
 from tests.service.conftest import ApiFixture, build_api, make_settings
+from tests.service.report_factory import make_report
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 WAIT_S = 15.0
@@ -105,11 +106,9 @@ def _api_job(api: ApiFixture, headers: dict[str, str], inputs: dict[str, Path]) 
     return response.get_json()["id"]
 
 
-REPORT = {  # the layout of service/pipeline/report.py's report.json, with the student's latency missing
-    "teacher": {"accuracy": 0.92, "parameters": 270_000, "macs": 41_000_000, "latency": {"1": {"median_ms": 1.8}}},
-    "student": {"accuracy": 0.905, "parameters": 70_000, "macs": 10_000_000, "latency": {}},
-    "gate": {"max_accuracy_drop": 2.0, "accuracy_drop": 1.5, "passed": True, "reason": "accuracy drop 1.50 points"},
-}
+REPORT = make_report().to_dict()  # a real report (test set 95 % vs 93 % on 2,000 images), profiles replaced:
+REPORT["teacher"] = {"accuracy": 0.95, "parameters": 270_000, "macs": 41_000_000, "latency": {"1": {"median_ms": 1.8}}}
+REPORT["student"] = {"accuracy": 0.93, "parameters": 70_000, "macs": 10_000_000, "latency": {}}  # latency missing
 HOSTILE_REPORT_HTML = (
     "<!doctype html><html><head><title>report</title></head><body><p id='probe'>static</p>"
     "<script>document.getElementById('probe').textContent = 'script ran'; document.title = 'script ran';</script>"
@@ -264,9 +263,12 @@ def test_form_errors_are_shown_next_to_their_fields_and_nothing_is_queued(api: A
     assert 'aria-invalid="true" ' in page or 'aria-invalid="true">' in page
     assert '<a href="#teacher">Teacher model</a>' in page  # the summary links to the field
 
-    bad_options = _post_form(client, _form(service_inputs, csrf, budget_ratio="3", seed="-1", epochs="zero"))
+    bad_options = _post_form(
+        client, _form(service_inputs, csrf, budget_ratio="3", seed="-1", epochs="zero", max_accuracy_drop="150")
+    )
     assert bad_options.status_code == 422
     page = bad_options.get_data(as_text=True)
+    assert "0-100 percentage points" in _field_error(page, "max_accuracy_drop")
     assert "must be in (0, 1]" in _field_error(page, "budget_ratio")
     assert "between 0 and" in _field_error(page, "seed")
     assert "integer" in _field_error(page, "epochs")
@@ -368,10 +370,14 @@ def test_job_page_shows_results_errors_and_the_report_table(api: ApiFixture, ser
     for name in ("student.onnx", "report.json", "report.html"):
         assert f'href="/api/v1/jobs/{job_id}/artifacts/{name}"' in page
     table = _text(re.search(r'<table id="job-report">(.*?)</table>', page, re.S).group(1))
-    assert "Accuracy 92.00 % 90.50 % -1.50 points" in table
+    assert "Accuracy" not in table  # accuracies are in the figures table, with counts and intervals
     assert "Parameters 270,000 70,000 ×0.259" in table and "MACs 41,000,000 10,000,000 ×0.244" in table
     assert "Latency (batch 1, median) 1.8 ms —" in table
-    assert "Quality gate: passed (accuracy drop 1.50 points)" in _text(page)
+    figures = _text(re.search(r'<table id="job-figures">(.*?)</table>', page, re.S).group(1))
+    assert "Student accuracy test set 93.00 % 91.80 % to 94.04 % 2,000 enough images" in figures
+    assert "Teacher accuracy held-out positives 95.00 %" in figures and "rough: fewer than 200 images" in figures
+    assert "Agreement with the teacher held-back pool images 96.00 %" in figures and "1,200" in figures
+    assert "Quality gate: passed (test set, 2,000 images, 95 % paired interval: accuracy drop 2.00 points" in _text(page)
     assert client.get(f"/jobs/{job_id}/results").get_data(as_text=True).count("data-artifact=") == 3
     # The artefacts download with the session cookie; report.html may not run scripts as this site.
     report = client.get(f"/api/v1/jobs/{job_id}/artifacts/report.html")
@@ -593,7 +599,7 @@ def test_browser_submits_a_job_and_follows_it_live(live_app: LiveApp, browser: A
     assert driver.find_elements("id", "cancel-form") == []
     links = {a.text: a.get_attribute("href") for a in driver.find_elements("css selector", "#job-artifacts a")}
     assert set(links) == {"student.onnx", "report.json", "report.html"}
-    assert "92.00 %" in _by_id(driver, "job-report").text and "90.50 %" in _by_id(driver, "job-report").text
+    assert "95.00 %" in _by_id(driver, "job-figures").text and "93.00 %" in _by_id(driver, "job-figures").text
 
     # The links work with the session cookie alone.
     fetched = driver.execute_async_script(
