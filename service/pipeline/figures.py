@@ -49,10 +49,8 @@ def proportion_text(figure: Proportion | None) -> str:
     if figure is None or figure.value is None:
         return "n/a (no images)"
     rough = f"; {ROUGH_NOTE}" if figure.rough else ""
-    return (
-        f"{figure.value * 100:.2f} % ({figure.confidence * 100:.0f} % interval {figure.low * 100:.2f}-{figure.high * 100:.2f}"
-        f" %, {figure.n:,} images{rough})"
-    )
+    level, low, high = figure.confidence * 100, figure.low * 100, figure.high * 100
+    return f"{figure.value * 100:.2f} % ({level:.0f} % interval {low:.2f}-{high:.2f} %, {figure.n:,} images{rough})"
 
 
 def drop_text(drop: PairedDifference | None) -> str:
@@ -60,10 +58,8 @@ def drop_text(drop: PairedDifference | None) -> str:
     if drop is None or drop.value is None:
         return "n/a (no images)"
     rough = f"; {ROUGH_NOTE}" if drop.rough else ""
-    return (
-        f"{drop.value * 100:.2f} points ({drop.confidence * 100:.0f} % interval {drop.low * 100:.2f} to {drop.high * 100:.2f},"
-        f" {drop.n:,} images{rough})"
-    )
+    level, low, high = drop.confidence * 100, drop.low * 100, drop.high * 100
+    return f"{drop.value * 100:.2f} points ({level:.0f} % interval {low:.2f} to {high:.2f}, {drop.n:,} images{rough})"
 
 
 def gate_text(gate: Gate) -> str:

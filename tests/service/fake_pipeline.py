@@ -4,8 +4,8 @@ Its "teacher" file is JSON telling it what to do: ``{"mode": "ok" | "loop" | "fa
 "step_s": seconds}``; a real model file (not JSON) means a short successful run. It counts steps, checkpointing
 the count in ``out_dir/work/state.json`` and resuming from it, reports progress after each step, checks
 ``should_stop`` before each, and writes three small artefacts at the end. Its summary is a real one: teacher 92 %,
-student 90 % on 1,000 labelled images, or on 20 when a test set was uploaded (a set too small to decide a gate). No torch: a worker subprocess running it
-starts in a fraction of a second.
+student 90 % on 1,000 labelled images, or on 20 when a test set was uploaded (a set too small to decide a gate).
+No torch: a worker subprocess running it starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.options import JobCancelled, JobOptions
 import numpy as np
 
+from service.options import JobCancelled, JobOptions
 from service.pipeline.report import Evaluation, LabelledSet, Summary, quality_gate
 
 

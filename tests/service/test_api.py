@@ -395,3 +395,35 @@ def test_unused_uploads_expire_and_used_ones_stay(api: ApiFixture, service_input
     remaining = {info.key.split("/")[2] for info in blobs.list("uploads/")}
     assert unused_id not in remaining and len(remaining) == 2  # the job's teacher and positives
     assert api.client.get(f"/api/v1/jobs/{job_id}", headers=api.alice).status_code == 200
+
+
+def test_an_optional_test_set_is_checked_like_the_positives(api: ApiFixture, service_inputs) -> None:
+    positives = service_inputs["positives"].read_bytes()
+    data = {
+        "teacher": (io.BytesIO(service_inputs["teacher"].read_bytes()), "teacher.pt"),
+        "positives": (io.BytesIO(positives), "pos.zip"),
+        "test": (io.BytesIO(positives), "test.zip"),
+        "options": json.dumps(SHAPE),
+    }
+    response = api.client.post("/api/v1/jobs", headers=api.alice, data=data, content_type="multipart/form-data")
+    assert response.status_code == 201, response.get_json()
+    job = api.jobs.metadata.get_job(response.get_json()["id"])
+    test = job.spec["inputs"]["test"]
+    assert test["filename"] == "test.zip" and test["check"]["images"] == 12
+    assert api.jobs.blobs.exists(test["key"])
+    # other classes than the positives': 422 naming the field; nothing is queued
+    png = zipfile.ZipFile(service_inputs["positives"]).read(zipfile.ZipFile(service_inputs["positives"]).namelist()[0])
+    other = io.BytesIO()
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("cat/1.png", png)
+        archive.writestr("dog/1.png", png)
+    data = {
+        **data,
+        "teacher": (io.BytesIO(service_inputs["teacher"].read_bytes()), "teacher.pt"),
+        "positives": (io.BytesIO(positives), "pos.zip"),
+        "test": (io.BytesIO(other.getvalue()), "test.zip"),
+    }
+    response = api.client.post("/api/v1/jobs", headers=api.alice, data=data, content_type="multipart/form-data")
+    error = _error(response, 422)
+    assert error["fields"][0]["field"] == "test" and "cat, dog" in error["fields"][0]["reason"]
+    assert api.jobs.queue.pending() == 1

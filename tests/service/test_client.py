@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from compression.metrics.intervals import decide_drop
 from service.cli import main
 from service.cli.client import ApiError, Client, quality_gate
-from compression.metrics.intervals import decide_drop
 from service.pipeline.report import Gate
 from storage import open_metadata_store
 from tests.service.conftest import service_env
@@ -156,6 +156,7 @@ def test_status_download_cancel_and_errors(server, service_inputs, tmp_path, cap
 def test_quality_gate_rules() -> None:
     # The verdict is the pipeline's (computed once, service/pipeline/report.py); the client only reads it.
     assert quality_gate({"metrics": {"teacher_accuracy": 0.9, "student_accuracy": 0.85}}).passed is None
+
     def verdict(limit: float, drop: float, high: float) -> dict:
         decision = decide_drop(limit, drop, high, 500, "test set")
         gate = Gate(decision.outcome, limit, drop, high, 500, "test set", decision.reason)

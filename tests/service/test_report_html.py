@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import math
 import re
 import time
 import xml.etree.ElementTree as ET
