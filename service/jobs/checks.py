@@ -208,7 +208,7 @@ def check_positives(
             field,
             f"{filename}: images that cannot be brought to the teacher's input {input_shape}: {listed}",
         )
-    classes = _classes(path, reader.format, names, labels, list(reader.skipped), filename)
+    classes = _classes(path, reader.format, names, labels, list(reader.skipped), filename, field)
     return PositivesCheck(
         format=reader.format,
         images=sum(classes.values()),
@@ -219,7 +219,13 @@ def check_positives(
 
 
 def _classes(
-    path: Path, format: str, names: list[str], labels: list[str | int | None], skipped: list[Any], filename: str
+    path: Path,
+    format: str,
+    names: list[str],
+    labels: list[str | int | None],
+    skipped: list[Any],
+    filename: str,
+    field: str = "positives",
 ) -> dict[str, int]:
     """Images per class by :func:`pu_mining.positives.load_positives`' rules (its own helpers, so the rules agree)."""
     from pu_mining.positives import array_labels, folder_labels
