@@ -219,7 +219,7 @@ def _check_student(out: Path, positives: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
     options = report["job"]["options"]
     held_out = split_holdout(load_positives(positives, (1, 28, 28)), options["holdout_fraction"], options["seed"])[1]
-    assert report["evaluation"]["images"] == len(held_out) > 0
+    assert report["evaluation"]["held_out"]["images"] == len(held_out) > 0
     session = ort.InferenceSession(str(out / "student.onnx"), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: held_out.images.numpy()}
     predicted = session.run(None, feed)[0].argmax(1)

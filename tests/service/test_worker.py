@@ -115,7 +115,7 @@ def test_job_runs_to_succeeded_and_its_artifacts_download(service: Service) -> N
     job = service.wait(job_id, lambda j: j.is_final)
     assert job.status == "succeeded", job.error
     assert job.progress == 1.0 and job.attempts == 1
-    assert job.metrics["student_accuracy"] == 0.9 and job.metrics["nan_is_dropped"] is None
+    assert job.metrics["student_accuracy"]["value"] == 0.9 and job.metrics["nan_is_dropped"] is None
     statuses = [data["status"] for kind, data in _events(service, job_id) if kind == "status"]
     assert statuses == ["running", "succeeded"]
     assert any(kind == "progress" and data["stage"] == "train" for kind, data in _events(service, job_id))
