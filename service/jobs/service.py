@@ -380,16 +380,13 @@ class JobService:
                 if isinstance(test, LocalFile):
                     test = self._store_local(user, test)
                     stored.append(test)
-            spec = {
-                "version": SPEC_VERSION,
-                "options": options.to_dict(),
-                "inputs": {
-                    "teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()},
-                    "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
-                },
+            job_inputs: dict[str, Any] = {
+                "teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()},
+                "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
             }
             if test is not None and test_check is not None:
-                spec["inputs"]["test"] = {**_input_spec(test), "check": test_check.as_dict()}
+                job_inputs["test"] = {**_input_spec(test), "check": test_check.as_dict()}
+            spec = {"version": SPEC_VERSION, "options": options.to_dict(), "inputs": job_inputs}
             job = self.metadata.create_job(user.name, spec)
         except BaseException:
             for info in stored:

@@ -136,7 +136,7 @@ def evaluation_rows(evaluation: Evaluation) -> list[FigureRow]:
             FigureRow(
                 "Agreement with the teacher",
                 set_name(pool.kind),
-                _pct(figure.value),
+                _pct(pool.agreement.value),
                 _pct(figure.low),
                 _pct(figure.high),
                 figure.n,

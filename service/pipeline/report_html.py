@@ -564,7 +564,7 @@ def render_report_html(report: Report | Mapping[str, Any], thumbnails_png: bytes
         evaluation, report = report.evaluation, report.to_dict()
     elif isinstance(report, Mapping):
         try:
-            evaluation = Evaluation.from_dict(report["evaluation"])  # type: ignore[arg-type]
+            evaluation = Evaluation.from_dict(report["evaluation"])
         except (KeyError, TypeError, ValueError, AttributeError):
             evaluation = None  # a partial or older report: its other sections still render
     else:
