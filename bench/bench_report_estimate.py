@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -193,6 +194,7 @@ def run(epochs: int, seeds: list[int], out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     results = run(args.epochs, args.seeds, Path(args.out))
-    results["command"] = "python -m bench.bench_report_estimate " + " ".join(argv or [])
+    results["command"] = " ".join(["python -m bench.bench_report_estimate", *argv])
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 
 
