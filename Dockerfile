@@ -13,6 +13,15 @@
 # torch and torchvision then come from that index (same pinned versions, "+cpu" builds) and nothing of CUDA is
 # installed; everything else still comes from PyPI.
 ARG BASE_IMAGE=python:3.11-slim
+
+# The runtime dependencies, read from pyproject.toml (their one home) into a plain list. Only this list reaches the
+# image stage below, so editing another part of pyproject.toml (version, test tools, lint settings) leaves the
+# dependency layer cached.
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml /pyproject.toml
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/pyproject.toml', 'rb'))['project']['dependencies']))" \
+    > /requirements.txt
+
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -31,7 +40,7 @@ RUN apt-get update \
     && chown condense:condense /data /keys
 
 # Dependencies only, in their own layer: a change to the source below reuses this layer (several GB) from the cache.
-# The list comes from pyproject.toml, so it has one home; the project itself is installed after the source is copied.
+# The project itself is installed after the source is copied.
 ARG TORCH_INDEX_URL=""
 # pip's own settings, for a build behind a proxy or beside a local mirror (scripts/container-smoke.sh passes them when
 # the host's pip has them): PIP_EXTRA_INDEX_URL (more package indexes), PIP_CERT (a CA bundle, mounted into the build).
@@ -39,10 +48,9 @@ ARG TORCH_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_CERT
 # Animal-MNIST's data files (demo pool) are installed with --no-deps: its own loader pulls tensorflow, never imported.
-COPY pyproject.toml /tmp/condense-deps/pyproject.toml
+COPY --from=requirements /requirements.txt /tmp/condense-deps/requirements.txt
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install 'setuptools>=68' wheel \
-    && python -c "import tomllib; deps = tomllib.load(open('/tmp/condense-deps/pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" > /tmp/condense-deps/requirements.txt \
     && if [ -n "$TORCH_INDEX_URL" ]; then \
          grep -E '^torch(vision)?==' /tmp/condense-deps/requirements.txt > /tmp/condense-deps/torch.txt \
          && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/condense-deps/torch.txt; \
