@@ -222,6 +222,9 @@ record "bootstrap.sh on a fresh volume (key, demo pool, admin): $BOOTSTRAP_S s; 
 start_server
 FIRST_START_S=$(wait_healthy)
 record "first start after the bootstrap until healthy: $FIRST_START_S s"
+# The image's own HEALTHCHECK, run once by hand (podman schedules it with systemd timers, absent in some sandboxes).
+podman healthcheck run "$NAME" >/dev/null 2>&1 || fail "the image's HEALTHCHECK reports the serving container unhealthy"
+record "the image's HEALTHCHECK: healthy"
 
 podman exec "$NAME" condense pool show demo --json >"$WORK/pool.json" || fail "condense pool show demo"
 POOL_COUNT=$(json_field 'v["count"]' <"$WORK/pool.json")
@@ -261,6 +264,11 @@ while :; do
 done
 JOB_S=$(seconds_since "$started")
 METRICS=$(json_field '{k: v["metrics"][k] for k in ("student_accuracy", "teacher_accuracy", "evaluated_on", "mined") if k in v["metrics"]}' <"$WORK/job.json")
+EVALUATED=$(json_field '[a["name"] for a in v["artifacts"] if a["name"] == "report.json"]' <"$WORK/job.json")
+if [ "$EVALUATED" = "['report.json']" ]; then
+  api GET "/jobs/$JOB/artifacts/report.json" -L -o "$WORK/report.json"
+  METRICS="$METRICS, evaluated on $(json_field 'v["evaluation"]["images"]' <"$WORK/report.json") images"
+fi
 record "job $JOB ($EPOCHS epochs) succeeded through the HTTP API in $JOB_S s: $METRICS"
 ONNX=$(json_field '[a["name"] for a in v["artifacts"] if a["name"].endswith(".onnx")][0]' <"$WORK/job.json")
 api GET "/jobs/$JOB/artifacts/$ONNX" -o "$WORK/student.onnx"
