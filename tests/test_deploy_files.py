@@ -293,6 +293,8 @@ def test_compose_builds_the_image_once_and_every_condense_service_uses_it(compos
     assert ":" in image and not image.endswith(":latest")
     for name in ("bootstrap", "app", "worker"):
         assert services[name]["image"] == image, name
+    for name in ("bootstrap", "worker"):  # never looked for in a registry: "app" builds it
+        assert services[name]["pull_policy"] == "never", name
 
 
 def test_compose_bootstraps_before_serving_and_stops_gracefully(compose):
