@@ -11,6 +11,10 @@ if [ -n "${CONDENSE_SECRET_KEY_FILE:-}" ] && [ -z "${CONDENSE_SECRET_KEY:-}" ]; 
     exit 2
   fi
   CONDENSE_SECRET_KEY=$(tr -d '\r\n' < "$CONDENSE_SECRET_KEY_FILE")
+  if [ -z "$CONDENSE_SECRET_KEY" ]; then  # unset, each replica would make its own key: refuse instead
+    echo "entrypoint: CONDENSE_SECRET_KEY_FILE=$CONDENSE_SECRET_KEY_FILE is empty" >&2
+    exit 2
+  fi
   export CONDENSE_SECRET_KEY
 fi
 exec "$@"

@@ -350,6 +350,11 @@ def test_entrypoint_reads_the_key_file(tmp_path):
     result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(tmp_path / "missing"))
     assert result.returncode == 2
     assert "not a readable file" in result.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(empty))
+    assert result.returncode == 2
+    assert "is empty" in result.stderr
 
 
 def test_shell_scripts_parse():
