@@ -374,7 +374,8 @@ def test_entrypoint_reads_the_key_file(tmp_path):
 def test_shell_scripts_parse():
     for script in (DEPLOY / "entrypoint.sh", DEPLOY / "bootstrap.sh"):
         subprocess.run(["sh", "-n", str(script)], check=True, timeout=10)
-    subprocess.run(["bash", "-n", str(ROOT / "scripts" / "container-smoke.sh")], check=True, timeout=10)
+    for script in ("container-smoke.sh", "container-scaleout-smoke.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=10)
 
 
 def test_healthcheck_fails_without_a_server_and_passes_with_one(tmp_path):
