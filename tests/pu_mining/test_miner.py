@@ -13,12 +13,13 @@ from torch import nn
 
 from compression import load_teacher
 from compression.teachers import Teacher
+from pu_mining.candidates import nearest_neighbour_candidates
 from pu_mining.embedder import load_embedder
 from pu_mining.image_files import ImageRecord
-from pu_mining.miner import MiningCancelled, MiningConfig, mine
+from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool
 from pu_mining.pool import Pool, PoolConfig, PoolStore, RecordSource
 from pu_mining.positives import Positives
-from pu_mining.sources import animal_mnist, mnist_digits
+from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits
 from storage import LocalBlobStore
 from tests.fashion_mnist import task_images
 
@@ -147,3 +148,50 @@ def test_errors_and_cancel(teacher, pool, positives) -> None:
         MiningConfig(prior=1.5)
     with pytest.raises(TypeError, match="Positives"):
         mine(teacher, positives.images, pool)  # type: ignore[arg-type]
+
+
+def test_budget_covering_the_pool_makes_every_item_a_candidate(teacher, pool, positives) -> None:
+    result = mine(teacher, positives, pool, MiningConfig(num_threads=1, candidate_budget=10 * len(pool)))
+    np.testing.assert_array_equal(result.candidate_ids, np.arange(len(pool)))
+    assert result.report.candidate_probe == len(pool) and result.report.candidate_queries == 0
+
+
+def test_candidates_reach_task_images_far_from_every_positive(teacher, positives, tmp_path: Path) -> None:
+    """Positives of one class only (T-shirts), a pool of 400 shirts (close to every positive) and 200 task images
+    of the other classes (far from every positive): a nearest-neighbour search around the positives fills its
+    budget with shirts; the random probe and the teacher's class-conditional queries must still find the task."""
+    images, labels = fashion_mnist("train")
+    far_rows = np.concatenate([np.flatnonzero(labels == k)[:50] for k in (1, 2, 3, 4)])
+    shirt_rows = np.flatnonzero(labels == 6)[:400]
+
+    def records(name: str, rows: np.ndarray) -> RecordSource:
+        return RecordSource(name, (ImageRecord(name, str(i), images[i]) for i in rows))
+
+    store = PoolStore(LocalBlobStore(tmp_path / "blobs"), cache_dir=tmp_path / "cache")
+    store.ingest(
+        "shirts",
+        [records("task", far_rows), records("shirts", shirt_rows)],
+        config=PoolConfig(image_size=28, channels=1, embedder_resolution=32, shard_size=500),
+        embedder=load_embedder(resolution=32, num_threads=1),
+    )
+    pool = store.open("shirts")
+    far = _truth(pool)
+    t_shirts = positives.labels == 0
+    shirt_positives = Positives(
+        positives.images[t_shirts], positives.labels[t_shirts], CLASSES, list("abcdefghijkl"), "t"
+    )
+    half = len(pool) // 2
+    near_ids, _ = nearest_neighbour_candidates(pool, pool.load_embedder(1)(shirt_positives.images), half)
+    near_recall = far[near_ids].sum() / far.sum()
+    assert near_recall < 0.6  # the pool is as the test needs: a search around the positives misses the task
+    # the default budget (200 per positive) covers the pool: every item, far or not, is a candidate
+    scored = score_pool(teacher, shirt_positives, pool, MiningConfig(num_threads=1, holdout_fraction=0, epochs=1))
+    np.testing.assert_array_equal(scored.candidate_ids, np.arange(len(pool)))
+    # a budget below the pool: the probe and the teacher-guided scout do not fall below the positives' neighbours
+    config = MiningConfig(num_threads=1, candidate_budget=half, holdout_fraction=0)
+    scored = score_pool(teacher, shirt_positives, pool, config)
+    assert len(scored.candidate_ids) <= half and scored.candidates.probe_size == round(0.25 * half)
+    assert far[scored.candidate_ids].sum() / far.sum() >= near_recall
+    # held-out reach is 1 above the scout's cut-off, else the probe's rate, never more
+    reach = scored.candidates.reach(pool.embeddings(np.flatnonzero(far)))
+    assert set(np.unique(reach).tolist()) <= {1.0, scored.candidates.probe_rate}
