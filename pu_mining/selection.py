@@ -34,6 +34,7 @@ __all__ = [
     "CLASS_QUOTA_FACTOR",
     "DEFAULT_MIN_CONFIDENCE_QUANTILE",
     "DFND_MIN_CONFIDENCE",
+    "DFND_MIN_SHARE",
     "EVALUATION_SHARE",
     "EVALUATION_TARGET",
     "SELECTIONS",
@@ -51,7 +52,9 @@ EVALUATION_TARGET = 1000
 EVALUATION_SHARE = 0.2
 """The largest share of the selection held back from training for evaluation."""
 DFND_MIN_CONFIDENCE = 0.9
-"""No-labels size rule: DFND keeps the pool items on which the teacher's top probability is at least this."""
+"""No-labels size rule: DFND keeps the pool items on which the teacher's top probability is at least this ..."""
+DFND_MIN_SHARE = 0.05
+"""... but never fewer than this share of the candidates (a poorly calibrated teacher is rarely that confident)."""
 CLASS_QUOTA_FACTOR = 2.0
 """``default``: no teacher class may hold more than this many times the median class's share of the selection."""
 DEFAULT_MIN_CONFIDENCE_QUANTILE = 0.0
@@ -74,8 +77,10 @@ def self_cross_entropy(logits: torch.Tensor) -> np.ndarray:
 
 
 def dfnd_size(logits: torch.Tensor) -> int:
-    """DFND's size without labels: the items whose top teacher probability is >= :data:`DFND_MIN_CONFIDENCE`."""
-    return int((self_cross_entropy(logits) <= -np.log(DFND_MIN_CONFIDENCE)).sum())
+    """DFND's size without labels: the items whose top teacher probability is >= :data:`DFND_MIN_CONFIDENCE`, at
+    least :data:`DFND_MIN_SHARE` of them."""
+    confident = int((self_cross_entropy(logits) <= -np.log(DFND_MIN_CONFIDENCE)).sum())
+    return max(confident, int(np.ceil(DFND_MIN_SHARE * len(logits))))
 
 
 def _quota_cap(ids: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:

@@ -16,9 +16,10 @@ from compression.teachers import Teacher
 from pu_mining.candidates import nearest_neighbour_candidates
 from pu_mining.embedder import load_embedder
 from pu_mining.image_files import ImageRecord
-from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool
+from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool, select
 from pu_mining.pool import Pool, PoolConfig, PoolStore, RecordSource
 from pu_mining.positives import Positives
+from pu_mining.selection import DFND_MIN_CONFIDENCE, DFND_MIN_SHARE, EVALUATION_TARGET, SELECTIONS, self_cross_entropy
 from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits
 from storage import LocalBlobStore
 from tests.fashion_mnist import task_images
@@ -195,3 +196,48 @@ def test_candidates_reach_task_images_far_from_every_positive(teacher, positives
     # held-out reach is 1 above the scout's cut-off, else the probe's rate, never more
     reach = scored.candidates.reach(pool.embeddings(np.flatnonzero(far)))
     assert set(np.unique(reach).tolist()) <= {1.0, scored.candidates.probe_rate}
+
+
+def test_selection_strategies_from_one_scoring(teacher, pool, positives) -> None:
+    scored = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, epochs=20))
+    results = {strategy: select(scored, strategy) for strategy in SELECTIONS}
+    default, pu, half = results["default"], results["pu"], results["pu-half"]
+
+    def selection(result) -> np.ndarray:  # training + the part of the selection held back
+        return np.concatenate([result.ids, result.evaluation_ids[: result.report.evaluation_from_selection]])
+
+    assert len(selection(half)) <= len(selection(pu)) // 2 + 1 and len(selection(default)) <= len(selection(pu))
+    for strategy in ("random", "dfnd"):  # the same size as the default
+        assert len(selection(results[strategy])) == len(selection(default)), strategy
+    cross_entropy = self_cross_entropy(teacher(pool.image_tensor(selection(results["dfnd"]))))
+    rest = np.setdiff1d(np.arange(len(pool)), selection(results["dfnd"]))
+    assert cross_entropy.max() <= self_cross_entropy(teacher(pool.image_tensor(rest))).min() + 1e-5
+    truth = _truth(pool)
+    assert truth[selection(default)].mean() > truth[selection(results["random"])].mean() + 0.3
+    for strategy, result in results.items():
+        report = result.report
+        assert report.selection == result.selection == strategy
+        assert not set(result.ids.tolist()) & set(result.evaluation_ids.tolist())  # evaluation never trained on
+        assert report.evaluation == len(result.evaluation_ids) <= EVALUATION_TARGET
+        assert report.evaluation >= min(EVALUATION_TARGET, len(pool) - len(result.ids)) // 2
+        assert sum(report.class_histogram.values()) == len(result.ids)
+        assert sum(report.evaluation_classes.values()) == len(result.evaluation_ids)
+        assert report.evaluation_from_selection == int(0.2 * len(selection(result)))
+    with pytest.raises(ValueError, match="selection"):
+        select(scored, "best")
+
+
+def test_no_labels_mode_selects_as_dfnd(teacher, pool) -> None:
+    result = mine(teacher, None, pool, MiningConfig(num_threads=1), class_names=CLASSES)
+    report = result.report
+    assert result.selection == "dfnd" and not report.labels_used and report.holdout_recall is None
+    assert report.positives_used == 0 and list(report.class_histogram) == CLASSES
+    chosen = np.concatenate([result.ids, result.evaluation_ids[: report.evaluation_from_selection]])
+    probabilities = torch.softmax(teacher(pool.image_tensor(np.arange(len(pool)))), dim=1).max(dim=1).values.numpy()
+    confident = int((probabilities >= DFND_MIN_CONFIDENCE).sum())
+    assert len(chosen) == max(confident, int(np.ceil(DFND_MIN_SHARE * len(pool))))  # the no-labels size rule
+    assert probabilities[chosen].min() >= np.delete(probabilities, chosen).max() - 1e-5  # the most confident
+    with pytest.raises(ValueError, match="positives"):
+        mine(teacher, None, pool, MiningConfig(num_threads=1, selection="pu"))
+    with pytest.raises(ValueError, match="selection"):
+        MiningConfig(selection="everything")
