@@ -62,6 +62,7 @@ deterministic); EXIF orientation is not applied (torchvision's loaders do not ap
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -85,6 +86,7 @@ from typing import IO, Literal
 import numpy as np
 from PIL import Image, ImageFile
 
+from pu_mining.array_stream import stream_uint8_npz
 from pu_mining.arrays import images_to_uint8, read_uint8_image_arrays
 from pu_mining.idx import parse_idx
 from storage.hashing import file_sha256
@@ -142,7 +144,11 @@ class ReadLimits:
     - ``max_file_bytes`` (32 MiB): one member or image file;
     - ``max_image_pixels`` (4096 x 4096 = 16,777,216): width x height of one image;
     - ``max_compression_ratio`` (200): uncompressed / compressed size of a zip member or of a whole archive
-      (checked above :data:`RATIO_CHECK_MIN_BYTES`).
+      (checked above :data:`RATIO_CHECK_MIN_BYTES`);
+    - ``max_array_bytes`` (None: ``max_file_bytes``): one array member of a ``.npz``. Uploads keep the per-member
+      limit; an administrator's local pool files (:meth:`pu_mining.pool.PoolStore.ingest`) raise it to
+      ``max_total_bytes``, and their ``uint8`` image arrays are read in chunks (:mod:`pu_mining.array_stream`), so
+      memory stays bounded instead of the file being refused.
     """
 
     max_files: int = 200_000
@@ -150,8 +156,14 @@ class ReadLimits:
     max_file_bytes: int = 32 * _MIB
     max_image_pixels: int = 4096 * 4096
     max_compression_ratio: float = 200.0
+    max_array_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        array_bytes = self.max_array_bytes
+        if array_bytes is not None and (isinstance(array_bytes, bool) or not isinstance(array_bytes, int)):
+            raise TypeError(f"ReadLimits.max_array_bytes must be an int or None, got {type(array_bytes).__name__}")
+        if array_bytes is not None and array_bytes < 1:
+            raise ValueError(f"ReadLimits.max_array_bytes must be >= 1, got {array_bytes}")
         for field_name in ("max_files", "max_total_bytes", "max_file_bytes", "max_image_pixels"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -335,9 +347,11 @@ class ImageReader(Iterator[ImageRecord]):
         if record is not None:
             yield record
 
-    def _array_records(self, images: np.ndarray, labels: np.ndarray | None) -> Iterator[ImageRecord]:
+    def _array_records(
+        self, images: np.ndarray, labels: np.ndarray | None, first_index: int = 0
+    ) -> Iterator[ImageRecord]:
         limits = self.limits
-        if len(images) > limits.max_files:
+        if first_index + len(images) > limits.max_files:
             raise UnsafeArchiveError(
                 f"{self.source}: {len(images):,} images, over the limit of {limits.max_files:,} (max_files)"
             )
@@ -348,16 +362,29 @@ class ImageReader(Iterator[ImageRecord]):
             )
         for index, image in enumerate(images):
             label = None if labels is None or labels[index] < 0 else int(labels[index])
-            yield ImageRecord(self.source, f"index {index}", image, label)
+            yield ImageRecord(self.source, f"index {first_index + index}", image, label)
 
     def _read_arrays(self) -> Iterator[ImageRecord]:
         if self.format == "npz":
+            array_limits = dataclasses.replace(
+                self.limits, max_file_bytes=self.limits.max_array_bytes or self.limits.max_file_bytes
+            )
             with _open_zip(self.path, self.source) as archive:
-                infos = _check_zip(archive, self.path, self.limits, self.source)
+                infos = _check_zip(archive, self.path, array_limits, self.source)
                 if any(info.compress_type not in _ZIP_READABLE for info in infos):
                     raise UnsafeArchiveError(f"{self.source}: .npz members must be stored or deflated")
+            chunks = stream_uint8_npz(self.path)
+            if chunks is not None:
+                yield from self._streamed_records(chunks)
+                return
         images, labels = read_uint8_image_arrays(self.path, max_bytes=self.limits.max_total_bytes)
         yield from self._array_records(images, labels)
+
+    def _streamed_records(self, chunks: Iterator[tuple[np.ndarray, np.ndarray | None]]) -> Iterator[ImageRecord]:
+        offset = 0
+        for images, labels in chunks:
+            yield from self._array_records(images, labels, first_index=offset)
+            offset += len(images)
 
     def _read_idx(self) -> Iterator[ImageRecord]:
         data = _read_idx_bytes(self.path, self._detail, self.limits, self.source)

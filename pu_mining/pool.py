@@ -38,6 +38,7 @@ Layout under ``pools/NAME/`` in a :class:`~storage.BlobStore` (every blob is wri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -621,6 +622,9 @@ def _open_source(
         return source.name, iter(source.records), None
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"a source must be a path or a RecordSource, got {type(source).__name__}")
+    limits = limits or ReadLimits()
+    if limits.max_array_bytes is None:  # local files of an administrator: arrays are streamed, not refused
+        limits = dataclasses.replace(limits, max_array_bytes=limits.max_total_bytes)
     reader = iter_images(source, limits, on_error="skip")
     return Path(source).name or str(source), reader, reader
 
