@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compression import create_student
+from compression.distill import TransferSet, default_config, distill
 from compression.distill.noise_adaptation import NoiseAdaptation, dfnd_loss
+from tests.fashion_mnist import TASK_CLASSES, task_images
 
 
 def test_matrix_is_row_stochastic_and_starts_near_identity() -> None:
@@ -48,3 +51,36 @@ def test_bad_input() -> None:
         NoiseAdaptation(3)(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="shapes"):
         dfnd_loss(torch.zeros(2, 3), torch.zeros(2, 4), NoiseAdaptation(3))
+
+
+def test_distill_with_noise_adaptation_learns_with_the_student() -> None:
+    """The trainer's optional DFND term: the student trains on unlabelled images with KD plus the noise-adapted
+    hard-label loss, and ends well above chance; a negative weight is refused."""
+    images, labels = task_images("train", 600)
+    torch.manual_seed(0)
+    teacher_net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, TASK_CLASSES))
+    optimiser = torch.optim.Adam(teacher_net.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(teacher_net(images), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    teacher_net.eval()
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return teacher_net(x)
+
+    student = create_student("ghost", num_classes=TASK_CLASSES, input_shape=(1, 28, 28), width=0.25)
+    config = default_config(
+        "ghost", epochs=3, batch_size=16, num_threads=1, checkpoint_every_s=None, augment=False,
+        noise_adaptation_weight=1.0,
+    )  # fmt: skip
+    result = distill(teacher, student, TransferSet(images, None), None, config)
+    assert result.best_epoch is not None
+    student.eval()
+    with torch.no_grad():
+        agreement = (student(images).argmax(1) == teacher(images).argmax(1)).float().mean()
+    assert float(agreement) > 0.5  # chance is 0.2
+    with pytest.raises(ValueError, match="noise_adaptation_weight"):
+        default_config("ghost", noise_adaptation_weight=-1.0)
