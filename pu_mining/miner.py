@@ -165,7 +165,8 @@ class MiningReport:
 @dataclass
 class MiningResult:
     """The transfer set: pool ``ids`` (best first) with their ranking ``scores`` (PU score; for ``dfnd`` minus
-    the teacher's self-cross-entropy; 0 for ``random``) and ``teacher_classes``; ``evaluation_ids`` /
+    the teacher's self-cross-entropy; 0 for ``random``) and ``teacher_classes`` (-1 for ``random`` items outside the
+    candidates, which the teacher did not see); ``evaluation_ids`` /
     ``evaluation_teacher_classes``: the held-back evaluation set (never in ``ids``); every candidate's id and
     score (``candidate_ids``, ``candidate_scores``: PU scores, or minus the self-cross-entropy without labels);
     the :class:`MiningReport`."""
@@ -560,8 +561,8 @@ def _deduplicated(scored: ScoredPool, ranking: Ranking) -> tuple[np.ndarray, int
 
 
 def _teacher_classes(scored: ScoredPool, pool: Pool) -> Callable[[np.ndarray], np.ndarray]:
-    """Teacher-predicted classes for pool ids: from the candidates' logits (random items outside them are
-    classified with :func:`_classify_outside`)."""
+    """Teacher-predicted classes for pool ids, from the candidates' logits; -1 for items outside the candidates
+    (only ``random`` picks those)."""
     candidate_classes = scored.logits.argmax(dim=1).numpy().astype(np.int64)
     lookup = np.full(len(pool), -1, dtype=np.int64)
     lookup[scored.candidate_ids] = candidate_classes

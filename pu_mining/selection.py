@@ -157,7 +157,12 @@ def hold_back(ranked_ids: np.ndarray, size: int, seed: int) -> tuple[np.ndarray,
 
 
 def class_makeup(classes: np.ndarray, class_names: list[str]) -> dict[str, int]:
-    """Items per teacher-predicted class, by name (``str(k)`` past the given names)."""
-    counts = np.bincount(classes.astype(np.int64), minlength=len(class_names)) if len(classes) else []
-    counts = np.zeros(len(class_names), dtype=np.int64) if len(classes) == 0 else counts
-    return {(class_names[k] if k < len(class_names) else str(k)): int(c) for k, c in enumerate(counts)}
+    """Items per teacher-predicted class, by name (``str(k)`` past the given names); items the teacher did not see
+    (class -1: ``random`` items outside the candidates) are counted under ``"not scored"`` when there are any."""
+    classes = np.asarray(classes, dtype=np.int64)
+    seen = classes[classes >= 0]
+    counts = np.bincount(seen, minlength=len(class_names)) if len(seen) else np.zeros(len(class_names), np.int64)
+    makeup = {(class_names[k] if k < len(class_names) else str(k)): int(c) for k, c in enumerate(counts)}
+    if (classes < 0).any():
+        makeup["not scored"] = int((classes < 0).sum())
+    return makeup

@@ -225,6 +225,12 @@ def test_selection_strategies_from_one_scoring(teacher, pool, positives) -> None
         assert report.evaluation_from_selection == int(0.2 * len(selection(result)))
     with pytest.raises(ValueError, match="selection"):
         select(scored, "best")
+    # candidates below the pool: random items the teacher never scored are counted as such
+    partial = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, epochs=2, candidate_budget=400))
+    drawn = select(partial, "random")
+    outside = ~np.isin(drawn.ids, partial.candidate_ids)
+    assert outside.any() and (drawn.teacher_classes[outside] == -1).all()
+    assert drawn.report.class_histogram.get("not scored") == int(outside.sum())
 
 
 def test_no_labels_mode_selects_as_dfnd(teacher, pool) -> None:
