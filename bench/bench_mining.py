@@ -29,10 +29,10 @@ import torch
 from bench.bench_pool_ingest import DEFAULT_ROOT, open_benchmark_pool_store, pool_name
 from compression import load_teacher
 from pu_mining.benchmark_pool import REGIMES, build_benchmark_pool
-from pu_mining.miner import MiningConfig, MiningResult, score_pool, select
+from pu_mining.miner import MiningConfig, MiningResult, ScoredPool, score_pool, select
 from pu_mining.positives import Positives
 from pu_mining.pu_classifier import roc_auc
-from pu_mining.selection import SELECTIONS
+from pu_mining.selection import SELECTIONS, self_cross_entropy
 
 TEACHER = Path("bench/artifacts/teacher.pt")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
@@ -76,6 +76,40 @@ def strategy_figures(names: np.ndarray, result: MiningResult) -> dict:
             name: int(truth[result.ids[result.teacher_classes == k]].sum()) for k, name in enumerate(CLASS_NAMES)
         },
     }
+
+
+def default_variants(names: np.ndarray, scored: ScoredPool) -> dict[str, dict[str, float]]:
+    """Precision / recall of the PU members (score > 0) after dropping the share ``q`` of them the teacher is least
+    confident on, and of the members whose teacher class holds at most ``f`` times the median class: what the
+    ``default`` selection's two knobs would buy (measurement only; the truth is not used by the miner)."""
+    if scored.scores is None:
+        return {}
+    truth = np.array([name.startswith("fmnist_task:") for name in names])[scored.candidate_ids]
+    members = scored.scores > 0
+    cross_entropy = self_cross_entropy(scored.logits)
+    classes = scored.logits.argmax(dim=1).numpy()
+    out: dict[str, dict[str, float]] = {}
+
+    def figures(chosen: np.ndarray) -> dict[str, float]:
+        hits = int((chosen & truth).sum())
+        return {
+            "selected": int(chosen.sum()),
+            "precision": round(hits / max(1, int(chosen.sum())), 4),
+            "recall_of_candidates_task": round(hits / max(1, int(truth.sum())), 4),
+        }
+
+    for q in (0.0, 0.1, 0.2, 0.3, 0.5):
+        chosen = members.copy()
+        if q > 0 and members.any():
+            cut = np.quantile(cross_entropy[members], 1.0 - q)
+            chosen &= cross_entropy <= cut
+        out[f"drop_least_confident_{q:g}"] = figures(chosen)
+    for threshold in (0.5, 1.0, 2.0):
+        out[f"pu_score_above_{threshold:g}"] = figures(scored.scores > threshold)
+    out["teacher_class_counts_of_members"] = {
+        str(k): int(((classes == k) & members).sum()) for k in range(scored.logits.shape[1])
+    }
+    return out
 
 
 def score(names: np.ndarray, selected: np.ndarray, candidate_ids: np.ndarray, candidate_scores: np.ndarray) -> dict:
@@ -151,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "holdout": 0 if scored.held_out_scores is None else len(scored.held_out_scores),
         "seconds": scored.seconds,
         "strategies": strategies,
+        "default_variants": default_variants(names, scored),
     }
     print(json.dumps(output, indent=1))
     if args.out is not None:
