@@ -52,7 +52,7 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
 
 
 def seed_summary(results: dict[str, Any]) -> list[str]:
-    """Per family and row: the test accuracy of every seed, their mean and standard deviation, and the issue-13
+    """Per family and row: the test accuracy of every seed, their mean and standard deviation, and the
     comparisons (default selection against same-size random and DFND) with their sign per seed."""
     runs = results["runs"]
     lines = [

@@ -43,6 +43,7 @@ import torch
 from compression.teachers import Teacher
 from pu_mining.candidates import Candidates, find_candidates
 from pu_mining.features import feature_taps
+from pu_mining.near_duplicates import remove_near_duplicates
 from pu_mining.nnpu import PriorMethod
 from pu_mining.pool import Pool
 from pu_mining.positives import Positives, split_holdout
@@ -205,39 +206,6 @@ class MiningResult:
         buffer = io.BytesIO()
         Image.fromarray(canvas).save(buffer, format="PNG")
         return buffer.getvalue()
-
-
-def _remove_near_duplicates(
-    pool: Pool, ranked_ids: np.ndarray, positive_embeddings: np.ndarray, threshold: float
-) -> tuple[np.ndarray, int, int]:
-    """``ranked_ids`` without items whose embedding has cosine >= ``threshold`` with a positive or with an item
-    ranked before them. Neighbours come from the pool index; cosines are recomputed exactly."""
-    if len(ranked_ids) == 0:
-        return ranked_ids, 0, 0
-    index = pool.index()
-    rank = np.full(len(pool), -1, dtype=np.int64)
-    rank[ranked_ids] = np.arange(len(ranked_ids))
-    drop = np.zeros(len(ranked_ids), dtype=bool)
-    _, near_positive = index.search(positive_embeddings, 16)
-    for row, neighbours in enumerate(near_positive):
-        neighbours = neighbours[(neighbours >= 0) & (rank[np.maximum(neighbours, 0)] >= 0)]
-        if len(neighbours):
-            cosines = pool.embeddings(neighbours) @ positive_embeddings[row]
-            drop[rank[neighbours[cosines >= threshold]]] = True
-    of_positives = int(drop.sum())
-    within = 0
-    embeddings = pool.embeddings(ranked_ids)
-    _, neighbour_ids = index.search(embeddings, 8)
-    for position, neighbours in enumerate(neighbour_ids):
-        if drop[position]:
-            continue
-        neighbour_rank = rank[np.maximum(neighbours, 0)]
-        earlier = neighbours[(neighbours >= 0) & (neighbour_rank >= 0) & (neighbour_rank < position)]
-        earlier = earlier[~drop[rank[earlier]]]
-        if len(earlier) and float((pool.embeddings(earlier) @ embeddings[position]).max()) >= threshold:
-            drop[position] = True
-            within += 1
-    return ranked_ids[~drop], of_positives, within
 
 
 @dataclass
@@ -557,7 +525,7 @@ def _deduplicated(scored: ScoredPool, ranking: Ranking) -> tuple[np.ndarray, int
     head = ranking.ids[: ranking.size]
     if scored.positive_embeddings is None:
         return head, 0, 0
-    return _remove_near_duplicates(scored.pool, head, scored.positive_embeddings, scored.duplicate_threshold)
+    return remove_near_duplicates(scored.pool, head, scored.positive_embeddings, scored.duplicate_threshold)
 
 
 def _teacher_classes(scored: ScoredPool, pool: Pool) -> Callable[[np.ndarray], np.ndarray]:

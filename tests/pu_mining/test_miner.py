@@ -19,7 +19,14 @@ from pu_mining.image_files import ImageRecord
 from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool, select
 from pu_mining.pool import Pool, PoolConfig, PoolStore, RecordSource
 from pu_mining.positives import Positives
-from pu_mining.selection import DFND_MIN_CONFIDENCE, DFND_MIN_SHARE, EVALUATION_TARGET, SELECTIONS, self_cross_entropy
+from pu_mining.selection import (
+    DFND_MIN_CONFIDENCE,
+    DFND_MIN_SHARE,
+    EVALUATION_SHARE,
+    EVALUATION_TARGET,
+    SELECTIONS,
+    self_cross_entropy,
+)
 from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits
 from storage import LocalBlobStore
 from tests.fashion_mnist import task_images
@@ -222,7 +229,7 @@ def test_selection_strategies_from_one_scoring(teacher, pool, positives) -> None
         assert report.evaluation >= min(EVALUATION_TARGET, len(pool) - len(result.ids)) // 2
         assert sum(report.class_histogram.values()) == len(result.ids)
         assert sum(report.evaluation_classes.values()) == len(result.evaluation_ids)
-        assert report.evaluation_from_selection == int(0.2 * len(selection(result)))
+        assert report.evaluation_from_selection == int(EVALUATION_SHARE * len(selection(result)))
     with pytest.raises(ValueError, match="selection"):
         select(scored, "best")
     # candidates below the pool: random items the teacher never scored are counted as such
