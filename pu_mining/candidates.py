@@ -33,7 +33,10 @@ from pu_mining.pool import Pool
 __all__ = ["PROBE_SHARE", "QUERY_MIN_CONFIDENCE", "Candidates", "find_candidates", "nearest_neighbour_candidates"]
 
 PROBE_SHARE = 0.25
-"""Share of the candidate budget drawn uniformly at random from the pool when the budget is below the pool."""
+"""Share of the candidate budget drawn uniformly at random from the pool when the budget is below the pool. A
+trade-off, measured: on the on-topic benchmark pool (30,000 of 76,713, scout fitted on the positives alone) 0.25
+kept 0.758 of the task images and 0.1 kept 0.809; on a pool whose task images are far from every positive (the
+test's) 0.1 fell below a plain neighbour search, 0.25 did not."""
 SCOUT_WEIGHT_DECAY = 1e-2
 SCOUT_ITERATIONS = 100
 _SCORE_CHUNK = 8192

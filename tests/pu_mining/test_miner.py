@@ -13,7 +13,7 @@ from torch import nn
 
 from compression import load_teacher
 from compression.teachers import Teacher
-from pu_mining.candidates import nearest_neighbour_candidates
+from pu_mining.candidates import PROBE_SHARE, nearest_neighbour_candidates
 from pu_mining.embedder import load_embedder
 from pu_mining.image_files import ImageRecord
 from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool, select
@@ -198,7 +198,7 @@ def test_candidates_reach_task_images_far_from_every_positive(teacher, positives
     # a budget below the pool: the probe and the teacher-guided scout do not fall below the positives' neighbours
     config = MiningConfig(num_threads=1, candidate_budget=half, holdout_fraction=0)
     scored = score_pool(teacher, shirt_positives, pool, config)
-    assert len(scored.candidate_ids) <= half and scored.candidates.probe_size == round(0.25 * half)
+    assert len(scored.candidate_ids) <= half and scored.candidates.probe_size == round(PROBE_SHARE * half)
     assert far[scored.candidate_ids].sum() / far.sum() >= near_recall
     # held-out reach is 1 above the scout's cut-off, else the probe's rate, never more
     reach = scored.candidates.reach(pool.embeddings(np.flatnonzero(far)))
