@@ -242,7 +242,7 @@ def benchmark_shape(shape: Shape, warmup: int, repeats: int, naive_repeats: int)
         relative_error(mine, theirs) for mine, theirs in zip(results["compiled"], results["torch"], strict=True)
     ]
     cosines = [
-        F.cosine_similarity(mine.flatten(), theirs.flatten(), dim=0).item()
+        F.cosine_similarity(mine.flatten().double(), theirs.flatten().double(), dim=0).item()
         for mine, theirs in zip(results["compiled"][1:], results["torch"][1:], strict=True)
     ]
     print(

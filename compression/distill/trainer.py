@@ -89,6 +89,7 @@ steps and eval mode for validation, and is returned in eval mode with the best s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -102,7 +103,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.distill.checkpoint import CHECKPOINT_FILE, TEACHER_OUTPUTS_FILE
-from compression.distill.config import DistillConfig, default_config
+from compression.distill.config import DistillConfig, default_config, float_stage_config
 from compression.distill.data import TransferSet, as_transfer_set, validation_set
 from compression.distill.evaluate import Evaluation
 from compression.distill.losses import (
@@ -125,6 +126,7 @@ from compression.distill.records import (
 from compression.distill.resume import CheckpointMixin
 from compression.distill.sampling import class_weighted_order
 from compression.distill.schedule import learning_rate
+from compression.distill.stages import float_twin, has_low_bit_layers, load_float_twin_
 from compression.distill.teacher_outputs import TeacherOutputsMixin, module_device
 from compression.distill.validation import ValidationMixin
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
@@ -183,11 +185,33 @@ def distill(
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     with _thread_count(config.num_threads), _teacher_in_eval_mode(teacher):
         train = as_transfer_set(train_data)
-        run = _Run(teacher, student, train, validation_set(train, val_data), config)
-        run.on_progress = on_progress
-        run.should_stop = should_stop
-        run.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        return run.execute()
+        validation = validation_set(train, val_data)
+        folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+        float_result = None
+        if config.float_stage_epochs > 0 and has_low_bit_layers(student):
+            # Two-stage training (compression.distill.stages): the full-precision twin first.
+            twin = float_twin(student)
+            float_config = float_stage_config(config)
+            share = config.float_stage_epochs / (config.float_stage_epochs + config.epochs)
+            if config.time_budget_s is not None:
+                float_config = float_config.replace(time_budget_s=config.time_budget_s * share)
+            stage = _Run(teacher, twin, train, validation, float_config)
+            float_result = stage.run(on_progress, None if folder is None else folder / "float_stage", should_stop)
+            load_float_twin_(student, twin)
+            if float_result.stopped_reason == "cancelled":
+                return dataclasses.replace(float_result, student=student.eval(), float_stage=float_result)
+            # The teacher's outputs are reused, not recomputed.
+            train = dataclasses.replace(train, teacher_logits=stage.train_logits)
+            validation = (dataclasses.replace(validation[0], teacher_logits=stage.val_logits), validation[1])
+            remaining = None
+            if config.time_budget_s is not None:
+                remaining = max(config.time_budget_s - float_result.elapsed_s, 1e-3)
+            config = config.replace(float_stage_epochs=0, time_budget_s=remaining)
+        run = _Run(teacher, student, train, validation, config)
+        result = run.run(on_progress, folder, should_stop)
+        if float_result is not None:
+            result.float_stage = float_result
+        return result
 
 
 @contextlib.contextmanager
@@ -275,6 +299,17 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
 
     # ----------------------------------------------------------------------------------------------- driver
 
+    def run(
+        self,
+        on_progress: Callable[[DistillProgress], None] | None,
+        checkpoint_dir: Path | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> DistillResult:
+        self.on_progress = on_progress
+        self.checkpoint_dir = checkpoint_dir
+        self.should_stop = should_stop
+        return self.execute()
+
     def execute(self) -> DistillResult:
         for module in self.student.modules():
             if isinstance(module, BinaryConv2d) and module.deployed:
@@ -295,6 +330,9 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
             reason = stop.reason
         except DistillCancelled:
             reason = "cancelled"
+        for module in self.student.modules():  # a stop inside a progressive-binarisation epoch
+            if isinstance(module, BinaryConv2d):
+                module.binarize_weights = True
         if reason == "time_budget" and self.step_in_epoch > 0 and hasattr(self, "optimizer"):
             try:
                 self._validate_partial_epoch()
@@ -413,8 +451,13 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
 
     def _train(self) -> None:
         config = self.config
+        binary_layers = [module for module in self.student.modules() if isinstance(module, BinaryConv2d)]
+        binary_weights_from = math.floor(config.binary_weight_delay * config.epochs + 1e-9)
         while self.epoch < config.epochs:
             order, offsets, flips = self._epoch_plan(self.epoch)
+            # Progressive binarisation: latent float weights in the first epochs; validation always sees binary ones.
+            for module in binary_layers:
+                module.binarize_weights = self.epoch >= binary_weights_from
             if self.step_in_epoch == 0:
                 self.epoch_loss_sum = 0.0
                 self.epoch_started_elapsed = self._elapsed()
@@ -429,6 +472,8 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
                 self._train_step(positions, batch_offsets, batch_flips)
                 self._emit("train")
                 self._maybe_checkpoint()
+            for module in binary_layers:
+                module.binarize_weights = True
             epoch_s = self._elapsed() - self.epoch_started_elapsed
             train_loss = self.epoch_loss_sum / max(self.steps_per_epoch, 1)
             self.epoch += 1
