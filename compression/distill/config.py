@@ -37,6 +37,12 @@ the losses module), with the penalised worst case (``robust_sensitivity=1``) 87.
 89.7-89.9 % (overall 91.9-92.0 % against plain KD's 89.0-89.8 %). Deferred re-weighting (``class_weight_delay``)
 is available but off: one run at 0.5 gave 88.4 %, no better than the default.
 
+Short-schedule options for binary and adder students (off by default; :mod:`compression.distill.stages`):
+``float_stage_epochs`` trains a full-precision twin of the student first (two-stage training, as most binary-network
+work does; for adder students a warm start from a trained float network) and ``binary_weight_delay`` binarises the
+activations before the weights (progressive binarisation). They stay off until a measurement on the benchmark task
+with its teacher shows a gain; the screening command is ``python -m bench.bench_distill_recipes``.
+
 ``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
 budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
 schedule, so choose ``epochs`` to fit the budget.
