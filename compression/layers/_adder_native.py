@@ -210,6 +210,7 @@ class NativeKernel:
         self._backward.restype = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._pool_pid = 0  # a forked child (e.g. a DataLoader worker) inherits the pool but not its threads
         self._lock = threading.Lock()
 
     def _image_ranges(self, batch: int) -> list[tuple[int, int]]:
@@ -223,9 +224,10 @@ class NativeKernel:
             calls[0]()
             return
         with self._lock:
-            if self._pool is None or self._pool_size < len(calls) - 1:
-                if self._pool is not None:
+            if self._pool is None or self._pool_size < len(calls) - 1 or self._pool_pid != os.getpid():
+                if self._pool is not None and self._pool_pid == os.getpid():
                     self._pool.shutdown(wait=True)
+                self._pool_pid = os.getpid()
                 self._pool_size = len(calls) - 1
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="adder-kernel")
             pool = self._pool
