@@ -1,0 +1,357 @@
+"""The OpenAPI 3.1 document of ``/api/v1`` (served at ``GET /api/v1/openapi.json``).
+
+The schemas of what the service validates are generated from their pydantic models: ``JobOptions``
+(:class:`service.options.JobOptions`) and the error envelope ``Error`` / ``ErrorDetail`` / ``FieldError``
+(:mod:`service.errors`). The paths and the job view are written here, next to the views they describe;
+``tests/service/test_api.py`` checks that every route of the blueprint is in the document with its methods.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.errors import ErrorBody
+from service.options import JobOptions
+
+__all__ = ["openapi_document"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Malformed request (bad JSON, missing part, unknown upload)",
+        401: "No API token, or an invalid / revoked one",
+        404: "No such job or artefact (another user's job is a 404 as well)",
+        409: "The job's state forbids this (finished, running, upload already used)",
+        413: "An upload is over its size limit",
+        415: "Wrong file type: a pickled model, not a model, not an image archive",
+        422: "Understood but unusable: invalid options, unsafe or undecodable archive",
+        429: "Too many queued and running jobs for this user",
+        503: "A backend (metadata, blobs, queue) is unreachable",
+    }
+    return {str(status): _json(_ref("Error"), reasons[status]) for status in statuses}
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+
+_BOUND_KEYWORDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+
+
+def _standard(schema: Any) -> Any:
+    """pydantic writes the bounds of an optional number (``X | None``) as ``gt``/``ge``/``lt``/``le`` inside its
+    ``anyOf``; JSON Schema calls them ``exclusiveMinimum``/``minimum``/``exclusiveMaximum``/``maximum``."""
+    if isinstance(schema, dict):
+        return {_BOUND_KEYWORDS.get(key, key): _standard(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_standard(item) for item in schema]
+    return schema
+
+
+def _component(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema as an OpenAPI 3.1 component (nested models referenced as components too)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, nested in schema.pop("$defs", {}).items():
+        _GENERATED[name] = _standard(nested)
+    return _standard(schema)
+
+
+_GENERATED: dict[str, Any] = {}
+_GENERATED["JobOptions"] = _component(JobOptions)
+_GENERATED["Error"] = _component(ErrorBody)
+
+_SCHEMAS: dict[str, Any] = {
+    **_GENERATED,
+    "JobInput": {
+        "type": "object",
+        "description": "An uploaded input and what its check found (format, input shape, classes, ...)",
+        "properties": {
+            "upload_id": {"type": "string"},
+            "filename": {"type": "string"},
+            "size": {"type": "integer"},
+            "sha256": {"type": "string"},
+            "format": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
+    "Artifact": {
+        "type": "object",
+        "required": ["name", "size", "sha256", "url"],
+        "properties": {
+            "name": {"type": "string", "examples": ["student.onnx", "report.json", "report.html"]},
+            "size": {"type": "integer"},
+            "sha256": {"type": "string"},
+            "url": {"type": "string", "description": "Download path under /api/v1"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "status", "options", "inputs", "artifacts", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "owner": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "stage": {"type": ["string", "null"]},
+            "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "eta_s": {"type": ["number", "null"], "description": "Seconds left, estimated"},
+            "error": {"type": ["string", "null"]},
+            "metrics": {"type": "object", "description": "The pipeline's summary: accuracies, sizes, ..."},
+            "attempts": {"type": "integer"},
+            "cancel_requested": {"type": "boolean"},
+            "created_at": {"type": "number", "description": "Seconds since the Unix epoch"},
+            "updated_at": {"type": "number"},
+            "started_at": {"type": ["number", "null"]},
+            "finished_at": {"type": ["number", "null"]},
+            "options": _ref("JobOptions"),
+            "inputs": {
+                "type": "object",
+                "properties": {"teacher": _ref("JobInput"), "positives": _ref("JobInput")},
+            },
+            "artifacts": {"type": "array", "items": _ref("Artifact")},
+        },
+    },
+    "JobList": {"type": "object", "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
+    "Upload": {
+        "type": "object",
+        "required": ["id", "size", "sha256"],
+        "properties": {
+            "id": {"type": "string"},
+            "filename": {"type": "string"},
+            "size": {"type": "integer"},
+            "sha256": {"type": "string"},
+            "created_at": {"type": "number"},
+        },
+    },
+    "JobFromUploads": {
+        "type": "object",
+        "required": ["teacher_upload", "positives_upload"],
+        "additionalProperties": False,
+        "properties": {
+            "teacher_upload": {"type": "string", "description": "Upload id of the model file"},
+            "positives_upload": {"type": "string", "description": "Upload id of the positives archive"},
+            "options": _ref("JobOptions"),
+        },
+    },
+    "JobFromFiles": {
+        "type": "object",
+        "required": ["teacher", "positives"],
+        "properties": {
+            "teacher": {
+                "type": "string",
+                "format": "binary",
+                "description": "TorchScript (torch.jit.save), torch.export (.pt2) or ONNX; pickles are refused",
+            },
+            "positives": {
+                "type": "string",
+                "format": "binary",
+                "description": "zip / tar archive with one folder per class, or .npz with 'x' and 'y'",
+            },
+            "options": {"type": "string", "description": "JobOptions as a JSON string"},
+        },
+    },
+    "Pool": {"type": "object", "additionalProperties": True, "properties": {"name": {"type": "string"}}},
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/health": {
+        "get": {
+            "operationId": "health",
+            "summary": "Whether the metadata store, blob store and queue are reachable",
+            "security": [],
+            "responses": {
+                "200": _json(_ref("Health"), "All reachable"),
+                "503": _json(_ref("Health"), "Something is unreachable"),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+        }
+    },
+    "/pools": {
+        "get": {
+            "operationId": "listPools",
+            "summary": "The unlabelled pools jobs can mine",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"pools": {"type": "array", "items": _ref("Pool")}}},
+                    "The pools",
+                ),
+                **_errors(401),
+            },
+        }
+    },
+    "/uploads": {
+        "post": {
+            "operationId": "createUpload",
+            "summary": "Store one file for a later POST /jobs (raw body with ?filename=, or multipart 'file')",
+            "parameters": [{"name": "filename", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    },
+                },
+            },
+            "responses": {
+                "201": _json({"type": "object", "properties": {"upload": _ref("Upload")}}, "Stored"),
+                **_errors(400, 401, 413),
+            },
+        }
+    },
+    "/jobs": {
+        "get": {
+            "operationId": "listJobs",
+            "summary": "Your jobs, newest first",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+            ],
+            "responses": {"200": _json(_ref("JobList"), "The jobs"), **_errors(400, 401)},
+        },
+        "post": {
+            "operationId": "createJob",
+            "summary": "Submit a compression job; every input is checked before it is queued",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": _ref("JobFromFiles")},
+                    "application/json": {"schema": _ref("JobFromUploads")},
+                },
+            },
+            "responses": {
+                "201": _json(_ref("Job"), "Queued"),
+                **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+            },
+        },
+    },
+    "/jobs/{job_id}": {
+        "parameters": [_JOB_ID],
+        "get": {
+            "operationId": "getJob",
+            "summary": "A job's status, stage, progress, ETA, metrics, error and artefacts",
+            "responses": {"200": _json(_ref("Job"), "The job"), **_errors(401, 404)},
+        },
+        "delete": {
+            "operationId": "deleteJob",
+            "summary": "Delete a job with its inputs, checkpoints and artefacts (cancel a running job first)",
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)},
+        },
+    },
+    "/jobs/{job_id}/cancel": {
+        "parameters": [_JOB_ID],
+        "post": {
+            "operationId": "cancelJob",
+            "summary": "Cancel a job: a queued one at once, a running one within seconds",
+            "responses": {
+                "200": _json(_ref("Job"), "Cancelled"),
+                "202": _json(_ref("Job"), "Cancel requested; the worker stops within seconds"),
+                **_errors(401, 404, 409),
+            },
+        },
+    },
+    "/jobs/{job_id}/events": {
+        "parameters": [_JOB_ID],
+        "get": {
+            "operationId": "jobEvents",
+            "summary": "Server-sent events (status, progress); ends with an 'end' event when the job is final",
+            "parameters": [
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "Resume after this event id",
+                },
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "An event stream; closes after CONDENSE_SSE_MAX_S (reconnect with Last-Event-ID)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(400, 401, 404),
+            },
+        },
+    },
+    "/jobs/{job_id}/artifacts/{name}": {
+        "parameters": [_JOB_ID, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "operationId": "getArtifact",
+            "summary": "Download an artefact (student.onnx, report.json, report.html)",
+            "responses": {
+                "200": {
+                    "description": "The file",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "302": {"description": "Redirect to a presigned URL (S3 blob storage), valid for 5 minutes"},
+                **_errors(401, 404),
+            },
+        },
+    },
+}
+
+_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Condense API",
+        "version": "1",
+        "description": (
+            "Model compression as a service: submit a teacher model and labelled positives, get a verified ONNX "
+            "student with a report. Authenticate with 'Authorization: Bearer <token>' (condense token create)."
+        ),
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": _PATHS,
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API token (cdn_...)"}},
+        "schemas": _SCHEMAS,
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy of the document."""
+    return copy.deepcopy(_DOCUMENT)
