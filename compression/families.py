@@ -4,6 +4,7 @@
 family     conv-like layer                                      paper
 =========  ===================================================  ==========================
 plain      ``nn.Conv2d``                                        (reference networks)
+slim       ``nn.Conv2d`` (CPU-latency-sized architectures)      ResNet / VGG scaled in width and depth
 ghost      :class:`~compression.layers.ghost.GhostModule`       GhostNet, arXiv:1911.11907
 binary     :class:`~compression.layers.binary.BinaryConv2d`     BBG, arXiv:1909.12117
 adder      :class:`~compression.layers.adder.AdderConv2d`       AdderNet, arXiv:1912.13200
@@ -71,6 +72,7 @@ def _keep(conv: nn.Conv2d) -> nn.Module:
 
 FAMILIES: dict[str, LayerFamily] = {
     "plain": LayerFamily("plain", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
+    "slim": LayerFamily("slim", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
     "ghost": LayerFamily("ghost", _ghost_conv, lambda: nn.ReLU(inplace=True), GhostModule.from_conv2d),
     "binary": LayerFamily("binary", _binary_conv, nn.Hardtanh, BinaryConv2d.from_conv2d),
     "adder": LayerFamily("adder", _adder_conv, lambda: nn.ReLU(inplace=True), AdderConv2d.from_conv2d),
