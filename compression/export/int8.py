@@ -63,7 +63,8 @@ class Int8Result:
     max_loss: float
     float_bytes: int
     int8_bytes: int
-    latency_ms: dict[str, dict[int, float]] = field(default_factory=dict)  # {"float"|"int8": {batch: ms}}
+    latency_ms: dict[str, dict[int, float]] = field(default_factory=dict)  # {"float"|"int8": {batch: min ms}}
+    median_latency_ms: dict[str, dict[int, float]] = field(default_factory=dict)  # the same, medians
     calibration_images: int = 0
 
     @property
@@ -78,7 +79,8 @@ class Int8Result:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["latency_ms"] = {k: {str(b): ms for b, ms in v.items()} for k, v in self.latency_ms.items()}
+        for key in ("latency_ms", "median_latency_ms"):
+            data[key] = {k: {str(b): ms for b, ms in v.items()} for k, v in getattr(self, key).items()}
         data["exceeded"] = self.exceeded
         return data
 
@@ -192,12 +194,14 @@ def quantize_int8(
     else:
         loss = 1 - agree / len(held_out)
     latency: dict[str, dict[int, float]] = {"float": {}, "int8": {}}
+    medians: dict[str, dict[int, float]] = {"float": {}, "int8": {}}
     for batch in latency_batch_sizes:
         float_ms, int8_ms = measure_side_by_side(
             [source, target], held_out.shape[1:], batch, rounds=5, repeats=20 if batch < 8 else 5,
             intra_op_num_threads=latency_threads,
         )  # fmt: skip
-        latency["float"][batch], latency["int8"][batch] = float_ms, int8_ms
+        latency["float"][batch], latency["int8"][batch] = float_ms.min_ms, int8_ms.min_ms
+        medians["float"][batch], medians["int8"][batch] = float_ms.median_ms, int8_ms.median_ms
     int8_bytes = target.stat().st_size
     exceeded = loss > max_loss
     if exceeded:
@@ -216,5 +220,6 @@ def quantize_int8(
         float_bytes=source.stat().st_size,
         int8_bytes=int8_bytes,
         latency_ms=latency if latency_batch_sizes else {},
+        median_latency_ms=medians if latency_batch_sizes else {},
         calibration_images=len(calibration),
     )

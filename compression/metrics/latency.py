@@ -141,13 +141,15 @@ def measure_side_by_side(
     repeats: int = 10,
     *,
     intra_op_num_threads: int | None = 1,
-) -> list[float]:
-    """Median latency (ms per batch) of each file, timed in interleaved rounds on the same input.
+) -> list[LatencyStats]:
+    """Latency (ms per batch) of each file, timed in interleaved rounds on the same input.
 
     Every round times ``repeats`` runs of each file in turn, so a load change on a shared machine hits all files
-    alike; the result is the median over all ``rounds * repeats`` runs of each file. Ratios of these medians are
-    what latency budgets compare (``intra_op_num_threads=1`` by default: single-thread figures are the stable ones
-    on a busy machine; pass None for ONNX Runtime's default of one thread per core).
+    alike; each result summarises all ``rounds * repeats`` runs of its file. On a machine shared with other work the
+    minimum is the better estimate of the unloaded latency: a run longer than the scheduler's time slice is likely
+    to be preempted, which inflates the medians of larger models more than those of small ones
+    (``intra_op_num_threads=1`` by default: single-thread figures are the stable ones on a busy machine; pass None
+    for ONNX Runtime's default of one thread per core).
     """
     shape = check_input_shape(input_shape)
     (size,) = check_batch_sizes([batch_size])
@@ -165,4 +167,15 @@ def measure_side_by_side(
                 start = time.perf_counter()
                 session.run(None, feed)
                 times[index].append(time.perf_counter() - start)
-    return [float(np.median(t)) * 1e3 for t in times]
+    return [_stats(size, np.asarray(t) * 1e3) for t in times]
+
+
+def _stats(batch_size: int, times_ms: np.ndarray) -> LatencyStats:
+    return LatencyStats(
+        batch_size=batch_size,
+        median_ms=float(np.median(times_ms)),
+        p90_ms=float(np.percentile(times_ms, 90)),
+        mean_ms=float(times_ms.mean()),
+        min_ms=float(times_ms.min()),
+        repeats=len(times_ms),
+    )

@@ -54,6 +54,7 @@ class LatencyBudget:
     batch_sizes: tuple[int, ...] = (1, 32)
     threads: int | None = 1
     rounds: int = 5
+    statistic: str = "min"  # "min" (robust to other work on the machine) or "median"
 
     def __post_init__(self) -> None:
         if (self.ratio is None) == (self.ms is None):
@@ -62,6 +63,8 @@ class LatencyBudget:
             raise ValueError(f"latency ratio must be in (0, 1], got {self.ratio!r}")
         if self.ms is not None and (isinstance(self.ms, bool) or not float(self.ms) > 0):
             raise ValueError(f"latency ms must be > 0, got {self.ms!r}")
+        if self.statistic not in ("min", "median"):
+            raise ValueError(f"latency statistic must be 'min' or 'median', got {self.statistic!r}")
         sizes = tuple(self.batch_sizes)
         if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
             raise ValueError(f"batch sizes must be positive ints, got {self.batch_sizes!r}")
@@ -275,7 +278,9 @@ def _measure(
     path: Path | None = None
     fits = True
     for batch in budget.batch_sizes:
-        key = f"{candidate.label}|{input_shape}|{num_classes}|b{batch}|t{budget.threads}|{teacher_key}"
+        key = (
+            f"{candidate.label}|{input_shape}|{num_classes}|b{batch}|t{budget.threads}|{budget.statistic}|{teacher_key}"
+        )
         entry = cache.entries.get(key)
         if entry is None:
             if path is None:
@@ -287,9 +292,11 @@ def _measure(
             times = measure_side_by_side(
                 files, input_shape, batch, budget.rounds, repeats, intra_op_num_threads=budget.threads
             )
-            entry = {"ms": times[0]}
+            pick = "min_ms" if budget.statistic == "min" else "median_ms"
+            entry = {"ms": getattr(times[0], pick), "median_ms": times[0].median_ms}
             if teacher_path is not None:
-                entry |= {"teacher_ms": times[1], "ratio": times[0] / times[1]}
+                entry |= {"teacher_ms": getattr(times[1], pick), "teacher_median_ms": times[1].median_ms}
+                entry["ratio"] = entry["ms"] / entry["teacher_ms"]
             cache.entries[key] = entry
         row[f"b{batch}"] = entry
         if budget.ratio is not None:
