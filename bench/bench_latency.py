@@ -1,14 +1,15 @@
 """Teachers and students side by side in ONNX Runtime on this CPU, then int8 on top of the chosen student.
 
-Usage:  python -m bench.bench_latency [--threads 1] [--rounds 7] [--epochs 1] [--cache PATH] [--skip-int8]
+Usage:  python -m bench.bench_latency [--ratio 0.4] [--threads 1] [--rounds 7] [--epochs 1] [--cache PATH] [--skip-int8]
 
 Part 1, for each teacher (the benchmark's ResNet-20 x2 and the small CNN of ``condense example``, input 1x28x28,
 5 classes; latency needs only the architecture, so untrained weights are used): the Ghost student sized to a quarter
 of the teacher's MACs (the earlier default), a Ghost student whose channel counts are multiples of 16, the plain
-ResNet-20 of the same MAC budget, and the student that ``auto_student`` chooses for a latency ratio of 0.5 at batch 1
-and 32. All files of one teacher are timed in interleaved rounds in one process (medians), so ratios are side by
-side even on a shared machine. The node count after ONNX Runtime's optimisation shows the layout reorders
-(``ReorderInput/Output``) that non-blocked channel counts and unfoldable batch norms cost.
+ResNet-20 of the same MAC budget, and the student that ``auto_student`` chooses for a latency ratio (``--ratio``,
+default 0.4) at batch 1 and 32. All files of one teacher are timed in interleaved rounds in one process (minimum and
+median of all runs), so ratios are side by side even on a shared machine. The node count after ONNX Runtime's
+optimisation shows the layout reorders (``ReorderInput/Output``) that non-blocked channel counts and unfoldable batch
+norms cost.
 
 Part 2: the benchmark teacher's chosen student is trained on the labels of all 30,000 training images for
 ``--epochs`` (short: enough for an accuracy figure, not for the distillation targets), exported, quantized to int8
@@ -35,7 +36,7 @@ from compression.export.int8 import quantize_int8
 from compression.metrics import count_ops
 from compression.metrics.latency import measure_side_by_side
 from compression.students import Budget
-from compression.students.latency_sizing import LatencyBudget, auto_student
+from compression.students.latency_sizing import DEFAULT_LATENCY_RATIO, LatencyBudget, auto_student
 from tests.fashion_mnist import task_images
 
 INPUT = (1, 28, 28)
@@ -68,7 +69,7 @@ def latency_table(name: str, teacher: nn.Module, args: argparse.Namespace, folde
     budget = Budget.from_teacher(teacher, INPUT, ratio=0.25)
     started = time.perf_counter()
     fit = auto_student(
-        teacher, INPUT, CLASSES, LatencyBudget(ratio=0.5, threads=args.threads or None), cache_path=args.cache
+        teacher, INPUT, CLASSES, LatencyBudget(ratio=args.ratio, threads=args.threads or None), cache_path=args.cache
     )
     search_s = time.perf_counter() - started
     chosen = fit.build(CLASSES, INPUT)
@@ -77,7 +78,7 @@ def latency_table(name: str, teacher: nn.Module, args: argparse.Namespace, folde
         ("ghost, 0.25 x teacher MACs (previous default)", create_student("ghost", CLASSES, INPUT, budget=budget)),
         ("ghost_resnet20, width 2 (channels multiple of 16)", create_student("ghost", CLASSES, INPUT, width=2.0)),
         ("resnet20 plain, 0.25 x teacher MACs", create_student("resnet20", CLASSES, INPUT, budget=budget)),
-        (f"auto (latency ratio 0.5): {chosen.describe()}", chosen),
+        (f"auto (latency ratio {args.ratio:g}): {chosen.describe()}", chosen),
     ]
     paths = []
     for index, (_, model) in enumerate(rows):
@@ -164,6 +165,7 @@ def int8_table(student: nn.Module, args: argparse.Namespace, folder: Path) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0: one per core)")
+    parser.add_argument("--ratio", type=float, default=DEFAULT_LATENCY_RATIO, help="latency budget of auto")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the student quantized in part 2")
     parser.add_argument("--cache", default=None, help="JSON cache of candidate latencies for the search")
