@@ -12,17 +12,22 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from compression.metrics.ops import count_ops
+from compression.metrics.ops import ModelOps, count_ops
 
-__all__ = ["FLOAT_BITS", "count_bit_ops"]
+__all__ = ["FLOAT_BITS", "bit_ops_of", "count_bit_ops"]
 
 FLOAT_BITS = 32
 
 
 def count_bit_ops(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Total bit-ops of one forward pass at batch 1 (see the module docstring)."""
+    return bit_ops_of(count_ops(model, input_shape))
+
+
+def bit_ops_of(ops: ModelOps) -> int:
+    """Total bit-ops of an already counted model."""
     total = 0
-    for layer in count_ops(model, input_shape).layers:
+    for layer in ops.layers:
         counts = layer.counts
         if counts.bit_ops:
             total += counts.bit_ops

@@ -70,3 +70,5 @@ def test_qnn_student_exports_to_qdq_onnx_that_onnx_runtime_runs_on_real_images(f
     bits = 4 if family == "qnn4" else 2
     low_bit = [layer for layer in result.ops.layers if layer.counts.bit_ops]
     assert low_bit and all(layer.counts.bit_ops == layer.counts.macs * bits * bits for layer in low_bit)
+    float_macs = result.macs - sum(layer.counts.macs for layer in low_bit)
+    assert result.bit_ops == sum(layer.counts.bit_ops for layer in low_bit) + float_macs * 32 * 32
