@@ -16,7 +16,6 @@ float file is the one to ship (``Int8Result.kept == "float"``). Latency of both 
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,22 +28,12 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compression.metrics.intervals import paired_difference_interval, wilson_interval
 from compression.metrics.latency import measure_side_by_side, open_cpu_session
 
-__all__ = ["Int8Result", "classify_onnx", "quantize_int8", "wilson_interval"]
+__all__ = ["Int8Result", "classify_onnx", "quantize_int8"]
 
 _CALIBRATION_BATCH = 32
-
-
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval (95 % by default) of a binomial proportion ``successes / total``."""
-    if total <= 0:
-        raise ValueError(f"total must be > 0, got {total}")
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -60,6 +49,7 @@ class Int8Result:
     float_accuracy: float | None
     int8_accuracy: float | None
     loss: float  # accuracy drop (labels given) or disagreement rate, as a fraction
+    loss_interval: tuple[float, float] | None  # Newcombe's paired 95 % interval of the drop (labels given)
     max_loss: float
     float_bytes: int
     int8_bytes: int
@@ -92,6 +82,8 @@ class Int8Result:
         )
         if self.float_accuracy is not None and self.int8_accuracy is not None:
             text += f"; accuracy float {self.float_accuracy:.2%}, int8 {self.int8_accuracy:.2%}"
+            if self.loss_interval is not None:
+                text += f" (drop 95 % CI {self.loss_interval[0]:+.2%} to {self.loss_interval[1]:+.2%})"
         for batch in sorted(self.latency_ms.get("float", {})):
             ratio = self.speedup(batch)
             if ratio is not None:
@@ -191,7 +183,10 @@ def quantize_int8(
         float_acc = float((float_top1 == labels).mean())
         int8_acc = float((int8_top1 == labels).mean())
         loss = float_acc - int8_acc
+        drop = paired_difference_interval(float_top1 == labels, int8_top1 == labels)
+        loss_interval: tuple[float, float] | None = (drop.low, drop.high)
     else:
+        loss_interval = None
         loss = 1 - agree / len(held_out)
     latency: dict[str, dict[int, float]] = {"float": {}, "int8": {}}
     medians: dict[str, dict[int, float]] = {"float": {}, "int8": {}}
@@ -216,6 +211,7 @@ def quantize_int8(
         float_accuracy=float_acc,
         int8_accuracy=int8_acc,
         loss=loss,
+        loss_interval=loss_interval,
         max_loss=float(max_loss),
         float_bytes=source.stat().st_size,
         int8_bytes=int8_bytes,
