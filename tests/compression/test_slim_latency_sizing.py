@@ -77,3 +77,17 @@ def test_ms_budget_search_measures_caches_and_explains(tmp_path, monkeypatch) ->
 def test_auto_never_picks_adder_or_binary_for_cpu_latency() -> None:
     with pytest.raises(ValueError, match="adder"):
         auto_student(None, INPUT, 5, LatencyBudget(ms=1.0), families=("slim", "adder"))  # type: ignore[arg-type]
+
+
+def test_compare_latency_reports_every_file_against_the_first(tmp_path) -> None:
+    from compression.metrics.side_by_side import compare_latency
+
+    files = {}
+    for name, width in (("teacher", 1.0), ("student", 0.5)):
+        files[name] = tmp_path / f"{name}.onnx"
+        model = create_student("slim_vgg", num_classes=5, input_shape=INPUT, width=width, stem_stride=2)
+        export_onnx(model, files[name], torch.rand(2, *INPUT), verify=False)
+    report = compare_latency(files, INPUT, batch_sizes=(1, 4), rounds=1)
+    assert set(report["rows"]) == {"teacher", "student"} and "cores" in report["machine"]
+    assert report["rows"]["teacher"][1]["speedup"] == 1.0
+    assert all(cell["min_ms"] <= cell["median_ms"] for row in report["rows"].values() for cell in row.values())
