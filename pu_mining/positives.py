@@ -47,7 +47,9 @@ __all__ = [
     "MAX_UPSCALE",
     "STRETCH_ASPECT",
     "Positives",
+    "array_labels",
     "fit_image",
+    "folder_labels",
     "load_positives",
     "split_holdout",
 ]
@@ -136,10 +138,10 @@ def load_positives(
         raw_labels.append(record.label)
     skipped = reader.skipped + skipped
     if reader.format == "npz":
-        labels, classes = _array_labels(path, names, raw_labels, names_given)
+        labels, classes = array_labels(path, names, raw_labels, names_given)
         keep = list(range(len(names)))
     else:
-        labels, classes, keep, names = _folder_labels(path, names, skipped, names_given, on_error)
+        labels, classes, keep, names = folder_labels(path, names, skipped, names_given, on_error)
     if not keep:
         raise ValueError(f"{path}: no image inside a class folder")
     images = torch.stack([fitted[index] for index in keep])
@@ -171,7 +173,7 @@ def _check_class_names(class_names: object) -> list[str] | None:
     return names
 
 
-def _array_labels(
+def array_labels(
     path: object, names: list[str], raw_labels: list[str | int | None], class_names: list[str] | None
 ) -> tuple[list[int], list[str]]:
     missing = [name for name, label in zip(names, raw_labels, strict=True) if not isinstance(label, int)]
@@ -194,7 +196,7 @@ def _array_labels(
     return labels, list(classes)
 
 
-def _folder_labels(
+def folder_labels(
     path: object,
     names: list[str],
     skipped: list[SkippedMember],

@@ -24,4 +24,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python3 -m pip install --quiet --disable-pip-version-check --no-deps 'animal-mnist==0.4'
 python3 -m ruff check .
 python3 -m ruff format --check .
+# Layering (the contracts in pyproject.toml: compression imports nothing of ours, only service imports Flask, no
+# import cycles, service's layers) and types of the packages that are clean today.
+lint-imports
+python3 -m mypy storage/ service/
 python3 -m pytest -q "$@"

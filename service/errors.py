@@ -22,7 +22,32 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ServiceError"]
+from pydantic import BaseModel, Field
+
+__all__ = ["ErrorBody", "ErrorDetail", "FieldError", "ServiceError"]
+
+
+class FieldError(BaseModel):
+    """One refused field and why."""
+
+    field: str = Field(description="teacher, positives, options.<name>, teacher_upload, positives_upload, file, ...")
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    """The error: its HTTP status (repeated), a one-line message and the refused fields."""
+
+    status: int = Field(description="The HTTP status, repeated")
+    message: str
+    fields: list[FieldError]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API: ``{"error": {"status", "message", "fields"}}``."""
+
+    model_config = {"title": "Error"}
+
+    error: ErrorDetail
 
 
 class ServiceError(Exception):
@@ -42,4 +67,11 @@ class ServiceError(Exception):
         return cls(status, f"{field}: {reason}", [{"field": field, "reason": reason}])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error": {"status": self.status, "message": self.message, "fields": self.fields}}
+        """The JSON error body (:class:`ErrorBody`)."""
+        return error_body(self.status, self.message, self.fields)
+
+
+def error_body(status: int, message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The API's JSON error body, checked against :class:`ErrorBody` (which the OpenAPI document publishes)."""
+    body = ErrorBody(error=ErrorDetail(status=status, message=message, fields=[FieldError(**f) for f in fields or ()]))
+    return body.model_dump()

@@ -1,27 +1,18 @@
-"""What a user asks of one compression job: :class:`JobOptions`, validated from JSON with every problem listed.
+"""What a user asks of one compression job: :class:`JobOptions`, one pydantic model validated from JSON.
 
-:meth:`JobOptions.from_dict` takes the ``options`` object of ``POST /api/v1/jobs`` (or ``condense submit
---options``) and checks every field before anything is queued. It does not stop at the first problem: it collects
-all of them as ``{"field": ..., "reason": ...}`` dicts and raises one :class:`OptionsError` (a ValueError) carrying
-the list, which the API returns as a 422 with ``fields``. Unknown fields are errors (a typo such as ``epoch`` must not
-be silently ignored). :meth:`JobOptions.to_dict` gives the JSON stored on the job row and read back by the worker
-(``from_dict(options.to_dict()) == options``).
+The API (``POST /api/v1/jobs``, its ``options`` object), the web form (its inputs converted to that object) and the
+CLI (``condense submit``, ``condense compress``) all validate through :meth:`JobOptions.from_dict`. It does not
+stop at the first problem: every problem is collected as ``{"field": ..., "reason": ...}`` and one
+:class:`OptionsError` (a ValueError) carries the list, which the API returns as a 422 with ``fields``. Unknown
+fields are errors (a typo such as ``epoch`` must not be silently ignored). :meth:`JobOptions.to_dict` gives the
+JSON stored on the job row and read back by the worker (``from_dict(options.to_dict()) == options``). The fields,
+their defaults and rules are the model below; the OpenAPI document's ``JobOptions`` schema is generated from it
+(:mod:`service.api.openapi`).
 
-``max_accuracy_drop`` is the quality gate: the largest accepted drop of accuracy from teacher to student, as a
-fraction (0.02 = two percentage points); ``condense submit`` exits non-zero when the job's result breaks it.
-
-| field | type | default | rule |
-|---|---|---|---|
-| ``student`` | str | ``"ghost"`` | ``ghost``, ``binary`` or ``adder`` |
-| ``budget_ratio`` | number | 0.25 | student MACs / teacher MACs, in (0, 1] |
-| ``time_budget_min`` | number or null | null | wall-clock budget of the training in minutes, > 0 |
-| ``epochs`` | int or null | null (the family's default) | >= 1 |
-| ``seed`` | int | 0 | 0 .. 2**31 - 1 |
-| ``pool`` | str | ``"demo"`` | name of an unlabelled pool (``GET /api/v1/pools``) |
-| ``input_shape`` | [C, H, W] or null | null (from the model) | C in {1, 3}; H, W in 1 .. 4096; needed for TorchScript |
-| ``mean`` / ``std`` | list of C numbers or null | null (from the model, else none) | one per channel; std > 0 |
-| ``max_accuracy_drop`` | number or null | null (no gate) | teacher minus student accuracy, a fraction in [0, 1] |
-| ``holdout_fraction`` | number | 0.2 | share of each class of the positives held out for validation, in [0, 1) |
+``max_accuracy_drop`` is the quality gate, in percentage points everywhere (API, web form, CLI, report): the
+largest accepted drop of accuracy from teacher to student on the held-out positives (2 = two points);
+``condense submit --wait`` and ``condense compress`` exit 3 when the job's result breaks it. Job specs of
+version 1 stored it as a fraction; :meth:`JobOptions.from_spec` converts them.
 
 :class:`JobCancelled` is the exception the compression pipeline raises when its ``should_stop`` callback turned true
 (a user's cancel, or a worker shutting down); the worker decides which it was.
@@ -31,8 +22,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = ["MAX_SEED", "STUDENT_FAMILIES", "JobCancelled", "JobOptions", "OptionsError"]
 
@@ -55,60 +48,7 @@ class JobCancelled(Exception):  # noqa: N818 -- a signal, not an error
     """Raised by the compression pipeline when ``should_stop()`` became true; the work stopped at a checkpoint."""
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """Options of one compression job (see the module docstring for each field's meaning and rule)."""
-
-    student: str = "ghost"
-    budget_ratio: float = 0.25
-    time_budget_min: float | None = None
-    epochs: int | None = None
-    seed: int = 0
-    pool: str = "demo"
-    input_shape: tuple[int, int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    max_accuracy_drop: float | None = None
-    holdout_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        # Built directly (not through from_dict): the same checks, raised as one OptionsError.
-        checked = _check(asdict(self))
-        for name, value in checked.items():
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def from_dict(cls, data: object) -> JobOptions:
-        """Options from a JSON object (``None`` or ``{}``: all defaults); :class:`OptionsError` lists every problem."""
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise OptionsError([{"field": "options", "reason": f"must be a JSON object, got {_kind(data)}"}])
-        known = {f.name for f in fields(cls)}
-        problems = [
-            {"field": str(name), "reason": f"unknown option; known options: {', '.join(sorted(known))}"}
-            for name in data
-            if name not in known
-        ]
-        values = {name: value for name, value in data.items() if name in known}
-        try:
-            checked = _check({**{f.name: f.default for f in fields(cls)}, **values})
-        except OptionsError as error:
-            problems += error.problems
-        if problems:
-            raise OptionsError(sorted(problems, key=lambda p: p["field"]))
-        return cls(**checked)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as JSON-ready values (tuples become lists)."""
-        result: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            result[f.name] = list(value) if isinstance(value, tuple) else value
-        return result
-
-
-# ------------------------------------------------------------------------------------------------------- checks
+# --------------------------------------------------------------------------------------------- value checks
 
 
 def _kind(value: object) -> str:
@@ -131,116 +71,189 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_int(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+def _number(value: object) -> object:
+    """JSON numbers only: no booleans, no strings, no NaN or infinity."""
+    if value is None or _is_number(value):
+        return value
+    raise PydanticCustomError("finite_number", "must be a finite number, got {kind}", {"kind": _kind(value)})
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
+def _integer(value: object) -> object:
+    """Whole JSON numbers only (``3.0`` counts as 3): no booleans, no strings."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise PydanticCustomError("integer", "must be an integer, got {kind}", {"kind": _kind(value)})
 
-    def add(self, field: str, reason: str) -> None:
-        self.items.append({"field": field, "reason": reason})
+
+def _student(value: object) -> object:
+    if isinstance(value, str) and value in STUDENT_FAMILIES:
+        return value
+    shown = repr(value) if isinstance(value, str) else _kind(value)
+    raise PydanticCustomError("student", "must be one of {families}, got {shown}", {
+        "families": ", ".join(STUDENT_FAMILIES), "shown": shown})  # fmt: skip
 
 
-def _number(problems: _Problems, name: str, value: object, *, optional: bool = False) -> float | None:
-    if value is None and optional:
+def _pool(value: object) -> object:
+    if isinstance(value, str) and value and len(value) <= _MAX_POOL_NAME and value.isprintable():
+        return value
+    raise PydanticCustomError(
+        "pool", "must be a pool name (1-{limit} printable characters), got {kind}",
+        {"limit": _MAX_POOL_NAME, "kind": _kind(value)},
+    )  # fmt: skip
+
+
+def _shape(value: object) -> object:
+    if value is None:
         return None
-    if not _is_number(value):
-        problems.add(name, f"must be a finite number, got {_kind(value)}")
+    sides = _integers(value) if isinstance(value, list | tuple) and len(value) == 3 else None
+    if sides is None:
+        raise PydanticCustomError("shape", "must be a list of three integers [C, H, W], e.g. [3, 32, 32]")
+    shape = tuple(sides)
+    if shape[0] not in (1, 3):
+        raise PydanticCustomError("shape", "must have 1 or 3 channels, got {channels}", {"channels": shape[0]})
+    if not all(1 <= side <= _MAX_SIDE for side in shape[1:]):
+        raise PydanticCustomError(
+            "shape", "height and width must be between 1 and {limit}, got {sides}",
+            {"limit": _MAX_SIDE, "sides": str(shape[1:])},
+        )  # fmt: skip
+    return shape
+
+
+def _integers(values: list[Any] | tuple[Any, ...]) -> list[int] | None:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer() for v in values):
         return None
-    return float(value)  # type: ignore[arg-type]
+    return [int(v) for v in values]
 
 
-def _check(values: dict[str, Any]) -> dict[str, Any]:
-    """Validated, normalised field values; OptionsError with every problem found."""
-    problems = _Problems()
-    out: dict[str, Any] = {}
+def _channels(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) not in (1, 3) or not all(map(_is_number, value)):
+        raise PydanticCustomError("channels", "must be a list of 1 or 3 finite numbers (one per channel)")
+    return tuple(float(v) for v in value)
 
-    student = values["student"]
-    if not isinstance(student, str) or student not in STUDENT_FAMILIES:
-        shown = repr(student) if isinstance(student, str) else _kind(student)
-        problems.add("student", f"must be one of {', '.join(STUDENT_FAMILIES)}, got {shown}")
-    out["student"] = student
 
-    ratio = _number(problems, "budget_ratio", values["budget_ratio"])
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        problems.add("budget_ratio", f"must be in (0, 1] (a fraction of the teacher's MACs), got {ratio:g}")
-    out["budget_ratio"] = ratio
+def _deviations(value: object) -> object:
+    checked = _channels(value)
+    if isinstance(checked, tuple) and any(v <= 0 for v in checked):
+        raise PydanticCustomError("channels", "every value must be > 0")
+    return checked
 
-    minutes = _number(problems, "time_budget_min", values["time_budget_min"], optional=True)
-    if minutes is not None and minutes <= 0:
-        problems.add("time_budget_min", f"must be > 0 minutes, got {minutes:g}")
-    out["time_budget_min"] = minutes
 
-    epochs = values["epochs"]
-    if epochs is not None:
-        if not _is_int(epochs):
-            problems.add("epochs", f"must be an integer, got {_kind(epochs)}")
-        elif int(epochs) < 1:
-            problems.add("epochs", f"must be >= 1, got {int(epochs)}")
+Number = Annotated[float, BeforeValidator(_number)]
+Integer = Annotated[int, BeforeValidator(_integer)]
+
+
+class JobOptions(BaseModel):
+    """Options of one compression job: every field's meaning and rule is its description."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="JobOptions")
+
+    student: Annotated[str, BeforeValidator(_student)] = Field(
+        "ghost",
+        description="Student family: ghost, binary or adder.",
+        json_schema_extra={"enum": list(STUDENT_FAMILIES)},
+    )
+    budget_ratio: Number = Field(0.25, gt=0, le=1, description="Student MACs / teacher MACs, in (0, 1].")
+    time_budget_min: Number | None = Field(None, gt=0, description="Wall-clock budget of the training, minutes.")
+    epochs: Integer | None = Field(None, ge=1, description="Training epochs; null: the family's default.")
+    seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Random seed, for repeatable runs.")
+    pool: Annotated[str, BeforeValidator(_pool)] = Field(
+        "demo", description="Name of an unlabelled pool to mine (GET /api/v1/pools).", max_length=_MAX_POOL_NAME
+    )
+    input_shape: Annotated[tuple[int, int, int] | None, BeforeValidator(_shape)] = Field(
+        None,
+        description="[C, H, W] of the teacher's input, C in {1, 3}; null: from the model (needed for TorchScript).",
+    )
+    mean: Annotated[tuple[float, ...] | None, BeforeValidator(_channels)] = Field(
+        None, description="Per-channel input mean (1 or 3 values); null: from the model, else none."
+    )
+    std: Annotated[tuple[float, ...] | None, BeforeValidator(_deviations)] = Field(
+        None, description="Per-channel input standard deviation (1 or 3 values, each > 0)."
+    )
+    max_accuracy_drop: Number | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Quality gate: largest accepted drop from the teacher's accuracy, in percentage points (0-100); "
+        "null: no gate.",
+    )
+    holdout_fraction: Number = Field(
+        0.2, ge=0, lt=1, description="Share of each class of the positives held out for evaluation, in [0, 1)."
+    )
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> JobOptions:
+        channels = self.input_shape[0] if self.input_shape is not None else None
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if channels is not None and len(value) != channels:
+                raise _field_error(name, f"has {len(value)} values but input_shape has {channels} channel(s)")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std) and channels is None:
+            raise _field_error("std", f"has {len(self.std)} values but mean has {len(self.mean)}")
+        return self
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise OptionsError(_problems(error)) from None
+
+    @classmethod
+    def from_dict(cls, data: object) -> JobOptions:
+        """Options from a JSON object (``None`` or ``{}``: all defaults); :class:`OptionsError` lists every problem."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise OptionsError([{"field": "options", "reason": f"must be a JSON object, got {_kind(data)}"}])
+        return cls(**{str(name): value for name, value in data.items()})
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> JobOptions:
+        """The options of a stored job spec; version 1 specs held ``max_accuracy_drop`` as a fraction."""
+        data = dict(spec.get("options") or {})
+        drop = data.get("max_accuracy_drop")
+        if spec.get("version", 1) < 2 and isinstance(drop, int | float) and _is_number(drop):
+            data["max_accuracy_drop"] = float(drop) * 100.0
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready values (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+
+def _field_error(field: str, reason: str) -> PydanticCustomError:
+    return PydanticCustomError("option", "{reason}", {"field": field, "reason": reason})
+
+
+_RANGES = {
+    "budget_ratio": "in (0, 1] (a fraction of the teacher's MACs)",
+    "time_budget_min": "> 0 minutes",
+    "epochs": ">= 1",
+    "seed": f"between 0 and {MAX_SEED}",
+    "max_accuracy_drop": "0-100 percentage points (2 means two points)",
+    "holdout_fraction": "in [0, 1)",
+}
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+_KNOWN = ", ".join(sorted(JobOptions.model_fields))
+
+
+def _problems(error: ValidationError) -> list[dict[str, str]]:
+    """pydantic's errors as ``{"field", "reason"}`` items, sorted by field, with our wording."""
+    problems = []
+    for item in error.errors():
+        context = item.get("ctx") or {}
+        field = str(item["loc"][0]) if item["loc"] else str(context.get("field", "options"))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            reason = f"unknown option; known options: {_KNOWN}"
+        elif kind in _BOUND_ERRORS and field in _RANGES:
+            reason = f"must be {_RANGES[field]}, got {item['input']}"
         else:
-            epochs = int(epochs)
-    out["epochs"] = epochs
-
-    seed = values["seed"]
-    if not _is_int(seed):
-        problems.add("seed", f"must be an integer, got {_kind(seed)}")
-    elif not 0 <= int(seed) <= MAX_SEED:
-        problems.add("seed", f"must be between 0 and {MAX_SEED}, got {int(seed)}")
-    else:
-        seed = int(seed)
-    out["seed"] = seed
-
-    pool = values["pool"]
-    if not isinstance(pool, str) or not pool or len(pool) > _MAX_POOL_NAME or not pool.isprintable():
-        problems.add("pool", f"must be a pool name (1-{_MAX_POOL_NAME} printable characters), got {_kind(pool)}")
-    out["pool"] = pool
-
-    shape = values["input_shape"]
-    channels: int | None = None
-    if shape is not None:
-        if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(_is_int(v) for v in shape):
-            problems.add("input_shape", "must be a list of three integers [C, H, W], e.g. [3, 32, 32]")
-        else:
-            shape = tuple(int(v) for v in shape)
-            if shape[0] not in (1, 3):
-                problems.add("input_shape", f"must have 1 or 3 channels, got {shape[0]}")
-            elif not all(1 <= side <= _MAX_SIDE for side in shape[1:]):
-                problems.add("input_shape", f"height and width must be between 1 and {_MAX_SIDE}, got {shape[1:]}")
-            else:
-                channels = shape[0]
-    out["input_shape"] = shape
-
-    lengths: dict[str, int] = {}
-    for name in ("mean", "std"):
-        value = values[name]
-        if value is not None:
-            if not isinstance(value, list | tuple) or len(value) not in (1, 3) or not all(map(_is_number, value)):
-                problems.add(name, "must be a list of 1 or 3 finite numbers (one per channel)")
-            else:
-                value = tuple(float(v) for v in value)
-                lengths[name] = len(value)
-                if name == "std" and any(v <= 0 for v in value):
-                    problems.add(name, "every value must be > 0")
-                if channels is not None and len(value) != channels:
-                    problems.add(name, f"has {len(value)} values but input_shape has {channels} channel(s)")
-        out[name] = value
-    if len(lengths) == 2 and lengths["mean"] != lengths["std"] and channels is None:
-        problems.add("std", f"has {lengths['std']} values but mean has {lengths['mean']}")
-
-    drop = _number(problems, "max_accuracy_drop", values["max_accuracy_drop"], optional=True)
-    if drop is not None and not 0.0 <= drop <= 1.0:
-        problems.add("max_accuracy_drop", f"must be a fraction in [0, 1] (0.02 = two points), got {drop:g}")
-    out["max_accuracy_drop"] = drop
-
-    holdout = _number(problems, "holdout_fraction", values["holdout_fraction"])
-    if holdout is not None and not 0.0 <= holdout < 1.0:
-        problems.add("holdout_fraction", f"must be in [0, 1), got {holdout:g}")
-    out["holdout_fraction"] = holdout
-
-    if problems.items:
-        raise OptionsError(problems.items)
-    return out
+            reason = item["msg"]
+        problems.append({"field": field, "reason": reason})
+    return sorted(problems, key=lambda problem: problem["field"])

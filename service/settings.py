@@ -4,84 +4,26 @@ The app factory (:func:`service.app.create_app`), ``condense worker`` and ``cond
 :meth:`Settings.from_env` once and pass the object on; nothing else reads these variables (nothing at import time).
 A bad value raises :class:`SettingsError` (a ValueError) naming the variable, the value and what is expected.
 
-Each variable, its default, and what it sets:
-
-``CONDENSE_DATA_DIR`` -- ``$XDG_DATA_HOME/condense``, else ``~/.local/share/condense``, else ``./condense-data``
-    Where the embedded defaults keep their files: the SQLite databases, local blobs, worker scratch space.
-``CONDENSE_DATABASE_URL`` -- ``sqlite:////<data dir>/condense.db``
-    Job metadata: ``sqlite:///path`` or ``postgresql://user:pw@host:5432/db``.
-``CONDENSE_BLOB_URL`` -- ``file:///<data dir>/blobs``
-    Uploads and artefacts: ``file:///path`` (or a plain path) or ``s3://bucket/prefix`` (endpoint from
-    ``?endpoint_url=`` or ``CONDENSE_S3_ENDPOINT_URL``; credentials the usual boto3 way).
-``CONDENSE_BROKER_URL`` -- ``sqlite:////<data dir>/queue.db``
-    The job queue (Huey, :mod:`service.queue`): ``sqlite:///path`` (one machine, no server) or
-    ``redis://host:6379/0`` (``rediss://`` for TLS).
-``CONDENSE_WORK_DIR`` -- ``<data dir>/work``
-    A worker's scratch space: one folder per job with its inputs and checkpoints, kept while the job is unfinished,
-    so a job resumed on the same machine reuses them.
-``CONDENSE_MAX_UPLOAD_BYTES`` -- ``2G``
-    Largest positives archive (and any one upload). ``K``, ``M``, ``G`` suffixes are binary units.
-``CONDENSE_MAX_TEACHER_BYTES`` -- ``512M``
-    Largest teacher model file (the web process reads it into memory to check its format).
-``CONDENSE_MAX_POSITIVES_FILES`` -- ``100000``
-    Most members of a positives archive.
-``CONDENSE_LEASE_S`` -- ``60``
-    A running job's lease: its worker renews it every third of this; a job whose lease ran out is taken over.
-``CONDENSE_POLL_S`` -- ``1.0``
-    How often a worker checks its running job for a cancel request (a cancel stops the work within about this).
-``CONDENSE_MAX_ATTEMPTS`` -- ``3``
-    How many times a job is started before losing its worker once more makes it fail.
-``CONDENSE_REAPER_INTERVAL_S`` -- ``30``
-    How often each worker looks for jobs whose worker was lost.
-``CONDENSE_CHECKPOINT_SYNC_S`` -- ``300``
-    How often (and at every stage change) a worker copies a job's checkpoints to blob storage, so that a worker on
-    another machine can resume it; ``0`` turns this off (one machine).
-``CONDENSE_UPLOAD_TTL_S`` -- ``86400``
-    Uploads (``POST /api/v1/uploads``) that no job took within this are deleted.
-``CONDENSE_WORKERS`` -- ``1``
-    Job worker processes ``condense serve`` starts (``condense worker`` is always one).
-``CONDENSE_WEB_WORKERS`` -- ``2``
-    gunicorn worker processes.
-``CONDENSE_WEB_THREADS`` -- ``8``
-    Threads per gunicorn worker (an open event stream holds one).
-``CONDENSE_BIND`` -- ``127.0.0.1:8000``
-    gunicorn's listening address (``0.0.0.0:8000`` in containers, or ``unix:/path.sock``).
-``CONDENSE_SSE_MAX_S`` -- ``300``
-    Longest one ``/events`` response streams before it closes (the client reconnects with ``Last-Event-ID``).
-``CONDENSE_SSE_KEEPALIVE_S`` -- ``15``
-    Keep-alive comment interval of an event stream.
-``CONDENSE_LOG_LEVEL`` -- ``INFO``
-    ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
-``CONDENSE_SECRET_KEY`` -- made on first start and kept in ``<data dir>/secret_key``
-    Signs the web pages' session cookies (:mod:`service.web`); at least 32 characters. Unset, a random key is
-    generated once and stored (mode 0600) under the data directory, so sign-ins survive restarts. Set it (the same
-    on every machine) when several machines with separate data directories serve the pages.
-``CONDENSE_SECURE_COOKIES`` -- ``0``
-    ``1`` marks the session cookie ``Secure`` (sent over HTTPS only). Set it wherever the pages are served over
-    HTTPS (behind a TLS-terminating proxy too); the default suits the embedded ``http://127.0.0.1`` server, where
-    a browser would drop a Secure cookie and no one could sign in.
-``CONDENSE_DEMO_POOL`` -- ``1``
-    ``condense serve`` builds the demo pool (pool ``demo``: 4,500 packaged real images, :mod:`service.demo_pool`)
-    on first start when it does not exist; ``0`` skips that (build it later with ``condense pool demo``).
-``CONDENSE_PIPELINE`` -- unset
-    **Tests only**: ``module:function`` run instead of ``service.pipeline.run_compression``.
-
-Read by other parts, listed here so one table has them all: ``CONDENSE_S3_ENDPOINT_URL`` (:mod:`storage.blobs`) and,
-on the client side, ``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
-``docs/settings.md`` has the same list as a table, with the test suite's variables.
+Each variable, its default and what it sets: :data:`service.settings_doc.VARIABLES` (the table of
+``docs/settings.md`` is generated from it; a test fails when one of them is stale). On the client side only:
+``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from storage.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from storage import BlobStore
 
 __all__ = ["Settings", "SettingsError", "parse_bytes"]
 
@@ -143,12 +85,19 @@ class Settings:
     secure_cookies: bool = False
     demo_pool: bool = True
     pipeline: str | None = None
+    s3_endpoint_url: str | None = None
     session_key: str | None = field(default=None, repr=False)
 
     @property
     def max_request_bytes(self) -> int:
         """Flask's ``MAX_CONTENT_LENGTH``: a teacher, a positives archive and a little for the form."""
         return self.max_upload_bytes + self.max_teacher_bytes + 1024**2
+
+    def open_blobs(self) -> BlobStore:
+        """The blob store of ``CONDENSE_BLOB_URL`` (S3 endpoint from ``CONDENSE_S3_ENDPOINT_URL`` when set)."""
+        from storage import open_blob_store
+
+        return open_blob_store(self.blob_url, s3_endpoint_url=self.s3_endpoint_url)
 
     @property
     def tmp_dir(self) -> Path:
@@ -189,6 +138,7 @@ class Settings:
             secure_cookies=reader.flag("CONDENSE_SECURE_COOKIES", cls.secure_cookies),
             demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
             pipeline=reader.pipeline("CONDENSE_PIPELINE"),
+            s3_endpoint_url=reader.optional_url("CONDENSE_S3_ENDPOINT_URL", ("http", "https")),
             session_key=reader.secret("CONDENSE_SECRET_KEY"),
         )
         if reader.errors:
@@ -210,20 +160,13 @@ class Settings:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{_SECRET_FILE}-", dir=path.parent)  # mode 0600
         try:
-            with os.fdopen(handle, "w") as tmp:
-                tmp.write(key + "\n")
-            try:
-                os.link(tmp_name, path)
-            except FileExistsError:  # another process made it first: use theirs
-                theirs = _read_secret(path)
-                if theirs is None:
-                    raise SettingsError(f"{path} vanished while it was being read") from None
-                return theirs
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+            atomic_write_text(path, key + "\n", mode=0o600, overwrite=False)
+        except FileExistsError:  # another process made it first: use theirs
+            theirs = _read_secret(path)
+            if theirs is None:
+                raise SettingsError(f"{path} vanished while it was being read") from None
+            return theirs
         return key
 
     def as_dict(self) -> dict[str, object]:
@@ -296,6 +239,12 @@ class _Reader:
             self._fail(name, _hide_password(value), f"expected a URL starting with {shown}")
             return default
         return value
+
+    def optional_url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        return self.url(name, "", schemes) or None
 
     def size(self, name: str, default: int) -> int:
         value = self.text(name)

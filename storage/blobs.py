@@ -31,8 +31,9 @@ failures propagate unchanged (``OSError`` for local files, ``botocore.exceptions
 ``ClientError`` for S3).
 
 :func:`open_blob_store` builds a store from a URL: ``file:///abs/path`` or a plain path for a local
-store, ``s3://bucket/optional/prefix`` for S3 (endpoint from ``?endpoint_url=`` or the environment
-variables ``CONDENSE_S3_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``; credentials the usual boto3 way).
+store, ``s3://bucket/optional/prefix`` for S3 (endpoint from ``?endpoint_url=``, the caller's
+``s3_endpoint_url`` or boto3's ``AWS_ENDPOINT_URL``; credentials the usual boto3 way); each scheme's backend is
+registered with :func:`register_blob_backend`.
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ import io
 import logging
 import os
 import re
-import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, BinaryIO
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+
+from storage.files import atomic_write, commit, discard, open_temporary
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -61,6 +63,7 @@ __all__ = [
     "LocalBlobStore",
     "S3BlobStore",
     "open_blob_store",
+    "register_blob_backend",
     "validate_key",
     "validate_prefix",
 ]
@@ -161,58 +164,6 @@ def _check_bytes(data: object) -> bytes | bytearray | memoryview:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     return data
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (best effort: not every filesystem can open a folder)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_path(dest: Path) -> tuple[Path, BinaryIO]:
-    """Open a new temporary file next to ``dest`` (created hidden, with a name no key can have)."""
-    name = f".{dest.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
-    tmp = dest.parent / name
-    return tmp, open(tmp, "xb")
-
-
-def _replace_into(tmp: Path, handle: BinaryIO, dest: Path) -> None:
-    """Flush, fsync and close ``handle`` and rename ``tmp`` over ``dest``."""
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-
-
-def _discard(tmp: Path, handle: IO[bytes] | None) -> None:
-    if handle is not None:
-        with contextlib.suppress(OSError):
-            handle.close()
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-
-
-@contextlib.contextmanager
-def _atomic_file(dest: Path) -> Iterator[BinaryIO]:
-    """Yield a writable file that replaces ``dest`` only if the block exits without an exception."""
-    tmp, handle = _atomic_write_path(dest)
-    try:
-        yield handle
-        if handle.closed:
-            raise ValueError("the file was closed inside the 'with' block; nothing was stored")
-        _replace_into(tmp, handle, dest)
-    except BaseException:
-        _discard(tmp, handle)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,7 +304,7 @@ class LocalBlobStore(BlobStore):
         for attempt in range(5):
             self._make_parent(key, path)
             try:
-                tmp, handle = _atomic_write_path(path)
+                tmp, handle = open_temporary(path, suffix=_TMP_SUFFIX)
             except FileNotFoundError:
                 if attempt == 4:
                     raise
@@ -363,15 +314,15 @@ class LocalBlobStore(BlobStore):
             yield handle
             if handle.closed:
                 raise ValueError("the file was closed inside the 'with' block; nothing was stored")
-            _replace_into(tmp, handle, path)
+            commit(tmp, handle, path)
         except BaseException:
-            _discard(tmp, handle)
+            discard(tmp, handle)
             raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        data = _check_bytes(data)
+        checked = _check_bytes(data)
         with self._writer(key) as handle:
-            handle.write(data)
+            handle.write(checked)
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         with open(path, "rb") as source, self._writer(key) as handle:
@@ -393,7 +344,7 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFoundError(key) from None
 
     def download(self, key: str, path: str | os.PathLike[str]) -> None:
-        with self.open_read(key) as source, _atomic_file(Path(path)) as handle:
+        with self.open_read(key) as source, atomic_write(path) as handle:
             shutil.copyfileobj(source, handle, _COPY_CHUNK)
 
     def exists(self, key: str) -> bool:
@@ -588,12 +539,12 @@ class S3BlobStore(BlobStore):
             raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        data = _check_bytes(data)
+        checked = _check_bytes(data)
         full = self._full(key)
-        if len(data) <= _MULTIPART_THRESHOLD:
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=bytes(data))
+        if len(checked) <= _MULTIPART_THRESHOLD:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=bytes(checked))
         else:
-            self.client.upload_fileobj(io.BytesIO(data), self.bucket, full, Config=self._transfer)
+            self.client.upload_fileobj(io.BytesIO(checked), self.bucket, full, Config=self._transfer)
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         full = self._full(key)
@@ -630,10 +581,10 @@ class S3BlobStore(BlobStore):
             body.close()
 
     def open_read(self, key: str) -> BinaryIO:
-        return io.BufferedReader(_S3BodyReader(self._get(key)), buffer_size=_COPY_CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_S3BodyReader(self._get(key)), buffer_size=_COPY_CHUNK)
 
     def download(self, key: str, path: str | os.PathLike[str]) -> None:
-        with self.open_read(key) as source, _atomic_file(Path(path)) as handle:
+        with self.open_read(key) as source, atomic_write(path) as handle:
             shutil.copyfileobj(source, handle, _COPY_CHUNK)
 
     def exists(self, key: str) -> bool:
@@ -711,54 +662,81 @@ class S3BlobStore(BlobStore):
 # URLs
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """Open the blob store that ``url`` names.
+BlobBackend = Callable[[str, SplitResult, Mapping[str, Any]], "BlobStore"]
+"""Opens the store a URL names: ``(url, its parts, the caller's options)``."""
+
+_BACKENDS: dict[str, BlobBackend] = {}
+
+
+def register_blob_backend(scheme: str, backend: BlobBackend) -> None:
+    """Make :func:`open_blob_store` open URLs of ``scheme`` (lower case; ``""`` is a plain path) with ``backend``."""
+    if not isinstance(scheme, str) or scheme != scheme.lower():
+        raise ValueError(f"a URL scheme must be a lower-case str, got {scheme!r}")
+    if not callable(backend):
+        raise TypeError("backend must be callable")
+    _BACKENDS[scheme] = backend
+
+
+def _open_path(url: str, parts: SplitResult, options: Mapping[str, Any]) -> BlobStore:
+    return LocalBlobStore(url)
+
+
+def _open_file_url(url: str, parts: SplitResult, options: Mapping[str, Any]) -> BlobStore:
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL {url!r} names a host; use file:///absolute/path")
+    if parts.query or parts.fragment:
+        raise ValueError(f"file URL {url!r} must not have a query or fragment")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise ValueError(f"file URL {url!r} must hold an absolute path: file:///absolute/path")
+    return LocalBlobStore(path)
+
+
+def _open_s3_url(url: str, parts: SplitResult, options: Mapping[str, Any]) -> BlobStore:
+    bucket = parts.netloc
+    if not bucket:
+        raise ValueError(f"S3 URL {url!r} has no bucket: use s3://bucket/optional/prefix")
+    if parts.fragment:
+        raise ValueError(f"S3 URL {url!r} must not have a fragment")
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(query) - {"endpoint_url", "region"})
+    if unknown:
+        raise ValueError(f"S3 URL {url!r}: unknown query parameters {unknown}; known: endpoint_url, region")
+    for name, values in query.items():
+        if len(values) != 1 or not values[0]:
+            raise ValueError(f"S3 URL {url!r}: query parameter {name!r} needs exactly one non-empty value")
+    endpoint = query.get("endpoint_url", [None])[0] or options.get("s3_endpoint_url") or None
+    region = query.get("region", [None])[0]
+    return S3BlobStore(bucket, prefix=unquote(parts.path).strip("/"), endpoint_url=endpoint, region=region)
+
+
+register_blob_backend("", _open_path)
+register_blob_backend("file", _open_file_url)
+register_blob_backend("s3", _open_s3_url)
+
+
+def open_blob_store(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:
+    """Open the blob store that ``url`` names, with the backend registered for its scheme.
 
     - ``file:///abs/path`` or a plain path (``/data/blobs``, ``./blobs``, ``~/blobs``): a
       :class:`LocalBlobStore` there (a relative path whose first part contains ``:`` must start with ``./``).
     - ``s3://bucket`` or ``s3://bucket/key/prefix``: an :class:`S3BlobStore`. Query parameters
-      ``endpoint_url`` and ``region`` are accepted; without ``endpoint_url`` the environment variable
-      ``CONDENSE_S3_ENDPOINT_URL``, then ``AWS_ENDPOINT_URL``, is used, else AWS itself.
+      ``endpoint_url`` and ``region`` are accepted; without ``endpoint_url``, ``s3_endpoint_url`` (the service
+      passes ``CONDENSE_S3_ENDPOINT_URL`` from its settings), else boto3's own configuration
+      (``AWS_ENDPOINT_URL``), else AWS itself.
+
+    More schemes: :func:`register_blob_backend`.
     """
     if not isinstance(url, str):
         raise TypeError(f"a blob store URL must be a str, got {type(url).__name__}")
     if not url.strip():
         raise ValueError("a blob store URL must not be empty")
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "":
-        return LocalBlobStore(url)
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file URL {url!r} names a host; use file:///absolute/path")
-        if parts.query or parts.fragment:
-            raise ValueError(f"file URL {url!r} must not have a query or fragment")
-        path = unquote(parts.path)
-        if not path.startswith("/"):
-            raise ValueError(f"file URL {url!r} must hold an absolute path: file:///absolute/path")
-        return LocalBlobStore(path)
-    if scheme == "s3":
-        bucket = parts.netloc
-        if not bucket:
-            raise ValueError(f"S3 URL {url!r} has no bucket: use s3://bucket/optional/prefix")
-        if parts.fragment:
-            raise ValueError(f"S3 URL {url!r} must not have a fragment")
-        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
-        unknown = sorted(set(query) - {"endpoint_url", "region"})
-        if unknown:
-            raise ValueError(f"S3 URL {url!r}: unknown query parameters {unknown}; known: endpoint_url, region")
-        for name, values in query.items():
-            if len(values) != 1 or not values[0]:
-                raise ValueError(f"S3 URL {url!r}: query parameter {name!r} needs exactly one non-empty value")
-        endpoint = (
-            query.get("endpoint_url", [None])[0]
-            or os.environ.get("CONDENSE_S3_ENDPOINT_URL")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or None
+    backend = _BACKENDS.get(parts.scheme.lower())
+    if backend is None:
+        known = ", ".join(f"{scheme}:" for scheme in sorted(_BACKENDS) if scheme)
+        raise ValueError(
+            f"unknown blob store URL scheme {parts.scheme!r} in {url!r}: use one of {known} or a plain path "
+            "(start a relative path containing ':' with './')"
         )
-        region = query.get("region", [None])[0]
-        return S3BlobStore(bucket, prefix=unquote(parts.path).strip("/"), endpoint_url=endpoint, region=region)
-    raise ValueError(
-        f"unknown blob store URL scheme {parts.scheme!r} in {url!r}: use file:///absolute/path, "
-        "s3://bucket/prefix or a plain path (start a relative path containing ':' with './')"
-    )
+    return backend(url, parts, {"s3_endpoint_url": s3_endpoint_url})

@@ -566,7 +566,7 @@ class MetadataStore:
         """
         if isinstance(token, bool) or not isinstance(token, int | str):
             raise TypeError(f"token must be a token id (int) or the token (str), got {type(token).__name__}")
-        where = [api_tokens.c.revoked_at.is_(None)]
+        where: list[sa.ColumnElement[bool]] = [api_tokens.c.revoked_at.is_(None)]
         where.append(
             api_tokens.c.id == token if isinstance(token, int) else api_tokens.c.token_hash == hash_token(token)
         )
@@ -823,7 +823,10 @@ class MetadataStore:
             result = conn.execute(
                 sa.insert(job_events).values(job_id=job_id, kind=kind, data=data_json, created_at=self._now())
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            if key is None:
+                raise RuntimeError(f"job {job_id}: the database returned no id for the new event")
+            return int(key[0])
 
     def events_since(self, job_id: str, after_id: int = 0, limit: int = 1000) -> list[JobEvent]:
         """The job's events with an id above ``after_id``, oldest first, at most ``limit``."""

@@ -26,3 +26,18 @@ from tests.servers import (  # noqa: F401 -- fixtures, registered for the whole 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+_SERVER_FIXTURES = frozenset(
+    {"postgres_server", "postgres_url", "redis_server", "redis_url", "s3_server", "s3_bucket", "s3_env"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real server ``servers`` (the markers are described in pyproject.toml)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = set(map(str, callspec.params.values())) if callspec is not None else set()
+        if fixtures & _SERVER_FIXTURES or params & {"s3", "postgresql"}:
+            item.add_marker(pytest.mark.servers)

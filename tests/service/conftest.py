@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from pu_mining.sources import fashion_mnist
-from service.app import create_app, service_context
+from service.app import create_app
+from service.context import service_context
 from service.settings import Settings
 
 CLASS_NAMES = ("tshirt", "trouser", "pullover")

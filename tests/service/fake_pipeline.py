@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service.options import JobCancelled, JobOptions
+from service.pipeline.report import quality_gate
 
 
 def run_compression(
@@ -73,6 +74,7 @@ def run_compression(
     return {
         "teacher_accuracy": 0.92,
         "student_accuracy": 0.9,
+        "gate": quality_gate(options.max_accuracy_drop, 2.0),  # the drop: 92 % - 90 % = 2 points
         "resumed_from": resumed_from,
         "steps": steps,
         "nan_is_dropped": float("nan"),

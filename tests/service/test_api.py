@@ -9,12 +9,11 @@ import json
 import re
 import time
 import zipfile
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from service.openapi import openapi_document
+from service.api.openapi import _standard, openapi_document
 from service.options import JobOptions
 from tests.service.conftest import ApiFixture, build_api, make_settings
 
@@ -176,6 +175,14 @@ def test_bad_options_are_422_listing_each_field(api: ApiFixture, service_inputs)
         "/api/v1/jobs", headers=api.alice, data={"options": "{}"}, content_type="multipart/form-data"
     )
     assert {f["field"] for f in _error(missing, 400)["fields"]} == {"teacher", "positives"}
+
+
+@pytest.mark.parametrize("drop", [150, -1])
+def test_max_accuracy_drop_outside_0_to_100_points_is_422(api: ApiFixture, service_inputs, drop: float) -> None:
+    error = _error(_post_job(api, api.alice, service_inputs, {**SHAPE, "max_accuracy_drop": drop}), 422)
+    [field] = error["fields"]
+    assert field["field"] == "options.max_accuracy_drop" and "0-100" in field["reason"]
+    assert api.jobs.metadata.list_jobs("alice") == []  # nothing was queued
 
 
 def test_oversized_uploads_are_413_json(tmp_path: Path, service_inputs) -> None:
@@ -349,11 +356,13 @@ def test_openapi_documents_every_route(api: ApiFixture) -> None:
             templated = re.findall(r"{([^}]+)}", path)
             declared = {p["name"] for p in paths[path].get("parameters", []) + operation.get("parameters", [])}
             assert set(templated) <= declared, f"{path}: undeclared path parameters"
-    # Every $ref resolves, and the options schema is exactly JobOptions.
+    # Every $ref resolves; the options and error schemas are generated from their models, with standard bounds.
     schemas = document["components"]["schemas"]
     for ref in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(document)):
         assert ref in schemas
-    assert set(schemas["JobOptions"]["properties"]) == {f.name for f in fields(JobOptions)}
+    assert schemas["JobOptions"] == _standard(JobOptions.model_json_schema())
+    drop = schemas["JobOptions"]["properties"]["max_accuracy_drop"]["anyOf"][0]
+    assert (drop["minimum"], drop["maximum"]) == (0, 100)
     for name in ("Job", "Error", "FieldError", "JobOptions", "Artifact", "Upload"):
         assert schemas[name]["type"] == "object"
 
@@ -375,7 +384,7 @@ def test_artifacts_on_s3_redirect_to_a_presigned_url(api: ApiFixture, service_in
 
 
 def test_unused_uploads_expire_and_used_ones_stay(api: ApiFixture, service_inputs) -> None:
-    from service.jobs import purge_stale_uploads
+    from service.jobs.service import purge_stale_uploads
 
     unused = api.client.post("/api/v1/uploads", headers=api.alice, data=b"abc", content_type="application/zip")
     unused_id = unused.get_json()["upload"]["id"]

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -18,9 +17,13 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.client import ApiError, Client, quality_gate
+from service.cli.client import ApiError, Client, quality_gate
+from service.pipeline.report import quality_gate as quality_gate_verdict
 from storage import open_metadata_store
 from tests.service.conftest import service_env
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.servers  # condense serve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,18 +55,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     )
     url = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 30
-    while True:
+
+    def healthy() -> bool:
         try:
             with opener.open(f"{url}/api/v1/health", timeout=2) as response:
-                if response.status == 200:
-                    break
+                return response.status == 200
         except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise AssertionError((root / "serve.log").read_text())
-        time.sleep(0.2)
+            return False
+
+    try:
+        wait_until(
+            healthy,
+            "condense serve to answer /health",
+            30,
+            0.2,
+            give_up=lambda: None if process.poll() is None else "it exited",
+            details=lambda: (root / "serve.log").read_text(),
+        )
+    except AssertionError:
+        process.kill()
+        raise
     with open_metadata_store(f"sqlite:///{root}/condense.db") as metadata:
         metadata.create_user("ci", max_running_jobs=5)
         token = metadata.create_token("ci", "tests")
@@ -130,9 +141,10 @@ def test_status_download_cancel_and_errors(server, service_inputs, tmp_path, cap
 
 
 def test_quality_gate_rules() -> None:
-    job = {"metrics": {"teacher_accuracy": 0.9, "student_accuracy": 0.85}}
-    assert quality_gate(job, None).passed is None
-    assert quality_gate(job, 0.05).passed is True and quality_gate(job, 0.04).passed is False
-    assert quality_gate({"metrics": {}}, 0.1).passed is False
+    # The verdict is the pipeline's (computed once, service/pipeline/report.py); the client only reads it.
+    assert quality_gate({"metrics": {"teacher_accuracy": 0.9, "student_accuracy": 0.85}}).passed is None
+    assert quality_gate({"metrics": {"gate": quality_gate_verdict(5.0, 5.0)}}).passed is True
+    failed = quality_gate({"metrics": {"gate": quality_gate_verdict(4.0, 5.0)}})
+    assert failed.passed is False and "allowed 4.00" in failed.reason
     verdict = {"metrics": {"gate": {"passed": False, "reason": "pipeline says no"}}}
-    assert quality_gate(verdict, None).reason == "pipeline says no"
+    assert quality_gate(verdict).reason == "pipeline says no"

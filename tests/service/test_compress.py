@@ -20,6 +20,8 @@ from service.cli import main
 from storage import open_blob_store
 from tests.fashion_mnist import task_images
 
+pytestmark = pytest.mark.slow
+
 CLASSES = ["0-tshirt", "1-trouser", "2-pullover", "3-dress", "4-coat"]
 
 

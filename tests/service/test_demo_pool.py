@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import pytest
 from PIL import Image
 
 from pu_mining.pool import PoolStore
-from service import demo_pool
-from service.cli import main
-from service.demo_pool import DEMO_POOL, DEMO_POOL_SIZE, demo_pool_config, demo_pool_exists, ensure_demo_pool
-from service.example_cli import CLASS_FOLDERS, write_positives
+from service.cli import demo_pool, main
+from service.cli.demo_pool import DEMO_POOL, DEMO_POOL_SIZE, demo_pool_config, demo_pool_exists, ensure_demo_pool
+from service.cli.example import CLASS_FOLDERS, write_positives
 from storage import LocalBlobStore
 from tests.servers import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = 60
@@ -127,12 +126,17 @@ def _serve(data: Path, log: Path, **extra: str) -> subprocess.Popen:
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-        time.sleep(0.1)
+    wait_until(
+        lambda: text in log.read_text(errors="replace"),
+        f"{text!r} in {log.name}",
+        timeout,
+        0.1,
+        give_up=lambda: None if process.poll() is None else "the process exited",
+        details=lambda: log.read_text(errors="replace"),
+    )
 
 
+@pytest.mark.servers
 def test_serve_first_start_interrupted_then_restarted(tmp_path: Path) -> None:
     """Ctrl-C while ``condense serve`` builds the demo pool stops it (status 130) with the first token kept; a later
     start with ``CONDENSE_DEMO_POOL=0`` serves without building it and makes no second admin."""

@@ -1,7 +1,7 @@
 """End to end: real gunicorn on loopback, real job workers, the real compression pipeline, over HTTP with the CLI.
 
 Inputs come from ``condense example`` (a small TorchScript CNN trained on real Fashion-MNIST classes 0-4, and a zip
-of real PNG positives); the pool is a small demo pool (:func:`service.demo_pool.ensure_demo_pool`, 400 packaged
+of real PNG positives); the pool is a small demo pool (:func:`service.cli.demo_pool.ensure_demo_pool`, 400 packaged
 real images, embedder at 32 px to be quick) put into the server's blob store before it starts. A job is submitted
 with ``condense submit --wait`` (four distillation epochs), its ``student.onnx`` is downloaded and run in ONNX Runtime
 on the held-out positives, and its accuracy must be the one ``report.json`` states.
@@ -40,10 +40,13 @@ from pu_mining.pool import PoolStore
 from pu_mining.positives import load_positives, split_holdout
 from pu_mining.sources import fashion_mnist
 from service.cli import main
-from service.client import Client
-from service.demo_pool import DEMO_POOL, demo_pool_config, ensure_demo_pool
+from service.cli.client import Client
+from service.cli.demo_pool import DEMO_POOL, demo_pool_config, ensure_demo_pool
 from storage import LocalBlobStore, open_blob_store, open_metadata_store
 from tests.servers import free_port
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 REPO = Path(__file__).resolve().parents[2]
 POOL_SIZE = 400
@@ -105,13 +108,11 @@ def _start(deployment: Deployment, name: str, command: list[str], env: dict[str,
 
 
 def _wait_until(deployment: Deployment, what: str, check, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        dead = [name for name, process in deployment.processes.items() if process.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            reason = f"exited: {', '.join(dead)}" if dead else "timeout"
-            raise AssertionError(f"{what}: not ready ({reason})\n{deployment.logs()}")
-        time.sleep(0.2)
+    def dead() -> str | None:
+        exited = [name for name, process in deployment.processes.items() if process.poll() is not None]
+        return f"not ready (exited: {', '.join(exited)})" if exited else None
+
+    wait_until(check, what, timeout, 0.2, give_up=dead, details=deployment.logs)
 
 
 def _healthy(url: str) -> bool:

@@ -23,7 +23,7 @@ def test_defaults_and_round_trip() -> None:
             "input_shape": [3, 32, 32],
             "mean": [0.5, 0.5, 0.5],
             "std": [0.25, 0.25, 0.25],
-            "max_accuracy_drop": 0.02,
+            "max_accuracy_drop": 2,
             "holdout_fraction": 0,
         }
     )
@@ -42,7 +42,7 @@ def test_every_problem_is_listed_with_its_field() -> None:
                 "seed": -1,
                 "input_shape": [2, 28, 28],
                 "std": [1.0, 0.0, 1.0],
-                "max_accuracy_drop": 2,
+                "max_accuracy_drop": 101,
                 "holdout_fraction": 1.0,
                 "epoch": 3,
             }
@@ -73,6 +73,21 @@ def test_single_problems(data: dict, field: str, reason: str) -> None:
         JobOptions.from_dict(data)
     [problem] = caught.value.problems
     assert problem["field"] == field and reason in problem["reason"]
+
+
+@pytest.mark.parametrize("drop", [-1, 100.5, 150])
+def test_max_accuracy_drop_is_points_from_0_to_100(drop: float) -> None:
+    assert JobOptions.from_dict({"max_accuracy_drop": 100}).max_accuracy_drop == 100.0
+    with pytest.raises(OptionsError) as caught:
+        JobOptions.from_dict({"max_accuracy_drop": drop})
+    [problem] = caught.value.problems
+    assert problem["field"] == "max_accuracy_drop" and "points" in problem["reason"]
+
+
+def test_version_1_specs_held_the_drop_as_a_fraction() -> None:
+    old = JobOptions.from_spec({"version": 1, "options": {"max_accuracy_drop": 0.02}})
+    assert old.max_accuracy_drop == 2.0
+    assert JobOptions.from_spec({"version": 2, "options": {"max_accuracy_drop": 2}}).max_accuracy_drop == 2.0
 
 
 def test_not_an_object_and_direct_construction() -> None:

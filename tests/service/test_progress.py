@@ -1,11 +1,11 @@
-"""The distillation progress bar (service/progress.py): one redrawn line on a terminal, log lines elsewhere."""
+"""The distillation progress bar (service/cli/progress.py): one redrawn line on a terminal, log lines elsewhere."""
 
 from __future__ import annotations
 
 import io
 
 from compression.distill import DistillProgress
-from service.progress import ProgressBar, format_duration
+from service.cli.progress import ProgressBar, format_duration
 
 
 def _event(stage: str = "train", step: int = 5, **changes) -> DistillProgress:

@@ -1,4 +1,4 @@
-"""The HTML report (service/report_html.py): self-contained, well formed, escaped, and robust to missing data."""
+"""The HTML report (service/pipeline/report_html.py): self-contained, well formed, escaped, robust to missing data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.report_html import render_report_html
+from service.pipeline.report_html import render_report_html
 
 # Elements HTML never closes; every other element the renderer writes must be closed explicitly.
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

@@ -84,3 +84,15 @@ def test_parse_bytes() -> None:
     assert parse_bytes("10") == 10 and parse_bytes("2k") == 2048 and parse_bytes("1 MiB") == 1024**2
     with pytest.raises(ValueError):
         parse_bytes("1.5G")
+
+
+def test_docs_settings_table_is_generated_from_the_variables() -> None:
+    """docs/settings.md's table is ``python -m service.settings_doc``; every Settings field has a variable."""
+    from dataclasses import fields
+
+    from service.settings_doc import VARIABLES, markdown_table
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert markdown_table() in docs, "docs/settings.md is stale: paste the output of python -m service.settings_doc"
+    assert {variable.field for variable in VARIABLES} == {f.name for f in fields(Settings)}
+    assert len({variable.name for variable in VARIABLES}) == len(VARIABLES)

@@ -5,7 +5,7 @@ from server-sent events, cancel, a refused field, a report.html that cannot run 
 The browser tests need Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without them they
 are skipped with the reason, unless ``CONDENSE_REQUIRE_SERVERS=1`` (CI), which makes that a failure. The worker is
 simulated: the tests move the job through the metadata store (claim, progress, events, artefacts, finish) the way
-``service.worker`` does.
+``service.jobs.worker`` does.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from service.app import create_app, service_context
+from service.app import create_app
+from service.context import service_context
 from service.settings import SettingsError
-from service.web import ComparisonRow, comparison_rows, options_from_form
+from service.web.forms import options_from_form
+from service.web.results import ComparisonRow, comparison_rows
 from tests.service.conftest import ApiFixture, build_api, make_settings
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -103,7 +105,7 @@ def _api_job(api: ApiFixture, headers: dict[str, str], inputs: dict[str, Path]) 
     return response.get_json()["id"]
 
 
-REPORT = {  # the layout of service/pipeline.py's report.json, with the student's latency missing
+REPORT = {  # the layout of service/pipeline/report.py's report.json, with the student's latency missing
     "teacher": {"accuracy": 0.92, "parameters": 270_000, "macs": 41_000_000, "latency": {"1": {"median_ms": 1.8}}},
     "student": {"accuracy": 0.905, "parameters": 70_000, "macs": 10_000_000, "latency": {}},
     "gate": {"max_accuracy_drop": 2.0, "accuracy_drop": 1.5, "passed": True, "reason": "accuracy drop 1.50 points"},
@@ -408,7 +410,7 @@ def test_comparison_rows_take_what_the_report_has() -> None:
         ComparisonRow("Accuracy", "—", "50.00 %", ""),  # a boolean is no accuracy: the metrics' value is used
         ComparisonRow("MACs", "100", "25", "×0.25"),
     ]
-    profiled = {  # as service/pipeline.py writes it: profiles with per-batch latency, and a summary
+    profiled = {  # as service/pipeline/report.py writes it: profiles with per-batch latency, and a summary
         "teacher": {"parameters": None, "macs": 400, "latency": {"1": {"median_ms": 2.0}, "32": {"median_ms": 9.0}}},
         "student": {"parameters": 10, "macs": 100, "latency": {"32": {"median_ms": 3.0}}, "accuracy": None},
         "summary": {"student_accuracy": 0.7},
@@ -552,6 +554,7 @@ def _live(driver: Any) -> str:
     return _by_id(driver, "job").get_attribute("data-live") or ""
 
 
+@pytest.mark.browser
 def test_browser_submits_a_job_and_follows_it_live(live_app: LiveApp, browser: Any, service_inputs) -> None:
     driver, metadata = browser, live_app.api.jobs.metadata
     driver.get(live_app.url + "/jobs/new")
@@ -608,6 +611,7 @@ def test_browser_submits_a_job_and_follows_it_live(live_app: LiveApp, browser: A
     assert _by_id(driver, "probe").text == "static" and driver.title != "script ran"
 
 
+@pytest.mark.browser
 def test_browser_cancel_button(live_app: LiveApp, browser: Any, service_inputs) -> None:
     driver, api = browser, live_app.api
     queued = _api_job(api, api.alice, service_inputs)
@@ -633,6 +637,7 @@ def test_browser_cancel_button(live_app: LiveApp, browser: Any, service_inputs) 
     assert driver.find_elements("id", "cancel-job") == []
 
 
+@pytest.mark.browser
 def test_browser_shows_a_refused_field_next_to_it(live_app: LiveApp, browser: Any, service_inputs) -> None:
     driver, api = browser, live_app.api
     before = len(api.jobs.metadata.list_jobs())

@@ -19,12 +19,17 @@ from typing import Any
 
 import pytest
 
-from service.app import create_app, service_context
-from service.queue import open_queue
+from service.app import create_app
+from service.context import service_context
+from service.jobs.queue import open_queue
+from service.jobs.worker import Worker
 from service.settings import Settings
-from service.worker import Worker
 from storage import Job, MetadataStore, open_blob_store, open_metadata_store
+from tests.clock import FakeClock
 from tests.service.conftest import service_env
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.servers  # job worker processes, and Redis
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "tests.service.fake_pipeline:run_compression"
@@ -33,11 +38,11 @@ PIPELINE = "tests.service.fake_pipeline:run_compression"
 class Service:
     """The stores and queue of one data folder, as the web app sees them, and worker subprocesses on it."""
 
-    def __init__(self, root: Path, **extra: str) -> None:
+    def __init__(self, root: Path, *, clock: FakeClock | None = None, **extra: str) -> None:
         self.root = root
         self.env = service_env(root, CONDENSE_PIPELINE=PIPELINE, **extra)
         self.settings = Settings.from_env(self.env)
-        self.metadata: MetadataStore = open_metadata_store(self.settings.database_url)
+        self.metadata: MetadataStore = open_metadata_store(self.settings.database_url, clock=clock)
         self.blobs = open_blob_store(self.settings.blob_url)
         self.queue = open_queue(self.settings.broker_url)
         self.metadata.create_user("alice", max_running_jobs=10)
@@ -70,14 +75,18 @@ class Service:
         return job
 
     def wait(self, job_id: str, predicate: Callable[[Job], bool], timeout: float = 20.0) -> Job:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if predicate(job):
-                return job
-            time.sleep(0.1)
-        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log"))
-        raise AssertionError(f"job {job_id} never got there: {self.job(job_id)}\n{logs}")
+        def logs() -> str:
+            return f"{self.job(job_id)}\n" + "\n".join(
+                p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log")
+            )
+
+        return wait_until(
+            lambda: job if predicate(job := self.job(job_id)) else None,
+            f"job {job_id}",
+            timeout,
+            interval=0.1,
+            details=logs,
+        )
 
     def close(self) -> None:
         for process in self.processes:
@@ -187,18 +196,19 @@ def test_a_stopped_worker_puts_its_job_back_without_losing_an_attempt(tmp_path: 
 
 
 def test_reaper_gives_up_after_max_attempts_and_honours_cancels(tmp_path: Path) -> None:
-    service = Service(tmp_path, CONDENSE_MAX_ATTEMPTS="2")
+    clock = FakeClock(time.time())
+    service = Service(tmp_path, clock=clock, CONDENSE_MAX_ATTEMPTS="2")
     try:
         worker = Worker(service.settings, service.metadata, service.blobs, service.queue, pipeline=lambda *a, **k: {})
         lost, cancelled, alive = (service.submit({"mode": "ok"}) for _ in range(3))
         service.queue.flush()
-        for attempt in range(2):  # two workers took it and vanished
-            assert service.metadata.claim_job(lost, f"vanished-{attempt}", 0.01)
-            time.sleep(0.03)
-        assert service.metadata.claim_job(cancelled, "vanished", 0.01)
+        for attempt in range(2):  # two workers took it and vanished: their leases run out
+            assert service.metadata.claim_job(lost, f"vanished-{attempt}", 1)
+            clock.advance(2)
+        assert service.metadata.claim_job(cancelled, "vanished", 1)
         service.metadata.request_cancel(cancelled)
         assert service.metadata.claim_job(alive, "alive", 60)
-        time.sleep(0.03)
+        clock.advance(2)
         assert worker.reap() == 2
         job = service.job(lost)
         assert job.status == "failed" and "gave up after 2 attempts" in job.error and "vanished-1" in job.error
@@ -264,7 +274,8 @@ def test_redis_broker_runs_a_job(tmp_path: Path) -> None:
         job_id = service.submit({"mode": "ok", "steps": 2})
         job = service.wait(job_id, lambda j: j.is_final)
         assert job.status == "succeeded", job.error
-        assert service.queue.pending() == 0
+        # A duplicate message (re-sent while the job waited longer than a lease) is consumed and dropped.
+        wait_until(lambda: service.queue.pending() == 0, "the queue to drain", 10)
     finally:
         if service is not None:
             service.close()

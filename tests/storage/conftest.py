@@ -11,13 +11,13 @@ skipped with the reason -- unless ``CONDENSE_REQUIRE_SERVERS=1``, which turns th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from storage import LocalBlobStore, MetadataStore, S3BlobStore, open_metadata_store
+from tests.clock import FakeClock
 from tests.servers import (  # noqa: F401 -- re-exported: other test modules import them from here
     FAKE_AWS_ENV,
     S3Server,
@@ -26,23 +26,6 @@ from tests.servers import (  # noqa: F401 -- re-exported: other test modules imp
     require_servers,
     unavailable,
 )
-
-
-class FakeClock:
-    """A settable clock for the metadata store: leases expire when the test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
 
 BLOB_BACKENDS = ["local", "s3"]
 

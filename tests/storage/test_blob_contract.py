@@ -414,13 +414,12 @@ def test_open_blob_store_s3_url_and_endpoint_sources(
         b"via url"
     )
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # loses to CONDENSE_S3_ENDPOINT_URL
-    monkeypatch.setenv("CONDENSE_S3_ENDPOINT_URL", s3_env.endpoint_url)
-    from_env = open_blob_store(f"s3://{s3_bucket}/some/prefix")
-    assert isinstance(from_env, S3BlobStore)
-    assert from_env.client.meta.endpoint_url == s3_env.endpoint_url
-    assert from_env.get_bytes("k") == b"via url"
-    monkeypatch.delenv("CONDENSE_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # loses to the caller's endpoint
+    monkeypatch.delenv("CONDENSE_S3_ENDPOINT_URL", raising=False)  # settings read it, not the store
+    from_settings = open_blob_store(f"s3://{s3_bucket}/some/prefix", s3_endpoint_url=s3_env.endpoint_url)
+    assert isinstance(from_settings, S3BlobStore)
+    assert from_settings.client.meta.endpoint_url == s3_env.endpoint_url
+    assert from_settings.get_bytes("k") == b"via url"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint_url)
     from_aws_env = open_blob_store(f"s3://{s3_bucket}/some/prefix")
     assert isinstance(from_aws_env, S3BlobStore)

@@ -20,7 +20,7 @@ from storage import (
     MetadataStore,
     open_metadata_store,
 )
-from tests.storage.conftest import FakeClock
+from tests.clock import FakeClock
 
 SHA = "ab" * 32
 

@@ -1,7 +1,9 @@
-"""The OpenAPI 3.1 document of ``/api/v1``, written by hand (served at ``GET /api/v1/openapi.json``).
+"""The OpenAPI 3.1 document of ``/api/v1`` (served at ``GET /api/v1/openapi.json``).
 
-Kept next to the views it describes; ``tests/service/test_api.py`` checks that every route of the blueprint is in it
-with its methods, and that the options schema lists exactly :class:`~service.options.JobOptions`' fields.
+The schemas of what the service validates are generated from their pydantic models: ``JobOptions``
+(:class:`service.options.JobOptions`) and the error envelope ``Error`` / ``ErrorDetail`` / ``FieldError``
+(:mod:`service.errors`). The paths and the job view are written here, next to the views they describe;
+``tests/service/test_api.py`` checks that every route of the blueprint is in the document with its methods.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from service.options import MAX_SEED, STUDENT_FAMILIES
+from pydantic import BaseModel
+
+from service.errors import ErrorBody
+from service.options import JobOptions
 
 __all__ = ["openapi_document"]
 
@@ -44,73 +49,33 @@ _JOB_ID = {
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
 
+_BOUND_KEYWORDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+
+
+def _standard(schema: Any) -> Any:
+    """pydantic writes the bounds of an optional number (``X | None``) as ``gt``/``ge``/``lt``/``le`` inside its
+    ``anyOf``; JSON Schema calls them ``exclusiveMinimum``/``minimum``/``exclusiveMaximum``/``maximum``."""
+    if isinstance(schema, dict):
+        return {_BOUND_KEYWORDS.get(key, key): _standard(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_standard(item) for item in schema]
+    return schema
+
+
+def _component(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema as an OpenAPI 3.1 component (nested models referenced as components too)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, nested in schema.pop("$defs", {}).items():
+        _GENERATED[name] = _standard(nested)
+    return _standard(schema)
+
+
+_GENERATED: dict[str, Any] = {}
+_GENERATED["JobOptions"] = _component(JobOptions)
+_GENERATED["Error"] = _component(ErrorBody)
+
 _SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["status", "message", "fields"],
-                "properties": {
-                    "status": {"type": "integer", "description": "The HTTP status, repeated"},
-                    "message": {"type": "string"},
-                    "fields": {"type": "array", "items": _ref("FieldError")},
-                },
-            }
-        },
-    },
-    "FieldError": {
-        "type": "object",
-        "required": ["field", "reason"],
-        "properties": {
-            "field": {
-                "type": "string",
-                "description": "teacher, positives, options.<name>, teacher_upload, positives_upload, file, ...",
-            },
-            "reason": {"type": "string"},
-        },
-    },
-    "JobOptions": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Every field is optional; unknown fields are refused (422).",
-        "properties": {
-            "student": {"type": "string", "enum": list(STUDENT_FAMILIES), "default": "ghost"},
-            "budget_ratio": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": 1,
-                "default": 0.25,
-                "description": "Student MACs as a fraction of the teacher's",
-            },
-            "time_budget_min": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Minutes"},
-            "epochs": {"type": ["integer", "null"], "minimum": 1},
-            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0},
-            "pool": {"type": "string", "default": "demo", "description": "A pool name from GET /pools"},
-            "input_shape": {
-                "type": ["array", "null"],
-                "items": {"type": "integer", "minimum": 1},
-                "minItems": 3,
-                "maxItems": 3,
-                "description": "[C, H, W]; required for TorchScript teachers",
-            },
-            "mean": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 1, "maxItems": 3},
-            "std": {
-                "type": ["array", "null"],
-                "items": {"type": "number", "exclusiveMinimum": 0},
-                "minItems": 1,
-                "maxItems": 3,
-            },
-            "max_accuracy_drop": {
-                "type": ["number", "null"],
-                "minimum": 0,
-                "maximum": 1,
-                "description": "Quality gate: teacher minus student accuracy, as a fraction (0.02 = two points)",
-            },
-            "holdout_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.2},
-        },
-    },
+    **_GENERATED,
     "JobInput": {
         "type": "object",
         "description": "An uploaded input and what its check found (format, input shape, classes, ...)",

@@ -1,6 +1,6 @@
 """``condense pool ingest | list | show | delete | demo``: manage the unlabelled pools that mining searches.
 
-``condense pool demo`` builds the demo pool (pool ``demo``, :mod:`service.demo_pool`) if it does not exist: what
+``condense pool demo`` builds the demo pool (pool ``demo``, :mod:`service.cli.demo_pool`) if it does not exist: what
 ``condense serve`` does on first start unless ``CONDENSE_DEMO_POOL=0``.
 
 Pools live in the blob store the service uses (``CONDENSE_BLOB_URL``, default a folder under
@@ -22,10 +22,9 @@ __all__ = ["add_pool_commands"]
 def _open_store() -> Any:
     from pu_mining.pool import PoolStore
     from service.settings import Settings
-    from storage import open_blob_store
 
     settings = Settings.from_env()
-    return PoolStore(open_blob_store(settings.blob_url), cache_dir=settings.data_dir / "cache")
+    return PoolStore(settings.open_blobs(), cache_dir=settings.data_dir / "cache")
 
 
 def _size(count: int) -> str:
@@ -40,6 +39,7 @@ def _size(count: int) -> str:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from pu_mining.image_files import ReadLimits
     from pu_mining.pool import PoolConfig, PoolNotFoundError
+    from service.cli.progress import ProgressLine
 
     store = _open_store()
     try:
@@ -59,21 +59,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         )
     started = time.monotonic()
 
+    progress = ProgressLine(tty=True)
+
     def show(event: dict[str, Any]) -> None:
         if not args.quiet:
-            print(
-                f"\r{event['source']}: {event['done']:,} read, {event['added']:,} added, "
+            progress.update(
+                f"{event['source']}: {event['done']:,} read, {event['added']:,} added, "
                 f"{event['duplicates']:,} duplicates, {event['skipped']:,} skipped "
-                f"({event['images_per_second']:.0f} images/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
+                f"({event['images_per_second']:.0f} images/s)"
             )
 
     limits = ReadLimits(max_files=args.max_files) if args.max_files else None
     report = store.ingest(args.name, args.sources, config=config, limits=limits, on_progress=show)
-    if not args.quiet:
-        print(file=sys.stderr)
+    progress.close()
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
@@ -128,50 +126,9 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-class DemoPoolProgress:
-    """Prints ``building the demo pool: 1,024/4,500 images (350 images/s) ...`` lines for
-    :func:`service.demo_pool.ensure_demo_pool`: rewritten in place on a terminal, one line per update otherwise."""
-
-    def __init__(self, stream: Any = None, prefix: str = "") -> None:
-        self.stream = sys.stderr if stream is None else stream
-        self.prefix = prefix
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._open = False
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        stage = event["stage"]
-        if stage == "missing":
-            self._line(f"demo pool: leaving out {event['source']} ({event['message']})", final=True)
-            return
-        if stage == "done":
-            self._line(
-                f"demo pool built: {event['message']} in {event['elapsed_s']:.1f} s "
-                f"({event['images_per_second']:.0f} images/s)",
-                final=True,
-            )
-            return
-        rate = f" ({event['images_per_second']:.0f} images/s)" if event["images_per_second"] >= 1 else ""
-        what = " -- loading the embedder" if stage == "load" else ""
-        self._line(f"building the demo pool: {event['done']:,}/{event['total']:,} images{rate}{what} ...")
-
-    def _line(self, text: str, final: bool = False) -> None:
-        text = self.prefix + text
-        if self._tty:
-            self.stream.write(f"\r\033[K{text}" + ("\n" if final else ""))
-            self._open = not final
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo_pool import DEMO_POOL, ensure_demo_pool
+    from service.cli.demo_pool import DEMO_POOL, ensure_demo_pool
+    from service.cli.progress import DemoPoolProgress
 
     store = _open_store()
     progress = None if args.quiet else DemoPoolProgress()
@@ -221,7 +178,7 @@ def add_pool_commands(commands: argparse._SubParsersAction) -> None:
     delete = sub.add_parser("delete", help="remove a pool and its files")
     delete.add_argument("name")
     delete.set_defaults(run=_cmd_delete)
-    from service.demo_pool import DEMO_POOL_SIZE
+    from service.cli.demo_pool import DEMO_POOL_SIZE
 
     demo = sub.add_parser("demo", help=f"build the demo pool ({DEMO_POOL_SIZE:,} packaged real images) if missing")
     demo.add_argument("--size", type=int, default=DEMO_POOL_SIZE, help=f"images in all (default {DEMO_POOL_SIZE:,})")

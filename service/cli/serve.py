@@ -16,7 +16,7 @@ Before the children start, on a first start:
   be used at once: ``export CONDENSE_TOKEN=$(cat <data dir>/first-token)``. Later starts (users exist) do nothing.
   Make more users and tokens with ``condense user add`` and ``condense token create``.
 - **The demo pool.** When pool ``demo`` does not exist, it is built (``condense pool demo`` as a child process, with
-  its progress lines on the console; about 20 s on 2 CPU cores; :mod:`service.demo_pool`), so that a first job,
+  its progress lines on the console; about 20 s on 2 CPU cores; :mod:`service.cli.demo_pool`), so that a first job,
   whose ``pool`` option defaults to ``demo``, has something to mine. ``CONDENSE_DEMO_POOL=0`` skips this. A build
   that fails is reported and serving goes on (jobs naming ``demo`` then fail until ``condense pool demo`` works);
   Ctrl-C during the build stops ``condense serve`` (nothing half-built is kept; the next start builds it again).
@@ -35,12 +35,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from service.settings import Settings
+from storage.files import atomic_write_text
 
 __all__ = ["FIRST_ADMIN", "FIRST_TOKEN_FILE", "serve"]
 
@@ -54,8 +54,8 @@ FIRST_TOKEN_FILE = "first-token"
 
 def _prepare(settings: Settings) -> str | None:
     """Create the data folders, the metadata tables and, with no users yet, the first admin; return its token."""
-    from service.queue import open_queue
-    from storage import open_blob_store, open_metadata_store
+    from service.jobs.queue import open_queue
+    from storage import open_metadata_store
 
     for folder in (settings.data_dir, settings.work_dir, settings.tmp_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -69,32 +69,23 @@ def _prepare(settings: Settings) -> str | None:
             else:
                 token = metadata.create_token(FIRST_ADMIN, "first token (condense serve)")
                 _write_private(settings.data_dir / FIRST_TOKEN_FILE, token + "\n")
-    open_blob_store(settings.blob_url).close()
+    settings.open_blobs().close()
     open_queue(settings.broker_url).close()
     return token
 
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by this user only (mode 0600 from the start, replaced atomically)."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    atomic_write_text(path, text, mode=0o600)
 
 
 def _build_demo_pool(settings: Settings, env: Mapping[str, str]) -> int | None:
     """Build the demo pool in a child process if it is missing; None when done or skipped, 130 on Ctrl-C."""
-    from service.demo_pool import DEMO_POOL, demo_pool_exists
-    from storage import open_blob_store
+    from service.cli.demo_pool import DEMO_POOL, demo_pool_exists
 
     if not settings.demo_pool:
         return None
-    with open_blob_store(settings.blob_url) as blobs:
+    with settings.open_blobs() as blobs:
         if demo_pool_exists(blobs, DEMO_POOL):
             return None
     print("condense: first start: building the demo pool (CONDENSE_DEMO_POOL=0 skips this)", file=sys.stderr)
@@ -118,7 +109,7 @@ def _build_demo_pool(settings: Settings, env: Mapping[str, str]) -> int | None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if stopping:
-        with open_blob_store(settings.blob_url) as blobs:
+        with settings.open_blobs() as blobs:
             built = demo_pool_exists(blobs, DEMO_POOL)
         later = "" if built else "; it is built on the next start"
         print(f"condense: stopped while building the demo pool{later}", file=sys.stderr)
@@ -140,7 +131,7 @@ def serve(overrides: Mapping[str, str] | None = None) -> int:
     """Run gunicorn and the job workers until interrupted; return the exit status. ``overrides``: extra env vars."""
     env = {**os.environ, **(overrides or {})}
     settings = Settings.from_env(env)
-    from service.worker import configure_logging
+    from service.jobs.worker import configure_logging
 
     configure_logging(settings.log_level)
     token = _prepare(settings)

@@ -47,14 +47,11 @@ def _format(summary: dict[str, Any], out: Path) -> str:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    from service.cli.progress import JobProgressBar
     from service.options import JobCancelled, JobOptions
     from service.pipeline import run_compression
-    from service.progress import JobProgressBar
     from service.settings import Settings
-    from storage import open_blob_store
 
-    if args.max_accuracy_drop is not None and not 0 <= args.max_accuracy_drop <= 100:
-        raise ValueError(f"--max-accuracy-drop must be in [0, 100] points, got {args.max_accuracy_drop}")
     raw: dict[str, Any] = {"student": args.student, "pool": args.pool, "budget_ratio": args.budget, "seed": args.seed}
     if args.time_budget is not None:
         raw["time_budget_min"] = args.time_budget
@@ -63,10 +60,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.input_shape is not None:
         raw["input_shape"] = args.input_shape
     if args.max_accuracy_drop is not None:
-        raw["max_accuracy_drop"] = args.max_accuracy_drop / 100.0
+        raw["max_accuracy_drop"] = args.max_accuracy_drop
     options = JobOptions.from_dict(raw)
     settings = Settings.from_env()
-    blobs = open_blob_store(settings.blob_url)
+    blobs = settings.open_blobs()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bar = None if args.quiet else JobProgressBar()

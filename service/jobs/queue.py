@@ -15,7 +15,7 @@ What the queue is trusted with, and what not:
   progress -- lives in the metadata store (:mod:`storage.metadata`), which is the source of truth. The queue only
   wakes a worker; a message for a job that is gone, finished or held by another worker is dropped by the worker
   (:meth:`storage.MetadataStore.claim_job` is atomic), so duplicate messages are harmless and the reaper
-  (:mod:`service.worker`) may re-send freely.
+  (:mod:`service.jobs.worker`) may re-send freely.
 - Messages are JSON, not pickles (:class:`JsonSerializer` replaces Huey's default pickle serializer): whoever can
   write to the broker (a shared Redis) cannot make a worker run code, only name a job id, which is checked.
 - Huey stores no task results (``results=False``) and retries nothing itself (a lost job is re-sent by the reaper).
@@ -140,7 +140,7 @@ class JobQueue:
     """Send job ids to workers, and (in a worker) run a handler for each one received.
 
     The producer (the web app) calls :meth:`enqueue`. A worker sets its handler with :meth:`set_handler` and runs
-    Huey's consumer on :attr:`huey` (see :mod:`service.worker`).
+    Huey's consumer on :attr:`huey` (see :mod:`service.jobs.worker`).
     """
 
     def __init__(self, url: str, *, name: str = QUEUE_NAME) -> None:
@@ -166,7 +166,7 @@ class JobQueue:
 
     def _dispatch(self, job_id: str) -> None:
         if self._handler is None:
-            raise RuntimeError("this JobQueue has no handler: only a worker (service.worker) runs jobs")
+            raise RuntimeError("this JobQueue has no handler: only a worker (service.jobs.worker) runs jobs")
         self._handler(_check_job_id(job_id))
 
     def pending(self) -> int:

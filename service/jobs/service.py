@@ -1,4 +1,4 @@
-"""What users can do with jobs and uploads, with no HTTP in it: the API (and later the web pages) call these.
+"""What users can do with jobs and uploads, with no HTTP in it: the API and the web pages call these.
 
 :class:`JobService` validates and stores uploads, submits jobs (options, per-user limit, upload checks, then the job
 row and a queue message), lists, shows, cancels and deletes them, and finds their artefacts. It raises
@@ -31,20 +31,22 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, Protocol
 
 from service.errors import ServiceError
+from service.jobs.checks import check_positives, check_teacher
+from service.jobs.queue import JobQueue
 from service.options import JobOptions, OptionsError
-from service.queue import JobQueue
 from service.settings import Settings
-from service.validation import check_positives, check_teacher
 from storage import Artifact, BlobNotFoundError, BlobStore, Job, MetadataStore, User
 
 __all__ = [
+    "FILE_FIELDS",
     "SPEC_VERSION",
+    "FilePart",
     "JobService",
     "LocalFile",
     "UploadInfo",
@@ -59,7 +61,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
+"""The two files of a job, named like the API's multipart parts and the web form's file inputs."""
 _CHUNK = 1024 * 1024
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -133,6 +137,16 @@ class LocalFile:
 JobInput = UploadInfo | LocalFile
 
 
+class FilePart(Protocol):
+    """A file part of a request (werkzeug's ``FileStorage`` is one): its stream and the client's file name."""
+
+    @property
+    def stream(self) -> Any: ...
+
+    @property
+    def filename(self) -> str | None: ...
+
+
 class JobService:
     """Uploads and jobs for authenticated users (see the module docstring)."""
 
@@ -154,7 +168,7 @@ class JobService:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def save_stream(self, stream: BinaryIO, dest: Path, *, limit: int, field: str, filename: str) -> LocalFile:
+    def save_stream(self, stream: IO[bytes], dest: Path, *, limit: int, field: str, filename: str) -> LocalFile:
         """Copy ``stream`` to ``dest`` in chunks; 413 naming ``field`` past ``limit`` bytes."""
         written = 0
         with dest.open("wb") as handle:
@@ -169,7 +183,7 @@ class JobService:
 
     # uploads -----------------------------------------------------------------------------------------------------
 
-    def store_upload(self, user: User, stream: BinaryIO, filename: str | None, *, field: str = "file") -> UploadInfo:
+    def store_upload(self, user: User, stream: IO[bytes], filename: str | None, *, field: str = "file") -> UploadInfo:
         """Stream ``stream`` into a new upload of ``user`` (bounded memory); 413 past ``CONDENSE_MAX_UPLOAD_BYTES``."""
         limit = self.settings.max_upload_bytes
         upload_id = uuid.uuid4().hex
@@ -258,6 +272,43 @@ class JobService:
                 f"{user.name} has {len(active)} job(s) queued or running, the most allowed "
                 f"({user.max_running_jobs}); wait for one to finish or cancel one",
             )
+
+    def submit_files(self, user: User, options_data: object, parts: Mapping[str, FilePart | None]) -> Job:
+        """Submit a job whose files came in this request (the API's multipart body and the web form alike).
+
+        The options and the presence of both files are checked together first, so every problem is reported at once
+        and no file is copied for a request that will be refused; then the per-user limit; then the files are saved
+        to scratch space (413 past their limits) and :meth:`submit` runs every other check.
+        """
+        problems: list[dict[str, str]] = []
+        messages: list[str] = []
+        status = 400
+        try:
+            self.parse_options(options_data)
+        except ServiceError as error:
+            problems.extend(error.fields)
+            messages.append(error.message)
+            status = error.status
+        present = {name: part for name in FILE_FIELDS if (part := parts.get(name)) is not None and part.filename}
+        missing = [name for name in FILE_FIELDS if name not in present]
+        if missing:
+            problems.extend({"field": name, "reason": "choose a file"} for name in missing)
+            messages.append(f"missing file(s): {', '.join(missing)}")
+        if problems:
+            raise ServiceError(status, "; ".join(messages), problems)
+        self.check_limit(user)
+        limits = {"teacher": self.settings.max_teacher_bytes, "positives": self.settings.max_upload_bytes}
+        with self.scratch() as scratch:
+            saved = {}
+            for name, part in present.items():
+                saved[name] = self.save_stream(
+                    part.stream,
+                    scratch / name,
+                    limit=limits[name],
+                    field=name,
+                    filename=clean_filename(part.filename, name),
+                )
+            return self.submit(user, options_data, saved["teacher"], saved["positives"])
 
     def submit(self, user: User, options_data: object, teacher: JobInput, positives: JobInput) -> Job:
         """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused."""

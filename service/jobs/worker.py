@@ -1,21 +1,21 @@
 """Job workers: take a job from the queue, run the compression pipeline on it, store the results; and the reaper.
 
 One worker process (``condense worker``; ``condense serve`` starts ``CONDENSE_WORKERS`` of them) runs one job at a
-time: Huey's consumer (:mod:`service.queue`) with one worker thread calls :meth:`Worker.run_job` with a job id.
+time: Huey's consumer (:mod:`service.jobs.queue`) with one worker thread calls :meth:`Worker.run_job` with a job id.
 The metadata store, not the queue, decides who runs what.
 
 Running a job (:meth:`Worker.run_job`):
 
 1. :meth:`~storage.MetadataStore.claim_job` with a lease of ``CONDENSE_LEASE_S``. A message for a job that is gone,
    finished, cancelled or held by a live worker is dropped here, so duplicate messages are harmless.
-2. A monitor thread (:class:`_JobMonitor`) renews the lease every third of it and, every ``CONDENSE_POLL_S``,
+2. A monitor thread (:class:`JobMonitor`) renews the lease every third of it and, every ``CONDENSE_POLL_S``,
    reads the job row: a cancel request, a deleted job, or a lost lease (another worker took the job after this one
    stalled) makes ``should_stop()`` true, and the pipeline stops at its next check -- within seconds.
 3. The inputs are copied from the blob store to the work folder ``CONDENSE_WORK_DIR/<job id>/`` (a local blob
    store's files are used in place). The pipeline writes its outputs to ``<work>/out/`` and its checkpoints to
    ``<work>/out/work/``.
 4. ``run_compression(teacher, positives, options, out_dir, blob_store=..., on_progress=..., should_stop=...)``
-   (the lead's :mod:`service.pipeline`; ``CONDENSE_PIPELINE=module:function`` replaces it -- tests only). Progress
+   (:mod:`service.pipeline`; ``CONDENSE_PIPELINE=module:function`` replaces it -- tests only). Progress
    events update the job row (stage, progress, ETA) and are appended as ``progress`` events, at most two per
    second plus every stage change.
 5. Every top-level file of ``out/`` is stored as ``jobs/<id>/artifacts/<name>`` and recorded with its SHA-256;
@@ -55,7 +55,6 @@ import contextlib
 import importlib
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -66,9 +65,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from service.jobs import artifact_key, checkpoint_prefix, is_artifact_name, purge_stale_uploads
+from service.jobs.monitor import JobMonitor, ProgressSink, jsonable
+from service.jobs.queue import JobQueue
+from service.jobs.reaper import Reaper
+from service.jobs.service import artifact_key, checkpoint_prefix, is_artifact_name
 from service.options import JobCancelled, JobOptions
-from service.queue import JobQueue
 from service.settings import Settings
 from storage import BlobNotFoundError, BlobStore, Job, MetadataStore, validate_key
 from storage.hashing import file_sha256
@@ -79,8 +80,6 @@ logger = logging.getLogger(__name__)
 
 Pipeline = Callable[..., dict]
 
-_PROGRESS_INTERVAL_S = 0.5  # at most two progress updates per second (stage changes always go through)
-_UPLOAD_PURGE_INTERVAL_S = 3600.0
 _SHUTDOWN_TIMEOUT_S = 25.0
 _QUEUE_POLL_MAX_S = 1.0
 _CHUNK = 1024 * 1024
@@ -96,122 +95,12 @@ def load_pipeline(spec: str | None = None) -> Pipeline:
         if not callable(function):
             raise ValueError(f"CONDENSE_PIPELINE={spec!r}: {module_name} has no function {name!r}")
         return function
-    from service.pipeline import run_compression  # the lead's module; imported when the first job runs
+    from service.pipeline import run_compression  # imported when the first job runs
 
     return run_compression
 
 
-def _jsonable(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON the metadata store accepts: NaN / infinity become None, NumPy scalars plain numbers."""
-    if depth > 20:
-        return None
-    if value is None or isinstance(value, bool | str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    item = getattr(value, "item", None)
-    if callable(item):
-        with contextlib.suppress(Exception):
-            return _jsonable(item(), depth + 1)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
-
-
-class _JobMonitor(threading.Thread):
-    """Renews a running job's lease and turns a cancel / delete / lost lease / shutdown into ``should_stop()``."""
-
-    def __init__(self, worker: Worker, job_id: str) -> None:
-        super().__init__(name=f"monitor-{job_id[:8]}", daemon=True)
-        self.worker = worker
-        self.job_id = job_id
-        self.reason: str | None = None  # "cancel", "deleted", "lost" or "shutdown"
-        self._stop_work = threading.Event()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-
-    def should_stop(self) -> bool:
-        return self._stop_work.is_set()
-
-    def _flag(self, reason: str) -> None:
-        with self._lock:
-            if self.reason is None:
-                self.reason = reason
-                logger.info("job %s: stopping (%s)", self.job_id, reason)
-        self._stop_work.set()
-
-    def run(self) -> None:
-        settings = self.worker.settings
-        beat_every = settings.lease_s / 3.0
-        last_beat = time.monotonic()
-        while not self._closed.wait(min(settings.poll_s, beat_every)):
-            if self.worker.shutdown.is_set():
-                self._flag("shutdown")
-            try:
-                if time.monotonic() - last_beat >= beat_every:
-                    if not self.worker.metadata.heartbeat(self.job_id, self.worker.worker_id, settings.lease_s):
-                        self._flag("lost")
-                    last_beat = time.monotonic()
-                job = self.worker.metadata.get_job(self.job_id)
-                if job is None:
-                    self._flag("deleted")
-                elif job.cancel_requested:
-                    self._flag("cancel")
-                elif job.status != "running" or job.worker_id != self.worker.worker_id:
-                    self._flag("lost")
-            except Exception:  # a database hiccup: keep trying; the lease covers a few missed beats
-                logger.exception("job %s: heartbeat failed", self.job_id)
-
-    def close(self) -> None:
-        self._closed.set()
-        self.join(timeout=10)
-
-
-class _ProgressSink:
-    """The pipeline's ``on_progress``: throttled job-row updates and events, and checkpoint mirroring."""
-
-    def __init__(self, worker: Worker, job_id: str, out_dir: Path) -> None:
-        self.worker = worker
-        self.job_id = job_id
-        self.out_dir = out_dir
-        self.stage: str | None = None
-        self._last_sent = float("-inf")
-        self._last_sync = time.monotonic()
-
-    def __call__(self, event: Any) -> None:
-        if not isinstance(event, Mapping):
-            as_dict = getattr(event, "as_dict", None)
-            event = as_dict() if callable(as_dict) else vars(event)
-        data = _jsonable(dict(event))
-        stage = str(data.get("stage") or "")[:200]
-        progress = data.get("progress")
-        progress = min(max(float(progress), 0.0), 1.0) if isinstance(progress, int | float) else None
-        eta = data.get("eta_s")
-        eta = max(float(eta), 0.0) if isinstance(eta, int | float) else None
-        now = time.monotonic()
-        stage_changed = stage != self.stage
-        if stage_changed or now - self._last_sent >= _PROGRESS_INTERVAL_S:
-            self._last_sent = now
-            try:
-                self.worker.metadata.update_job(self.job_id, stage=stage, progress=progress, eta_s=eta)
-                self.worker.metadata.append_event(self.job_id, "progress", {**data, "progress": progress})
-            except Exception:
-                logger.exception("job %s: could not record progress", self.job_id)
-        sync_every = self.worker.settings.checkpoint_sync_s
-        if sync_every > 0 and ((stage_changed and self.stage is not None) or now - self._last_sync >= sync_every):
-            self._last_sync = now
-            try:
-                self.worker.sync_checkpoints(self.job_id, self.out_dir)
-            except Exception:
-                logger.exception("job %s: could not copy its checkpoints to blob storage", self.job_id)
-        self.stage = stage
-
-
-class Worker:
+class Worker(Reaper):
     """Runs jobs for one worker process (see the module docstring). ``pipeline`` defaults to :func:`load_pipeline`."""
 
     def __init__(
@@ -244,7 +133,7 @@ class Worker:
 
     def _event(self, job_id: str, kind: str, data: Mapping[str, Any]) -> None:
         try:
-            self.metadata.append_event(job_id, kind, _jsonable(dict(data)))
+            self.metadata.append_event(job_id, kind, jsonable(dict(data)))
         except Exception:
             logger.exception("job %s: could not record a %s event", job_id, kind)
 
@@ -270,7 +159,7 @@ class Worker:
             return
         logger.info("job %s: started (attempt %d) by %s", job_id, job.attempts, self.worker_id)
         self._event(job_id, "status", {"status": "running", "attempt": job.attempts})
-        monitor = _JobMonitor(self, job_id)
+        monitor = JobMonitor(self, job_id)
         monitor.start()
         work = self.settings.work_dir / job_id
         out_dir = work / "out"
@@ -288,8 +177,8 @@ class Worker:
             if reason == "deleted":
                 self._cleanup(job_id, work)
         elif reason == "cancel":
+            self._cleanup(job_id, work)  # first: a cancelled job never resumes, and its end is then final
             self._finish(job_id, "cancelled", "cancelled by the user")
-            self._cleanup(job_id, work)
         elif reason == "shutdown" and outcome == "stopped":
             self._requeue_after_shutdown(job_id, out_dir)
         else:
@@ -297,11 +186,11 @@ class Worker:
             self._cleanup(job_id, work)
 
     def _execute(
-        self, job: Job, work: Path, out_dir: Path, monitor: _JobMonitor, names: dict[str, str]
+        self, job: Job, work: Path, out_dir: Path, monitor: JobMonitor, names: dict[str, str]
     ) -> tuple[str, str | None, dict[str, Any]]:
         """Run the pipeline; ``(outcome, message, result)`` with outcome ``succeeded``, ``stopped`` or ``failed``."""
         try:
-            options = JobOptions.from_dict(job.spec.get("options"))
+            options = JobOptions.from_spec(job.spec)
             inputs = work / "inputs"
             teacher = self._fetch_input(job, "teacher", inputs, names)
             positives = self._fetch_input(job, "positives", inputs, names)
@@ -313,11 +202,11 @@ class Worker:
                 options,
                 out_dir,
                 blob_store=self.blobs,
-                on_progress=_ProgressSink(self, job.id, out_dir),
+                on_progress=ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
             )
-            return "succeeded", None, _jsonable(result) if isinstance(result, Mapping) else {}
+            return "succeeded", None, jsonable(result) if isinstance(result, Mapping) else {}
         except JobCancelled:
             return "stopped", None, {}
         except Exception as error:
@@ -470,99 +359,6 @@ class Worker:
         logger.info("job %s: restored its checkpoints from blob storage", job_id)
         return True
 
-    # the reaper --------------------------------------------------------------------------------------------------
-
-    def reap(self) -> int:
-        """Re-queue (or end) running jobs whose worker was lost; return how many jobs it acted on."""
-        acted = 0
-        for job in self.metadata.expired_jobs():
-            try:
-                acted += self._reap_one(job)
-            except Exception:
-                logger.exception("reaper: job %s", job.id)
-        self._clean_work_dirs()
-        now = time.monotonic()
-        if now - self._last_purge >= _UPLOAD_PURGE_INTERVAL_S:
-            self._last_purge = now
-            try:
-                purged = purge_stale_uploads(self.blobs, self.settings.upload_ttl_s)
-                if purged:
-                    logger.info("reaper: deleted %d unused upload(s)", purged)
-            except Exception:
-                logger.exception("reaper: could not purge stale uploads")
-        return acted
-
-    def _reap_one(self, job: Job) -> int:
-        lost = job.worker_id or "?"
-        if job.cancel_requested:
-            if self.metadata.finish_job(job.id, lost, "cancelled", error="cancelled by the user (its worker was lost)"):
-                self._event(job.id, "status", {"status": "cancelled", "error": "cancelled by the user"})
-                self.blobs.delete_prefix(checkpoint_prefix(job.id))
-                return 1
-            return 0
-        if self._lost_attempts(job) >= self.settings.max_attempts:
-            reason = self._gave_up(job)
-            if self.metadata.finish_job(job.id, lost, "failed", error=reason):
-                self._event(job.id, "status", {"status": "failed", "error": reason})
-                logger.warning("reaper: job %s failed: %s", job.id, reason)
-                self.blobs.delete_prefix(checkpoint_prefix(job.id))
-                return 1
-            return 0
-        current = self.metadata.get_job(job.id)
-        if (
-            current is None
-            or current.status != "running"
-            or current.worker_id != job.worker_id
-            or current.lease_expires_at != job.lease_expires_at
-        ):
-            return 0  # taken over or renewed meanwhile
-        self.metadata.update_job(job.id, status="queued", stage="waiting for a worker")
-        message = f"its worker ({lost}) stopped answering; it resumes from its last checkpoint"
-        self._event(job.id, "status", {"status": "queued", "message": message})
-        self.queue.enqueue(job.id)
-        logger.warning("reaper: job %s re-queued: %s", job.id, message)
-        return 1
-
-    def _clean_work_dirs(self) -> None:
-        """Remove this machine's work folders of jobs that are finished or gone (their worker died)."""
-        root = self.settings.work_dir
-        if not root.is_dir():
-            return
-        for folder in root.iterdir():
-            if not folder.is_dir() or len(folder.name) != 32:
-                continue
-            try:
-                job = self.metadata.get_job(folder.name)
-            except (TypeError, ValueError):
-                continue
-            if job is None or job.is_final:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def resend_waiting(self) -> int:
-        """Re-send jobs queued for longer than a lease (their message may be lost); duplicates are harmless."""
-        cutoff = time.time() - self.settings.lease_s
-        count = 0
-        for job in self.metadata.list_jobs(status="queued", limit=10_000):
-            if job.updated_at < cutoff:
-                self.queue.enqueue(job.id)
-                count += 1
-        return count
-
-    def start_reaper(self) -> None:
-        """Run the reaper now and then every ``CONDENSE_REAPER_INTERVAL_S`` in a thread, until :attr:`shutdown`."""
-
-        def loop() -> None:
-            while True:
-                try:
-                    self.reap()
-                except Exception:
-                    logger.exception("reaper failed")
-                if self.shutdown.wait(self.settings.reaper_interval_s):
-                    return
-
-        self._reaper = threading.Thread(target=loop, name="reaper", daemon=True)
-        self._reaper.start()
-
 
 # ------------------------------------------------------------------------------------------------- the process
 
@@ -590,12 +386,12 @@ def configure_logging(level: str) -> None:
 
 def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:
     """``condense worker``: run jobs from the queue until SIGINT / SIGTERM. Returns the exit status."""
-    from service.queue import open_queue
-    from storage import open_blob_store, open_metadata_store
+    from service.jobs.queue import open_queue
+    from storage import open_metadata_store
 
     configure_logging(settings.log_level)
     metadata = open_metadata_store(settings.database_url)
-    blobs = open_blob_store(settings.blob_url)
+    blobs = settings.open_blobs()
     queue = open_queue(settings.broker_url)
     worker = Worker(settings, metadata, blobs, queue, pipeline=pipeline)
     if pipeline is None and settings.pipeline:

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from storage.files import atomic_write
+
 __all__ = ["FINAL_STATUSES", "ApiError", "Client", "GateResult", "SseEvent", "quality_gate", "zip_folder"]
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -64,28 +66,16 @@ class GateResult:
     reason: str
 
 
-def quality_gate(job: dict[str, Any], max_accuracy_drop: float | None) -> GateResult:
-    """Whether the job's student kept its accuracy within ``max_accuracy_drop`` (a fraction) of the teacher's.
+def quality_gate(job: dict[str, Any]) -> GateResult:
+    """The quality gate's verdict on a finished job, as the pipeline computed it (``metrics["gate"]``).
 
-    The pipeline's own verdict (``metrics["gate"]["passed"]``) wins when present; otherwise the drop is computed from
-    ``metrics["teacher_accuracy"]`` and ``metrics["student_accuracy"]``.
+    The gate is computed once, by the pipeline, from the job's ``max_accuracy_drop`` option (percentage points);
+    a job without that option has no gate (``passed`` None).
     """
-    metrics = job.get("metrics") or {}
-    gate = metrics.get("gate")
+    gate = (job.get("metrics") or {}).get("gate")
     if isinstance(gate, dict) and isinstance(gate.get("passed"), bool):
         return GateResult(gate["passed"], str(gate.get("reason") or ("passed" if gate["passed"] else "failed")))
-    if max_accuracy_drop is None:
-        return GateResult(None, "no quality gate")
-    teacher, student = metrics.get("teacher_accuracy"), metrics.get("student_accuracy")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (teacher, student)):
-        return GateResult(False, "the job reports no teacher_accuracy / student_accuracy to check the gate against")
-    drop = float(teacher) - float(student)
-    passed = drop <= max_accuracy_drop + 1e-12
-    return GateResult(
-        passed,
-        f"accuracy drop {drop:.2%} (teacher {teacher:.2%}, student {student:.2%}); "
-        f"{'within' if passed else 'over'} the allowed {max_accuracy_drop:.2%}",
-    )
+    return GateResult(None, "no quality gate")
 
 
 def zip_folder(folder: Path, dest: Path) -> Path:
@@ -334,19 +324,12 @@ class Client:
             expected = sha256 or response.getheader("X-Condense-SHA256")
             dest.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
-            handle = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False)  # noqa: SIM115
-            try:
-                with handle:
-                    while chunk := response.read(_CHUNK):
-                        digest.update(chunk)
-                        handle.write(chunk)
+            with atomic_write(dest) as handle:  # nothing is saved unless the whole file arrived and matches
+                while chunk := response.read(_CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
                 if expected and digest.hexdigest() != expected:
                     raise ApiError(0, f"artefact {name}: SHA-256 mismatch (corrupt download); not saved")
-                os.replace(handle.name, dest)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(handle.name)
-                raise
         except (OSError, http.client.HTTPException) as error:
             raise ApiError(0, f"downloading artefact {name} failed: {error}") from None
         finally:

@@ -12,7 +12,7 @@ Writes into DIR:
   17 s of training (23 s in all), 87.9 % accuracy on the 5,000 test images of the five classes (printed).
 - ``positives.zip``: what a user uploads: ``--per-class`` PNGs of each class from the training split (the first of
   each class in file order), one folder per class (``0-tshirt/`` ... ``4-coat/``). The demo pool
-  (:mod:`service.demo_pool`) takes its Fashion-MNIST images from the test split, so none of these is in it.
+  (:mod:`service.cli.demo_pool`) takes its Fashion-MNIST images from the test split, so none of these is in it.
 
 Then the first job (printed at the end; ``--epochs 30`` keeps it to about a minute on 2 CPU cores, against several
 minutes for the default schedule)::
@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -154,38 +152,32 @@ def write_positives(path: Path, per_class: int = DEFAULT_PER_CLASS) -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(data)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    from storage.files import atomic_write_bytes
+
+    atomic_write_bytes(path, data, mode=0o644)
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
     import torch
+
+    from service.cli.progress import ProgressLine
 
     out = Path(args.dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     teacher_path, positives_path = out / "teacher.pt", out / "positives.zip"
-    tty = sys.stderr.isatty()
+    progress = ProgressLine(log_interval_s=0.0)
 
     def show(done: int, total: int, loss: float) -> None:
         if not args.quiet:
-            line = f"training the example teacher: {done:,}/{total:,} images, loss {loss:.3f}"
-            print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            progress.update(f"training the example teacher: {done:,}/{total:,} images, loss {loss:.3f}")
 
     if teacher_path.exists() and not args.force:
         print(f"{teacher_path}: exists, kept (--force to train a new one)")
     else:
         net, accuracy, seconds = train_example_teacher(args.images, args.seed, show)
-        if tty and not args.quiet:
-            print(file=sys.stderr)
+        progress.close()
         buffer = io.BytesIO()
         with warnings.catch_warnings():  # torch 2.x calls TorchScript deprecated; it is the format users have
             warnings.simplefilter("ignore", FutureWarning)

@@ -214,13 +214,13 @@ def _classes(
     path: Path, format: str, names: list[str], labels: list[str | int | None], skipped: list[Any], filename: str
 ) -> dict[str, int]:
     """Images per class by :func:`pu_mining.positives.load_positives`' rules (its own helpers, so the rules agree)."""
-    from pu_mining.positives import _array_labels, _folder_labels
+    from pu_mining.positives import array_labels, folder_labels
 
     try:
         if format == "npz":
-            indices, class_names = _array_labels(filename, names, labels, None)
+            indices, class_names = array_labels(filename, names, labels, None)
         else:
-            indices, class_names, _keep, _names = _folder_labels(filename, names, skipped, None, "raise")
+            indices, class_names, _keep, _names = folder_labels(filename, names, skipped, None, "raise")
     except ValueError as error:
         raise ServiceError.field(422, "positives", _clean(str(error), path, filename)) from None
     counts = Counter(indices)

@@ -1,0 +1,64 @@
+"""``GET /jobs/{id}/events``: a job's events as server-sent events (see :mod:`service.api`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, request
+
+from service.api import api, api_jobs, api_user
+from service.errors import ServiceError
+
+_EVENT_POLL_S = 0.5
+_EVENT_BATCH = 500
+
+
+def _sse(event_id: int | None, kind: str, data: Any) -> str:
+    lines = [] if event_id is None else [f"id: {event_id}"]
+    lines.append(f"event: {kind}")
+    lines.extend(f"data: {line}" for line in json.dumps(data, separators=(",", ":")).splitlines())
+    return "\n".join(lines) + "\n\n"
+
+
+@api.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Any:
+    """Server-sent events of one job (see :mod:`service.api`)."""
+    jobs, user = api_jobs(), api_user()
+    jobs.get(user, job_id)  # 404 for a missing or another user's job
+    after_text = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
+    if not after_text.strip().isdigit():
+        raise ServiceError.field(400, "Last-Event-ID", "must be a whole number (an event id)")
+    after = int(after_text.strip())
+    settings = jobs.settings
+
+    def stream() -> Iterator[str]:
+        last_id = after
+        started = last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while True:
+            job = jobs.metadata.get_job(job_id, owner=user.name)
+            events = [] if job is None else jobs.metadata.events_since(job_id, last_id, _EVENT_BATCH)
+            for event in events:
+                yield _sse(event.id, event.kind, {**event.data, "created_at": event.created_at})
+                last_id = event.id
+                last_sent = time.monotonic()
+            if job is None:
+                yield _sse(None, "end", {"id": job_id, "status": "deleted"})
+                return
+            if job.is_final and len(events) < _EVENT_BATCH:
+                yield _sse(None, "end", jobs.view(job))
+                return
+            now = time.monotonic()
+            if now - started >= settings.sse_max_s:
+                return  # the client reconnects with Last-Event-ID
+            if now - last_sent >= settings.sse_keepalive_s:
+                yield ": keep-alive\n\n"
+                last_sent = now
+            if len(events) < _EVENT_BATCH:
+                time.sleep(min(_EVENT_POLL_S, settings.sse_keepalive_s))
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream(), mimetype="text/event-stream", headers=headers)

@@ -1,0 +1,92 @@
+"""``/jobs``: submit, list, show, cancel and delete jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from service.api import API_PREFIX, api, api_jobs, api_user
+from service.errors import ServiceError
+from service.jobs.service import FILE_FIELDS
+from storage import JOB_STATUSES
+
+_JSON_FIELDS = frozenset({"teacher_upload", "positives_upload", "options"})
+
+
+def _options_from_form(text: str | None) -> Any:
+    if text is None or not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ServiceError.field(400, "options", f"not valid JSON ({error})") from None
+
+
+@api.post("/jobs")
+def create_job() -> Any:
+    """Submit a job: multipart files, or JSON naming earlier uploads (see :mod:`service.api`)."""
+    jobs, user = api_jobs(), api_user()
+    if request.mimetype == "multipart/form-data":
+        options = _options_from_form(request.form.get("options"))
+        job = jobs.submit_files(user, options, {name: request.files.get(name) for name in FILE_FIELDS})
+    elif request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ServiceError(400, "the body must be a JSON object")
+        unknown = sorted(set(body) - _JSON_FIELDS)
+        if unknown:
+            raise ServiceError(
+                400,
+                f"unknown field(s): {', '.join(unknown)}",
+                [{"field": name, "reason": "unknown field"} for name in unknown],
+            )
+        jobs.parse_options(body.get("options"))
+        jobs.check_limit(user)
+        teacher_info = jobs.get_upload(user, body.get("teacher_upload"), field="teacher_upload")
+        positives_info = jobs.get_upload(user, body.get("positives_upload"), field="positives_upload")
+        job = jobs.submit(user, body.get("options"), teacher_info, positives_info)
+    else:
+        raise ServiceError(
+            415, "send multipart/form-data (teacher, positives, options) or JSON naming uploads (see openapi.json)"
+        )
+    response = jsonify(jobs.view(job))
+    response.status_code = 201
+    response.headers["Location"] = f"{API_PREFIX}/jobs/{job.id}"
+    return response
+
+
+@api.get("/jobs")
+def list_jobs() -> Any:
+    """The user's jobs, newest first (``?status=``, ``?limit=`` 1..1000, default 100)."""
+    status = request.args.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise ServiceError.field(400, "status", f"must be one of {', '.join(JOB_STATUSES)}")
+    limit_text = request.args.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        raise ServiceError.field(400, "limit", "must be a whole number from 1 to 1000")
+    jobs = api_jobs()
+    return jsonify({"jobs": [jobs.view(job) for job in jobs.list(api_user(), status, int(limit_text))]})
+
+
+@api.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Any:
+    """One job: status, stage, progress, ETA, metrics, error, inputs, options, artefacts."""
+    jobs = api_jobs()
+    return jsonify(jobs.view(jobs.get(api_user(), job_id)))
+
+
+@api.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    """Cancel: a queued job at once (200), a running one within seconds (202). 409 if it has finished."""
+    jobs = api_jobs()
+    job = jobs.cancel(api_user(), job_id)
+    return jsonify(jobs.view(job)), 200 if job.is_final else 202
+
+
+@api.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> Any:
+    """Delete the job with its files. 409 while it is running (cancel it first)."""
+    api_jobs().delete(api_user(), job_id)
+    return Response(status=204)

@@ -1,0 +1,55 @@
+"""``GET /health``, ``GET /openapi.json`` (both public) and ``GET /pools``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from flask import jsonify
+
+from service.api import api, api_jobs
+
+logger = logging.getLogger(__name__)
+
+
+@api.get("/health")
+def health() -> Any:
+    """Whether this process reaches the metadata store, the blob store and the queue (no auth)."""
+    checks: dict[str, str] = {}
+    try:
+        jobs = api_jobs()
+    except Exception as error:
+        logger.warning("health: cannot open the stores: %s", error)
+        return jsonify({"status": "unavailable", "checks": {"startup": type(error).__name__}}), 503
+    probes = {
+        "metadata": lambda: jobs.metadata.schema_version(),
+        "blobs": lambda: list(itertools.islice(jobs.blobs.list("health/"), 1)),
+        "queue": lambda: jobs.queue.pending(),
+    }
+    for name, probe in probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as error:  # the type only: this answer is public, the details go to the log
+            logger.warning("health: %s unreachable: %s", name, error)
+            checks[name] = f"unreachable ({type(error).__name__})"
+    healthy = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
+
+
+@api.get("/openapi.json")
+def openapi() -> Any:
+    """The OpenAPI 3.1 description of this API (no auth)."""
+    from service.api.openapi import openapi_document
+
+    return jsonify(openapi_document())
+
+
+@api.get("/pools")
+def pools() -> Any:
+    """The unlabelled pools a job can mine (``options.pool``)."""
+    from pu_mining.pool import PoolStore
+
+    store = PoolStore(api_jobs().blobs)
+    return jsonify({"pools": [pool.as_dict() for pool in store.list()]})

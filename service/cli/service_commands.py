@@ -1,0 +1,256 @@
+"""``condense serve | worker | user | token | submit | status | download | cancel``: run and use the service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from service.cli.models import parse_input_shape
+
+__all__ = ["EXIT_FAILED", "EXIT_GATE", "add_service_commands"]
+
+EXIT_FAILED = 1
+EXIT_GATE = 3  # condense submit --wait: the job succeeded but its student broke --max-accuracy-drop
+
+
+def _settings():
+    from service.settings import Settings
+
+    return Settings.from_env()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.cli.serve import serve
+
+    overrides = {
+        "CONDENSE_BIND": args.bind,
+        "CONDENSE_WORKERS": None if args.workers is None else str(args.workers),
+        "CONDENSE_WEB_WORKERS": None if args.web_workers is None else str(args.web_workers),
+    }
+    return serve({name: value for name, value in overrides.items() if value is not None})
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from service.jobs.worker import run_worker
+
+    return run_worker(_settings())
+
+
+def _metadata():
+    from storage import open_metadata_store
+
+    return open_metadata_store(_settings().database_url)
+
+
+def _cmd_user_add(args: argparse.Namespace) -> int:
+    with _metadata() as metadata:
+        user = metadata.create_user(args.name, "admin" if args.admin else "user", args.max_running)
+    print(f"user {user.name} ({user.role}, at most {user.max_running_jobs} job(s) queued or running)")
+    print(f"next: condense token create {user.name}", file=sys.stderr)
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    with _metadata() as metadata:
+        token = metadata.create_token(args.user, args.label)
+    print(token)
+    print("store it now: it is not shown again (only its hash is kept)", file=sys.stderr)
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from service.cli.client import Client
+
+    return Client(
+        args.server or os.environ.get("CONDENSE_SERVER", ""), args.token or os.environ.get("CONDENSE_TOKEN", "")
+    )
+
+
+def _job_summary(job: dict) -> str:
+    lines = [f"{'job':<18} {job['id']}", f"{'status':<18} {job['status']}"]
+    if job.get("stage"):
+        progress = job.get("progress")
+        lines.append(f"{'stage':<18} {job['stage']}" + (f" ({progress:.0%})" if isinstance(progress, float) else ""))
+    if job.get("error"):
+        lines.append(f"{'error':<18} {job['error']}")
+    for key, value in (job.get("metrics") or {}).items():
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"{key:<18} {shown}")
+    for item in job.get("artifacts", []):
+        lines.append(f"{'artefact':<18} {item['name']} ({item['size']:,} bytes)")
+    return "\n".join(lines)
+
+
+def _finish_job_output(args: argparse.Namespace, client, job: dict) -> int:
+    from service.cli.client import quality_gate
+
+    saved = []
+    if job["status"] == "succeeded" and args.out:
+        saved = [str(path) for path in client.download_all(job, args.out)]
+    gate = quality_gate(job)
+    if args.json:
+        print(json.dumps({"job": job, "downloaded": saved, "gate": {"passed": gate.passed, "reason": gate.reason}}))
+    else:
+        print(_job_summary(job))
+        for path in saved:
+            print(f"{'saved':<18} {path}")
+        if gate.passed is not None:
+            print(f"{'quality gate':<18} {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
+    if job["status"] != "succeeded":
+        return EXIT_FAILED
+    return EXIT_GATE if gate.passed is False else 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from service.cli.progress import JobProgressBar
+
+    client = _client(args)
+    options: dict = {}
+    if args.options:
+        text = Path(args.options[1:]).read_text() if args.options.startswith("@") else args.options
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--options: not valid JSON ({error})") from None
+        if not isinstance(options, dict):
+            raise ValueError("--options must be a JSON object of job options")
+    for name, value in (
+        ("student", args.student),
+        ("budget_ratio", args.budget_ratio),
+        ("epochs", args.epochs),
+        ("time_budget_min", args.time_budget),
+        ("max_accuracy_drop", args.max_accuracy_drop),
+        ("input_shape", None if args.input_shape is None else list(args.input_shape)),
+        ("pool", args.pool),
+    ):
+        if value is not None:
+            options[name] = value
+    job = client.submit(args.teacher, args.positives, options)
+    if not args.wait:
+        print(json.dumps(job) if args.json else job["id"])
+        return 0
+    print(f"submitted job {job['id']}", file=sys.stderr)
+    progress = None if args.quiet else JobProgressBar(sys.stderr)
+    try:
+        job = client.wait(job["id"], progress, timeout_s=args.timeout)
+    finally:
+        if progress is not None:
+            progress.close()
+    return _finish_job_output(args, client, job)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.job is None:
+        jobs = client.jobs()
+        if args.json:
+            print(json.dumps(jobs))
+        for job in [] if args.json else jobs:
+            progress = job.get("progress")
+            shown = f"{progress:.0%}" if isinstance(progress, float) else ""
+            print(f"{job['id']}  {job['status']:<10} {job.get('stage') or '':<24} {shown}")
+        return 0
+    job = client.job(args.job)
+    print(json.dumps(job) if args.json else _job_summary(job))
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.job(args.job)
+    if not job.get("artifacts"):
+        raise RuntimeError(f"job {args.job} has no artefacts (status {job['status']})")
+    items = [item for item in job["artifacts"] if args.name is None or item["name"] in args.name]
+    if args.name and len(items) != len(set(args.name)):
+        missing = sorted(set(args.name) - {item["name"] for item in items})
+        raise ValueError(f"job {args.job} has no artefact(s) {', '.join(missing)}")
+    for item in items:
+        print(client.download(job["id"], item["name"], Path(args.out) / item["name"], item.get("sha256")))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job)
+    print(
+        json.dumps(job)
+        if args.json
+        else f"{job['id']}: {'cancelled' if job['status'] == 'cancelled' else 'cancel requested'}"
+    )
+    return 0
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="the service's URL, e.g. http://127.0.0.1:8000 (env CONDENSE_SERVER)")
+    parser.add_argument("--token", help="your API token (env CONDENSE_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_service_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the service's commands to the ``condense`` parser."""
+    serve = commands.add_parser("serve", help="run the service: web API (gunicorn) and job workers on this machine")
+    serve.add_argument("--bind", help="HOST:PORT to listen on (env CONDENSE_BIND, default 127.0.0.1:8000)")
+    serve.add_argument("--workers", type=int, help="job worker processes (env CONDENSE_WORKERS, default 1)")
+    serve.add_argument("--web-workers", type=int, help="gunicorn processes (env CONDENSE_WEB_WORKERS, default 2)")
+    serve.set_defaults(run=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="run one job worker (for more machines; settings from the env)")
+    worker.set_defaults(run=_cmd_worker)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    add = user.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may manage pools")
+    add.add_argument("--max-running", type=int, default=2, help="jobs queued + running at once (default 2)")
+    add.set_defaults(run=_cmd_user_add)
+
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="create an API token for a user (printed once)")
+    create.add_argument("user")
+    create.add_argument("--label", default="", help="what the token is for (e.g. 'CI')")
+    create.set_defaults(run=_cmd_token_create)
+
+    submit = commands.add_parser("submit", help="submit a compression job to a Condense server")
+    _add_server_options(submit)
+    submit.add_argument("--teacher", required=True, help="TorchScript (.pt), torch.export (.pt2) or ONNX file")
+    submit.add_argument("--positives", required=True, help="folder / zip / tar with one folder per class, or .npz")
+    submit.add_argument("--student", help="ghost, binary or adder (default ghost)")
+    submit.add_argument("--budget-ratio", type=float, help="student MACs as a fraction of the teacher's")
+    submit.add_argument("--epochs", type=int)
+    submit.add_argument("--time-budget", type=float, metavar="MINUTES")
+    submit.add_argument(
+        "--input-shape", type=parse_input_shape, metavar="C,H,W", help="the teacher's input, if not in it"
+    )
+    submit.add_argument("--pool", help="unlabelled pool to mine (default demo)")
+    submit.add_argument("--options", help="job options as JSON, or @FILE.json (flags win)")
+    submit.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="quality gate: exit 3 if the student's accuracy is more than POINTS percentage points below the teacher's",
+    )
+    submit.add_argument("--wait", action="store_true", help="follow the job, download its artefacts, print a summary")
+    submit.add_argument("--out", default=".", help="where --wait saves the artefacts (default: here)")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this")
+    submit.add_argument("--quiet", action="store_true", help="no progress bar")
+    submit.set_defaults(run=_cmd_submit)
+
+    status = commands.add_parser("status", help="show a job (or list your jobs)")
+    _add_server_options(status)
+    status.add_argument("job", nargs="?")
+    status.set_defaults(run=_cmd_status)
+
+    download = commands.add_parser("download", help="download a job's artefacts")
+    _add_server_options(download)
+    download.add_argument("job")
+    download.add_argument("--out", default=".", help="folder to save into (default: here)")
+    download.add_argument("--name", action="append", help="only this artefact (repeatable)")
+    download.set_defaults(run=_cmd_download)
+
+    cancel = commands.add_parser("cancel", help="cancel a job")
+    _add_server_options(cancel)
+    cancel.add_argument("job")
+    cancel.set_defaults(run=_cmd_cancel)

@@ -1,0 +1,106 @@
+"""The service context of one process, and who is making the current request.
+
+:class:`ServiceContext` holds the settings and opens the stores and the queue lazily, on first use in each process
+(after gunicorn forks its workers, so no database connection is shared across processes). :func:`create_app` hangs
+one off the Flask app; :func:`service_context` finds it.
+
+:func:`current_user` is the one authentication path of the API and the pages. A request's API token comes from the
+``Authorization: Bearer <token>`` header or, without that header, from the pages' signed session cookie
+(:data:`SESSION_TOKEN_KEY`). The cookie counts for the pages (whose forms carry a CSRF token) and for the API's
+GET/HEAD requests (the job page's ``EventSource`` and download links cannot send a header); an API write needs the
+header, so a cookie alone never changes anything through the API. The token is checked against the metadata store
+on every request, so a revoked token stops working at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from flask import current_app, g, request, session
+from flask.sansio.app import App
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.jobs.service import JobService
+    from storage import User
+
+__all__ = [
+    "SESSION_TOKEN_KEY",
+    "ServiceContext",
+    "current_user",
+    "request_token",
+    "service_context",
+    "session_token",
+]
+
+EXTENSION = "condense"
+SESSION_TOKEN_KEY = "condense_token"
+"""The session key holding the signed-in browser's API token."""
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+_USER_KEY = "condense_user"
+
+
+class ServiceContext:
+    """The service's resources for one process: settings, metadata and blob stores, queue, job service (lazy)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._jobs: JobService | None = None
+
+    @property
+    def jobs(self) -> JobService:
+        if self._jobs is None:
+            with self._lock:
+                if self._jobs is None:
+                    from service.jobs.queue import open_queue
+                    from service.jobs.service import JobService
+                    from storage import open_metadata_store
+
+                    metadata = open_metadata_store(self.settings.database_url)
+                    blobs = self.settings.open_blobs()
+                    queue = open_queue(self.settings.broker_url)
+                    self._jobs = JobService(self.settings, metadata, blobs, queue)
+        return self._jobs
+
+    def close(self) -> None:
+        """Close the stores (tests; a process exiting needs no call)."""
+        if self._jobs is not None:
+            self._jobs.queue.close()
+            self._jobs.metadata.close()
+            self._jobs.blobs.close()
+            self._jobs = None
+
+
+def service_context(app: App | None = None) -> ServiceContext:
+    """The :class:`ServiceContext` of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    return target.extensions[EXTENSION]
+
+
+def session_token() -> str | None:
+    """The API token of the signed-in browser session, or None."""
+    token = session.get(SESSION_TOKEN_KEY)
+    return token if isinstance(token, str) and token else None
+
+
+def request_token() -> str | None:
+    """The current request's API token: the bearer header, else the session cookie where it counts (see above)."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+    if request.blueprint == "api" and request.method not in _SAFE_METHODS:
+        return None
+    return session_token()
+
+
+def current_user() -> User | None:
+    """The user the current request's token belongs to (checked once per request), or None."""
+    if _USER_KEY not in g:
+        token = request_token()
+        g.condense_user = service_context().jobs.metadata.authenticate(token) if token else None
+    return g.condense_user

@@ -1,0 +1,89 @@
+"""One compression job, end to end: what ``condense compress`` and every service worker run.
+
+``run_compression(teacher_path, positives_path, options, out_dir, ...)`` runs the stages of
+:mod:`service.pipeline.stages` in order, each reporting progress through :class:`StageProgress`:
+
+1. **load** the teacher and the positives; a stratified ``holdout_fraction`` of the positives is kept aside to
+   measure the teacher's and the student's accuracy (it is never trained on or mined with);
+2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757);
+3. **distil** a Ghost, binary or adder student sized to ``budget_ratio`` of the teacher's MACs (robust KD);
+4. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher;
+5. **report**: ``student.onnx``, ``report.json`` and ``report.html`` in ``out_dir``
+   (:mod:`service.pipeline.report`, :mod:`service.pipeline.report_html`).
+
+Resuming: everything intermediate lives in ``out_dir/work/``: the mining result (reused when the teacher, the
+positives, the pool version and the options are the same) and the trainer's checkpoints, so a killed job run again
+with the same arguments continues where it was. ``should_stop()`` is polled throughout; when it turns true the
+pipeline raises :class:`~service.options.JobCancelled` (checkpoints stay for a resume).
+
+The quality gate: with ``max_accuracy_drop`` set, ``report["gate"]`` says whether the student's accuracy on the
+held-out positives is within it of the teacher's; the caller decides what a failed gate means (``condense compress``
+exits 3).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.options import JobOptions
+from service.pipeline.progress import ProgressCallback, StageProgress
+
+__all__ = ["run_compression"]
+
+
+def run_compression(
+    teacher_path: Path,
+    positives_path: Path,
+    options: JobOptions,
+    out_dir: Path,
+    *,
+    blob_store: Any,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pool_cache_dir: Path | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Run one compression job (module docstring); returns the summary also stored as ``report["summary"]``.
+
+    ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
+    ``should_stop()`` turned true.
+    """
+    from service.pipeline.report import build_report, write_report
+    from service.pipeline.report_html import render_report_html
+    from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
+
+    if not isinstance(options, JobOptions):
+        raise TypeError(f"options must be JobOptions, got {type(options).__name__}")
+    teacher_path, positives_path, out_dir = Path(teacher_path), Path(positives_path), Path(out_dir)
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    progress = StageProgress(on_progress, should_stop)
+
+    progress.stage("load", "loading the teacher and the positives")
+    cache_dir = pool_cache_dir or out_dir.parent / ".pool-cache"
+    inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir)
+
+    progress.stage("mining", f"mining pool {inputs.pool.name} ({len(inputs.pool):,} images)")
+    mined = mine_pool(inputs, options, work, progress, num_threads)
+
+    progress.stage("distill", f"distilling a {options.student} student")
+    distilled = distill_student(inputs, mined, options, work, progress, num_threads)
+
+    progress.stage("export", "exporting and verifying the ONNX student")
+    exported = export_and_profile(inputs, distilled, options, out_dir, work)
+    progress.emit(1.0, "exported")
+
+    progress.stage("report", "writing the report")
+    progress.finish()
+    report = build_report(options, inputs, mined, distilled, exported, progress.stage_seconds)
+    started = time.monotonic()
+    thumbnails = mined.arrays["thumbnails"].tobytes() if "thumbnails" in mined.arrays else None
+    html = render_report_html(report, thumbnails)
+    report["stages_s"]["report"] = round(time.monotonic() - started, 3)
+    write_report(out_dir, report, html)
+    if on_progress is not None:
+        on_progress({"stage": "done", "progress": 1.0, "eta_s": 0.0, "message": "done"})
+    return report["summary"]

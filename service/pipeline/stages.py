@@ -1,0 +1,330 @@
+"""The pipeline's stages, one function each: load, mine, distil, export and profile.
+
+Each takes what the stages before it produced and returns a small record of its own; :func:`service.pipeline.run`
+calls them in order and :mod:`service.pipeline.report` turns their records into the report.
+
+- :func:`load_inputs`: the teacher (:func:`compression.load_teacher`: TorchScript, ``.pt2`` or ONNX; never
+  unpickled) and the positives (:func:`pu_mining.positives.load_positives`), with a stratified hold-out;
+- :func:`mine_pool`: PU mining of the pool (:func:`pu_mining.miner.mine`; Xu et al., NeurIPS 2019,
+  arXiv:1909.09757), reusing a saved result when teacher, positives, pool version and options are the same;
+- :func:`distill_student`: a Ghost, binary or adder student sized to ``budget_ratio`` of the teacher's MACs,
+  distilled with robust KD (:func:`compression.distill`) on the positives plus the mined images;
+- :func:`export_and_profile`: accuracy on the held-out positives, ONNX export verified in ONNX Runtime, and the
+  profiles (parameters, MACs, multiplications, additions, weight bytes, latency) of student and teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.options import JobCancelled, JobOptions
+from service.pipeline.progress import StageProgress
+from storage.files import atomic_write
+
+__all__ = [
+    "MAX_TRANSFER_BYTES",
+    "Distilled",
+    "Exported",
+    "Inputs",
+    "Mined",
+    "distill_student",
+    "export_and_profile",
+    "load_inputs",
+    "mine_pool",
+]
+
+MAX_TRANSFER_BYTES = 4 * 1024**3
+"""Largest transfer set held in memory (images as float32 at the teacher's input): mined items beyond it are
+dropped, lowest PU score first, and the report says so."""
+_EXPORT_RESERVE_S = 60.0
+
+
+@dataclass
+class Inputs:
+    """The loaded teacher, the positives split into trainable and held-out ones, and the opened pool."""
+
+    teacher: Any
+    positives: Any
+    trainable: Any
+    held_out: Any | None
+    pool: Any
+
+
+@dataclass
+class Mined:
+    """The mining result: the mined ids kept for the transfer set, the saved arrays, and mining's own report."""
+
+    ids: np.ndarray
+    arrays: dict[str, np.ndarray]
+    report: dict[str, Any]
+    dropped_for_memory: int
+
+
+@dataclass
+class Distilled:
+    """The distilled student with its training record, the transfer and validation sets and the teacher's MACs."""
+
+    result: Any
+    config: Any
+    transfer: Any
+    validation: Any | None
+    teacher_macs: int
+
+
+@dataclass
+class Exported:
+    """Accuracy figures and the student's and teacher's profiles (the ONNX file is written by then)."""
+
+    evaluation: Any
+    student_profile: dict[str, Any]
+    teacher_profile: dict[str, Any]
+
+
+def load_inputs(
+    teacher_path: Path, positives_path: Path, options: JobOptions, blob_store: Any, pool_cache_dir: Path
+) -> Inputs:
+    """Load the teacher and the positives (converted to its input), hold out a share, open the pool."""
+    from compression import load_teacher
+    from pu_mining.pool import PoolStore
+    from pu_mining.positives import load_positives, split_holdout
+
+    teacher = load_teacher(
+        teacher_path,
+        input_shape=options.input_shape,
+        mean=list(options.mean) if options.mean else None,
+        std=list(options.std) if options.std else None,
+    )
+    positives = load_positives(positives_path, teacher.input_shape)
+    if len(positives.class_names) != teacher.num_classes:
+        raise ValueError(
+            f"the positives have {len(positives.class_names)} classes ({', '.join(positives.class_names)}) but the "
+            f"teacher has {teacher.num_classes} outputs"
+        )
+    if options.holdout_fraction > 0:
+        trainable, held_out = split_holdout(positives, options.holdout_fraction, options.seed)
+    else:
+        trainable, held_out = positives, None
+    pool = PoolStore(blob_store, cache_dir=pool_cache_dir).open(options.pool)
+    return Inputs(teacher, positives, trainable, held_out, pool)
+
+
+def _mining_cached(work: Path, fingerprint: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    try:
+        saved = json.loads((work / "mining.json").read_text())
+        if saved.get("fingerprint") != fingerprint:
+            return None
+        with np.load(work / "mining.npz", allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        return arrays, saved["report"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_mining(work: Path, fingerprint: str, arrays: dict[str, np.ndarray], report: dict[str, Any]) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    with atomic_write(work / "mining.npz") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs: **arrays are arrays, not flags
+    with atomic_write(work / "mining.json") as handle:
+        handle.write(json.dumps({"fingerprint": fingerprint, "report": report}).encode())
+
+
+def mine_pool(
+    inputs: Inputs, options: JobOptions, work: Path, progress: StageProgress, num_threads: int | None
+) -> Mined:
+    """Mine the pool for images like the positives (or reuse the saved result); cap them to the memory limit."""
+    from pu_mining.miner import MiningCancelled, MiningConfig, mine
+
+    teacher, positives, pool = inputs.teacher, inputs.positives, inputs.pool
+    mining_config = MiningConfig(seed=options.seed, num_threads=num_threads)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                teacher.file_sha256,
+                positives.source_hash,
+                pool.name,
+                pool.version,
+                options.to_dict(),
+                repr(mining_config),
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    cached = _mining_cached(work, fingerprint)
+    if cached is None:
+        try:
+            result = mine(
+                teacher,
+                inputs.trainable,
+                pool,
+                mining_config,
+                on_progress=lambda event: progress.emit(event["progress"], f"mining: {event['step']}"),
+                should_stop=progress.stop_requested,
+            )
+        except MiningCancelled as error:
+            raise JobCancelled(str(error)) from None
+        arrays = {
+            "ids": result.ids,
+            "scores": result.scores,
+            "teacher_classes": result.teacher_classes,
+            "thumbnails": np.frombuffer(result.thumbnail_grid(pool, positives.class_names), dtype=np.uint8),
+        }
+        report = result.report.as_dict()
+        _save_mining(work, fingerprint, arrays, report)
+    else:
+        arrays, report = cached
+        progress.emit(1.0, "mining: reused the saved result")
+    ids = arrays["ids"]
+    per_item = int(np.prod(teacher.input_shape)) * 4
+    room = max(0, MAX_TRANSFER_BYTES // per_item - len(inputs.trainable))
+    dropped = max(0, len(ids) - room)
+    return Mined(ids[:room], arrays, report, dropped)
+
+
+def distill_student(
+    inputs: Inputs,
+    mined: Mined,
+    options: JobOptions,
+    work: Path,
+    progress: StageProgress,
+    num_threads: int | None,
+) -> Distilled:
+    """Build the student for the MAC budget and distil it on the positives plus the mined images (resumable)."""
+    from compression import Budget, create_student, distill
+    from compression.distill import DistillCancelled, TransferSet, default_config
+    from compression.metrics.graph_ops import teacher_macs
+    from compression.teachers import adapt_images
+
+    teacher, trainable, held_out = inputs.teacher, inputs.trainable, inputs.held_out
+    mined_ids = mined.ids
+    mined_images = inputs.pool.image_tensor(mined_ids) if len(mined_ids) else trainable.images[:0]
+    if len(mined_ids) and tuple(mined_images.shape[1:]) != tuple(teacher.input_shape):
+        mined_images = adapt_images(mined_images, teacher.input_shape)
+    transfer = TransferSet(
+        torch.cat([trainable.images, mined_images]),
+        torch.cat([trainable.labels, torch.full((len(mined_ids),), -1, dtype=torch.int64)]),
+    )
+    validation = None if held_out is None else TransferSet(held_out.images, held_out.labels)
+    reference_macs = teacher_macs(teacher)
+    if reference_macs is None:
+        raise ValueError("cannot count the teacher's MACs to size the student")
+    torch.manual_seed(options.seed)
+    student = create_student(
+        options.student,
+        num_classes=teacher.num_classes,
+        input_shape=teacher.input_shape,
+        budget=Budget(reference_macs, options.budget_ratio, "macs"),
+    )
+    overrides: dict[str, Any] = {"seed": options.seed}
+    if options.epochs is not None:
+        overrides["epochs"] = options.epochs
+    if num_threads is not None:
+        overrides["num_threads"] = num_threads
+    if options.time_budget_min is not None:
+        spent = time.monotonic() - progress.started
+        overrides["time_budget_s"] = max(30.0, options.time_budget_min * 60.0 - spent - _EXPORT_RESERVE_S)
+    config = default_config(options.student).replace(**overrides)
+
+    def on_distill(event: Any) -> None:
+        total = max(1, event.epochs * max(1, event.steps_per_epoch))
+        if event.stage == "train":
+            done = max(0, event.epoch - 1) * event.steps_per_epoch + event.step
+        elif event.stage == "validate":  # after an epoch's training: that epoch is done
+            done = event.epoch * max(1, event.steps_per_epoch)
+        else:
+            done = 0
+        progress.emit(
+            done / total if event.stage != "done" else 1.0,
+            f"distill: {event.stage}, epoch {event.epoch}/{event.epochs}",
+            eta_s=event.eta_s,
+            epoch=event.epoch,
+            epochs=event.epochs,
+            loss=event.loss,
+            val_accuracy=event.val_accuracy,
+            check=False,  # the trainer polls should_stop itself and stops at a clean point
+        )
+
+    try:
+        result = distill(
+            teacher,
+            student,
+            transfer,
+            validation,
+            config,
+            on_progress=on_distill,
+            checkpoint_dir=work / "distill",
+            should_stop=progress.stop_requested,
+        )
+    except (JobCancelled, DistillCancelled) as error:
+        raise JobCancelled(str(error)) from None
+    if progress.stop_requested() and result.stopped_reason != "completed":
+        raise JobCancelled("stopped during distillation (checkpoint kept)")
+    return Distilled(result, config, transfer, validation, reference_macs)
+
+
+def _teacher_profile(teacher: Any, work: Path) -> dict[str, Any]:
+    """Parameters, MACs and ONNX Runtime latency of the teacher (exported to ONNX first when it is a torch model)."""
+    from compression.metrics.graph_ops import teacher_macs
+    from compression.metrics.latency import measure_onnx_latency
+    from pu_mining.features import torch_to_onnx
+
+    macs = teacher_macs(teacher)
+    if teacher.module is not None:
+        path = work / "teacher.onnx"
+        if not path.exists():
+            path.write_bytes(torch_to_onnx(teacher.module, teacher.input_shape).SerializeToString())
+    else:
+        path = Path(teacher.path)
+    latency: dict[str, Any] = {}
+    try:
+        stats = measure_onnx_latency(path, teacher.input_shape, (1, 32), repeats=20, warmup=3)
+        latency = {str(size): value.as_dict() for size, value in stats.items()}
+    except (ValueError, RuntimeError):
+        latency = {}  # e.g. a static batch of 1: only what can be measured is reported
+    return {
+        "format": teacher.format,
+        "parameters": teacher.parameter_count,
+        "macs": macs,
+        "multiplications": macs,
+        "additions": macs,
+        "weight_bytes": teacher.file_bytes,
+        "latency": latency,
+    }
+
+
+def export_and_profile(
+    inputs: Inputs, distilled: Distilled, options: JobOptions, out_dir: Path, work: Path
+) -> Exported:
+    """Measure accuracy, export ``student.onnx`` verified in ONNX Runtime, and profile student and teacher."""
+    from compression import deploy_, profile
+    from compression.distill import evaluate
+
+    teacher, trainable, validation = inputs.teacher, inputs.trainable, distilled.validation
+    check_images = validation.images if validation is not None else trainable.images
+    check_labels = validation.labels if validation is not None else trainable.labels
+    student = distilled.result.student
+    evaluation = evaluate(student, teacher, check_images, check_labels)
+    deploy_(student)
+    binary = options.student == "binary"
+    samples = [check_images[i : i + 64] for i in range(0, min(len(check_images), 256), 64)]
+    student_profile = profile(
+        student,
+        teacher.input_shape,
+        onnx_path=out_dir / "student.onnx",
+        atol=math.inf if binary else 1e-4,
+        rtol=1e-4,
+        sample_inputs=samples,
+        repeats=20,
+        warmup=3,
+    ).as_dict()
+    student_profile.pop("layers", None)
+    return Exported(evaluation, student_profile, _teacher_profile(teacher, work))

@@ -1,0 +1,225 @@
+"""The ``CONDENSE_*`` variables of :class:`~service.settings.Settings`: name, field, default and meaning of each.
+
+The one description of the service's settings: ``docs/settings.md``'s table is generated from :data:`VARIABLES`
+(``python -m service.settings_doc`` prints it) and ``tests/service/test_settings.py`` fails when the file is stale
+or when a :class:`Settings` field has no variable here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["VARIABLES", "Variable", "markdown_table"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, the :class:`Settings` field it sets, its default and its meaning."""
+
+    name: str
+    field: str
+    default: str
+    meaning: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "CONDENSE_DATA_DIR",
+        "data_dir",
+        "`$XDG_DATA_HOME/condense`, else `~/.local/share/condense`, else `./condense-data`",
+        (
+            "Where the embedded defaults keep their files: SQLite databases, local blobs, worker scratch space, "
+            "the pool cache, `first-token`, `secret_key`."
+        ),
+    ),
+    Variable(
+        "CONDENSE_DATABASE_URL",
+        "database_url",
+        "`sqlite:////<data dir>/condense.db`",
+        "Job metadata, users and tokens: `sqlite:///path` or `postgresql://user:pw@host:5432/db`.",
+    ),
+    Variable(
+        "CONDENSE_BLOB_URL",
+        "blob_url",
+        "`file:///<data dir>/blobs`",
+        (
+            "Uploads, artefacts, checkpoints and pools: `file:///path` (or a plain path) or `s3://bucket/prefix` "
+            "(endpoint from `?endpoint_url=`, else `CONDENSE_S3_ENDPOINT_URL`; credentials the usual boto3 way)."
+        ),
+    ),
+    Variable(
+        "CONDENSE_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        "unset (AWS itself, or `AWS_ENDPOINT_URL`)",
+        ("The S3 endpoint for MinIO, Ceph and other S3-compatible stores, when the blob URL has no `?endpoint_url=`."),
+    ),
+    Variable(
+        "CONDENSE_BROKER_URL",
+        "broker_url",
+        "`sqlite:////<data dir>/queue.db`",
+        (
+            "The job queue (Huey): `sqlite:///path` (one machine, no server) or `redis://host:6379/0` "
+            "(`rediss://` for TLS)."
+        ),
+    ),
+    Variable(
+        "CONDENSE_WORK_DIR",
+        "work_dir",
+        "`<data dir>/work`",
+        (
+            "A worker's scratch space: one folder per job with its inputs and checkpoints, kept while the job is "
+            "unfinished."
+        ),
+    ),
+    Variable(
+        "CONDENSE_MAX_UPLOAD_BYTES",
+        "max_upload_bytes",
+        "`2G`",
+        "Largest positives archive (and any one upload). `K`, `M`, `G` suffixes are binary units.",
+    ),
+    Variable(
+        "CONDENSE_MAX_TEACHER_BYTES",
+        "max_teacher_bytes",
+        "`512M`",
+        "Largest teacher model file (the web process reads it into memory to check its format).",
+    ),
+    Variable(
+        "CONDENSE_MAX_POSITIVES_FILES",
+        "max_positives_files",
+        "`100000`",
+        "Most members of a positives archive.",
+    ),
+    Variable(
+        "CONDENSE_LEASE_S",
+        "lease_s",
+        "`60`",
+        (
+            "A running job's lease in seconds: its worker renews it every third of this; a job whose lease ran "
+            "out is taken over."
+        ),
+    ),
+    Variable(
+        "CONDENSE_POLL_S",
+        "poll_s",
+        "`1.0`",
+        ("How often a worker checks its running job for a cancel request (a cancel stops the work within about this)."),
+    ),
+    Variable(
+        "CONDENSE_MAX_ATTEMPTS",
+        "max_attempts",
+        "`3`",
+        "How many times a job is started before losing its worker once more makes it fail.",
+    ),
+    Variable(
+        "CONDENSE_REAPER_INTERVAL_S",
+        "reaper_interval_s",
+        "`30`",
+        "How often each worker looks for jobs whose worker was lost.",
+    ),
+    Variable(
+        "CONDENSE_CHECKPOINT_SYNC_S",
+        "checkpoint_sync_s",
+        "`300`",
+        (
+            "How often (and at every stage change) a worker copies a job's checkpoints to blob storage so that "
+            "another machine can resume it; `0` turns this off (one machine)."
+        ),
+    ),
+    Variable(
+        "CONDENSE_UPLOAD_TTL_S",
+        "upload_ttl_s",
+        "`86400`",
+        "Uploads (`POST /api/v1/uploads`) that no job took within this are deleted.",
+    ),
+    Variable(
+        "CONDENSE_WORKERS",
+        "workers",
+        "`1`",
+        (
+            "Job worker processes `condense serve` starts (`condense worker` is always one). `condense serve "
+            "--workers N` overrides it."
+        ),
+    ),
+    Variable(
+        "CONDENSE_WEB_WORKERS",
+        "web_workers",
+        "`2`",
+        "gunicorn worker processes (`condense serve --web-workers N`).",
+    ),
+    Variable(
+        "CONDENSE_WEB_THREADS",
+        "web_threads",
+        "`8`",
+        "Threads per gunicorn worker (an open event stream holds one).",
+    ),
+    Variable(
+        "CONDENSE_BIND",
+        "bind",
+        "`127.0.0.1:8000`",
+        ("gunicorn's listening address (`0.0.0.0:8000` in containers, or `unix:/path.sock`; `condense serve --bind`)."),
+    ),
+    Variable(
+        "CONDENSE_SSE_MAX_S",
+        "sse_max_s",
+        "`300`",
+        ("Longest one `/events` response streams before it closes (the client reconnects with `Last-Event-ID`)."),
+    ),
+    Variable(
+        "CONDENSE_SSE_KEEPALIVE_S",
+        "sse_keepalive_s",
+        "`15`",
+        "Keep-alive comment interval of an event stream.",
+    ),
+    Variable(
+        "CONDENSE_LOG_LEVEL",
+        "log_level",
+        "`INFO`",
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+    ),
+    Variable(
+        "CONDENSE_SECRET_KEY",
+        "session_key",
+        "made on first start, kept in `<data dir>/secret_key`",
+        (
+            "Signs the web pages' session cookies; at least 32 characters. Set it (the same everywhere) when "
+            "several machines with separate data directories serve the pages."
+        ),
+    ),
+    Variable(
+        "CONDENSE_SECURE_COOKIES",
+        "secure_cookies",
+        "`0`",
+        (
+            "`1` marks the session cookie `Secure` (sent over HTTPS only): set it wherever the pages are served "
+            "over HTTPS, a TLS-terminating proxy included. Off by default because the embedded server speaks "
+            "plain HTTP on 127.0.0.1, where a browser would drop a Secure cookie."
+        ),
+    ),
+    Variable(
+        "CONDENSE_DEMO_POOL",
+        "demo_pool",
+        "`1`",
+        (
+            "`condense serve` builds the demo pool (pool `demo`, 4,500 packaged real images, about 20 s on 2 CPU "
+            "cores) on first start when it does not exist; `0` skips it (build it later with `condense pool "
+            "demo`). Also accepts `true`/`false`, `yes`/`no`, `on`/`off`."
+        ),
+    ),
+    Variable(
+        "CONDENSE_PIPELINE",
+        "pipeline",
+        "unset",
+        "**Tests only**: `module:function` run instead of `service.pipeline.run_compression`.",
+    ),
+)
+
+
+def markdown_table() -> str:
+    """The variables as the Markdown table of ``docs/settings.md``."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in VARIABLES]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,162 @@
+"""The new-job form: its inputs, their conversion to the API's ``options`` object, and the form page."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flask import render_template
+
+from service.context import service_context
+from service.errors import ServiceError
+from service.jobs.service import FILE_FIELDS
+from service.options import STUDENT_FAMILIES
+
+__all__ = ["FIELD_LABELS", "FILE_FIELDS", "OPTION_FIELDS", "options_from_form", "render_form"]
+
+logger = logging.getLogger(__name__)
+
+OPTION_FIELDS: tuple[str, ...] = (
+    "student",
+    "pool",
+    "budget_ratio",
+    "time_budget_min",
+    "max_accuracy_drop",
+    "seed",
+    "input_shape",
+    "epochs",
+    "mean",
+    "std",
+    "holdout_fraction",
+)
+"""The form's option inputs, each named like its :class:`~service.options.JobOptions` field."""
+
+FIELD_LABELS: dict[str, str] = {
+    "teacher": "Teacher model",
+    "positives": "Positives archive",
+    "input_shape": "Input shape",
+    "student": "Student family",
+    "pool": "Pool",
+    "budget_ratio": "Budget ratio",
+    "time_budget_min": "Time budget (minutes)",
+    "max_accuracy_drop": "Largest accuracy drop",
+    "seed": "Seed",
+    "epochs": "Epochs",
+    "mean": "Mean",
+    "std": "Standard deviation",
+    "holdout_fraction": "Hold-out fraction",
+}
+"""The label of each form input (also used in the error summary)."""
+
+_FAMILY_HINTS = {
+    "ghost": "Ghost modules, cheap feature maps (GhostNet)",
+    "binary": "1-bit weights and activations (BBG)",
+    "adder": "additions instead of multiplications (AdderNet)",
+}
+_ADVANCED_FIELDS = ("epochs", "mean", "std", "holdout_fraction")
+_FLOAT_FIELDS = frozenset({"budget_ratio", "time_budget_min", "max_accuracy_drop", "holdout_fraction"})
+_INT_FIELDS = frozenset({"seed", "epochs"})
+_LIST_FIELDS: dict[str, type] = {"input_shape": int, "mean": float, "std": float}
+_LIST_SPLIT_RE = re.compile(r"[\s,;x×]+")
+
+
+def _parse_number(text: str, kind: type) -> int | float | str:
+    """``text`` as a number of ``kind``; left as text when it is none, so :class:`JobOptions` reports the field."""
+    try:
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        pass
+    if kind is int:
+        try:
+            return float(text)  # "3.0" is accepted as 3 by JobOptions, "3.5" is reported as not an integer
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_list(text: str, kind: type) -> list[int | float] | str:
+    """``"1, 28, 28"``, ``"1x28x28"`` or ``"[0.5]"`` as a list of ``kind``; the text itself when not a list."""
+    parts = [part for part in _LIST_SPLIT_RE.split(text.strip().strip("[]()")) if part]
+    values = [_parse_number(part, kind) for part in parts]
+    if not values or any(isinstance(value, str) for value in values):
+        return text
+    return values  # type: ignore[return-value]
+
+
+def options_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The API's ``options`` object from the new-job form's text inputs (empty inputs: the option's default).
+
+    Numbers and lists (``input_shape`` as ``"1, 28, 28"`` or ``"1x28x28"``; ``mean``/``std`` as ``"0.5"`` or
+    ``"0.5, 0.5, 0.5"``) are converted; text that does not convert is passed on unchanged, so that
+    :meth:`JobOptions.from_dict` -- the API's own check -- reports the field with its reason.
+    """
+    if not isinstance(form, Mapping):
+        raise TypeError(f"form must be a mapping of input names to strings, got {type(form).__name__}")
+    options: dict[str, Any] = {}
+    for name in OPTION_FIELDS:
+        raw = form.get(name)
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            raise TypeError(f"form field {name!r} must be a string, got {type(raw).__name__}")
+        text = raw.strip()
+        if not text:
+            continue
+        if name in _FLOAT_FIELDS:
+            options[name] = _parse_number(text, float)
+        elif name in _INT_FIELDS:
+            options[name] = _parse_number(text, int)
+        elif name in _LIST_FIELDS:
+            options[name] = _parse_list(text, _LIST_FIELDS[name])
+        else:
+            options[name] = text
+    return options
+
+
+def _field_errors(fields: Sequence[Mapping[str, str]]) -> tuple[dict[str, list[str]], list[str]]:
+    """The API's ``fields`` list split into reasons per form input and the ones no input shows."""
+    by_input: dict[str, list[str]] = {}
+    general: list[str] = []
+    inputs = set(OPTION_FIELDS) | set(FILE_FIELDS)
+    for item in fields:
+        name = str(item.get("field", ""))
+        reason = str(item.get("reason", ""))
+        short = name.removeprefix("options.")
+        if short in inputs:
+            by_input.setdefault(short, []).append(reason)
+        else:
+            general.append(f"{name}: {reason}" if name else reason)
+    return by_input, general
+
+
+def _pools() -> list[dict[str, Any]]:
+    """The pools a job can mine (``PoolStore.list``), as ``{"name", "count"}``; empty when none can be listed."""
+    try:
+        from pu_mining.pool import PoolStore
+    except ImportError:
+        return []
+    try:
+        manifests = PoolStore(service_context().jobs.blobs).list()
+    except Exception as error:  # the form still works: the pool is typed in instead
+        logger.warning("could not list the pools: %s", error)
+        return []
+    return [{"name": manifest.name, "count": manifest.count} for manifest in manifests]
+
+
+def render_form(values: Mapping[str, str], error: ServiceError | None) -> str:
+    field_errors, general = _field_errors(error.fields if error is not None else [])
+    advanced_open = any(field_errors.get(name) or values.get(name) for name in _ADVANCED_FIELDS)
+    return render_template(
+        "new_job.html",
+        values=values,
+        labels=FIELD_LABELS,
+        families=STUDENT_FAMILIES,
+        family_hints=_FAMILY_HINTS,
+        pools=_pools(),
+        error=error,
+        field_errors=field_errors,
+        general_errors=general,
+        advanced_open=advanced_open,
+    )

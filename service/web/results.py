@@ -1,0 +1,180 @@
+"""The results part of the job page: artefacts, the quality gate and the before/after table from ``report.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.jobs.service import JobService
+from storage import BlobNotFoundError, Job
+
+__all__ = ["ARTIFACT_ORDER", "ComparisonRow", "comparison_rows", "last_event_id", "results_context"]
+
+logger = logging.getLogger(__name__)
+
+_EVENT_SCAN_BATCH = 1000
+_REPORT_NAME = "report.json"
+_REPORT_MAX_BYTES = 4 * 1024 * 1024
+ARTIFACT_ORDER = ("student.onnx", "report.html", "report.json")
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One row of the before/after table: a measure, the teacher's and the student's value, and the change."""
+
+    label: str
+    teacher: str
+    student: str
+    change: str
+
+
+_SIDES = {"teacher": ("teacher", "before"), "student": ("student", "after")}
+_MEASURES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("accuracy", "Accuracy", ("accuracy", "top1_accuracy", "acc")),
+    ("parameters", "Parameters", ("parameters", "params", "num_parameters")),
+    ("macs", "MACs", ("macs",)),
+    ("latency", "Latency (batch 1, median)", ("latency_ms", "latency")),
+)
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _latency_ms(value: object) -> float | None:
+    """Milliseconds from a number or a profile's ``{"1": {"median_ms": ...}, ...}`` (batch 1, else the first)."""
+    number = _finite(value)
+    if number is not None or not isinstance(value, Mapping):
+        return number
+    for key in ("median_ms", "mean_ms", "ms"):
+        if key in value:
+            return _finite(value[key])
+    stats = value.get("1", value.get(1))
+    if stats is None and value:
+        stats = next(iter(value.values()))
+    return _latency_ms(stats) if isinstance(stats, Mapping) else None
+
+
+def _candidates(sources: Sequence[Mapping[str, Any]], side: str, aliases: tuple[str, ...]) -> Iterator[object]:
+    """The values a source gives for a measure of ``side``, in order (see :func:`comparison_rows` for the layouts)."""
+    for source in sources:
+        for nested_key in _SIDES[side]:
+            nested = source.get(nested_key)
+            if isinstance(nested, Mapping):
+                for holder in (nested, nested.get("profile")):
+                    if isinstance(holder, Mapping):
+                        yield from (holder[alias] for alias in aliases if alias in holder)
+        yield from (source[f"{side}_{alias}"] for alias in aliases if f"{side}_{alias}" in source)
+        if side == "student":
+            yield from (source[alias] for alias in aliases if alias in source)
+
+
+def _format_measure(measure: str, value: float) -> str:
+    if measure == "accuracy":
+        return f"{value * 100:.2f} %"
+    if measure == "latency":
+        return f"{value:.3g} ms"
+    return f"{round(value):,}"
+
+
+def _change(measure: str, teacher: float | None, student: float | None) -> str:
+    if teacher is None or student is None:
+        return ""
+    if measure == "accuracy":
+        points = (student - teacher) * 100
+        return f"{points:+.2f} points"
+    if teacher <= 0:
+        return ""
+    return f"×{student / teacher:.3g}"
+
+
+def comparison_rows(report: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None = None) -> list[ComparisonRow]:
+    """The before/after table from a job's ``report.json`` (and its metrics as a fallback): only what is there.
+
+    Each measure (accuracy, parameters, MACs, latency at batch 1) is looked up for the teacher and the student in
+    these layouts, first match wins: a nested object (``report["teacher"]["accuracy"]``, also ``"before"`` /
+    ``"after"`` and a nested ``"profile"``), a prefixed key (``teacher_accuracy``, ``student_macs``), and for the
+    student the plain key (``parameters``, ``macs``, ``latency`` as in ``condense distill --json``). Latency is
+    milliseconds or a profile's ``{"1": {"median_ms": ...}}``. Values that are not finite numbers are skipped (the
+    next layout is tried); a measure with neither value gives no row.
+    """
+    sources = [source for source in (report, metrics) if source is not None]
+    for source in sources:
+        if not isinstance(source, Mapping):
+            raise TypeError(f"report and metrics must be mappings, got {type(source).__name__}")
+    rows = []
+    for measure, label, aliases in _MEASURES:
+        values: dict[str, float | None] = {}
+        convert = _latency_ms if measure == "latency" else _finite
+        for side in _SIDES:
+            found = (convert(raw) for raw in _candidates(sources, side, aliases))
+            values[side] = next((value for value in found if value is not None), None)
+        teacher, student = values["teacher"], values["student"]
+        if teacher is None and student is None:
+            continue
+        rows.append(
+            ComparisonRow(
+                label=label,
+                teacher="—" if teacher is None else _format_measure(measure, teacher),
+                student="—" if student is None else _format_measure(measure, student),
+                change=_change(measure, teacher, student),
+            )
+        )
+    return rows
+
+
+def _read_report(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[str, Any] | None:
+    """The job's ``report.json`` as a dict, or None (none, too big, unreadable: logged, the page goes on)."""
+    for artifact in artifacts:
+        if artifact.name != _REPORT_NAME:
+            continue
+        if artifact.size > _REPORT_MAX_BYTES:
+            logger.warning("job %s: report.json is %d bytes; not shown on the page", job.id, artifact.size)
+            return None
+        try:
+            with jobs.blobs.open_read(artifact.blob_key) as handle:
+                data = json.loads(handle.read(_REPORT_MAX_BYTES + 1))
+        except (BlobNotFoundError, OSError, ValueError) as error:
+            logger.warning("job %s: cannot read report.json: %s", job.id, error)
+            return None
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def results_context(jobs: JobService, job: Job) -> dict[str, Any]:
+    artifacts = jobs.metadata.list_artifacts(job.id)
+    rank = {name: index for index, name in enumerate(ARTIFACT_ORDER)}
+    artifacts = sorted(artifacts, key=lambda a: (rank.get(a.name, len(rank)), a.name))
+    report = _read_report(jobs, job, artifacts)
+    return {
+        "job": job,
+        "artifacts": artifacts,
+        "comparison": comparison_rows(report, job.metrics),
+        "gate": _gate(report),
+    }
+
+
+def _gate(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The quality gate's verdict from ``report["gate"]`` (``passed``, ``reason``), when the job had one."""
+    gate = report.get("gate") if report is not None else None
+    if not isinstance(gate, Mapping) or not isinstance(gate.get("passed"), bool):
+        return None
+    reason = gate.get("reason")
+    return {"passed": gate["passed"], "reason": reason if isinstance(reason, str) else ""}
+
+
+def last_event_id(jobs: JobService, job_id: str) -> int:
+    """The id of the job's latest event (the page's live stream starts after it); 0 when there is none."""
+    last = 0
+    while True:
+        batch = jobs.metadata.events_since(job_id, last, _EVENT_SCAN_BATCH)
+        if batch:
+            last = batch[-1].id
+        if len(batch) < _EVENT_SCAN_BATCH:
+            return last
