@@ -176,6 +176,7 @@ def mine_pool(
             "ids": result.ids,
             "scores": result.scores,
             "teacher_classes": result.teacher_classes,
+            "evaluation_ids": result.evaluation_ids,  # held back by the miner, never trained on
             "thumbnails": np.frombuffer(result.thumbnail_grid(pool, positives.class_names), dtype=np.uint8),
         }
         report = result.report.as_dict()

@@ -103,3 +103,11 @@ def test_held_back_pool_items_are_a_stratified_share_never_trained_on() -> None:
     again_kept, again_held = hold_back_pool_items(mined, seed=0)
     assert np.array_equal(again_held, held) and np.array_equal(again_kept.ids, kept.ids)
     assert not np.array_equal(hold_back_pool_items(mined, seed=1)[1], held)
+
+
+def test_the_miners_own_held_back_set_is_taken_as_it_is() -> None:
+    mined = _mined(3000)
+    evaluation_ids = np.arange(50_000, 51_200)  # the miner's: outside the transfer set already
+    mined = Mined(mined.ids, {**mined.arrays, "evaluation_ids": evaluation_ids}, {}, 0)
+    kept, held = hold_back_pool_items(mined, seed=0)
+    assert np.array_equal(held, evaluation_ids) and np.array_equal(kept.ids, mined.ids)
