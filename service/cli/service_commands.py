@@ -106,7 +106,7 @@ def _finish_job_output(args: argparse.Namespace, client, job: dict) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from service.cli.progress import JobProgressBar
+    from service.cli.job_progress import JobProgressBar
 
     client = _client(args)
     options: dict = {}
@@ -129,13 +129,21 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             options[name] = value
-    job = client.submit(args.teacher, args.positives, options)
-    if not args.wait:
-        print(json.dumps(job) if args.json else job["id"])
-        return 0
-    print(f"submitted job {job['id']}", file=sys.stderr)
-    progress = None if args.quiet else JobProgressBar(sys.stderr)
+    shown = not args.quiet and (args.wait or sys.stderr.isatty())
+    progress = JobProgressBar(sys.stderr) if shown else None
     try:
+        job = client.submit(
+            args.teacher, args.positives, options, on_upload=None if progress is None else progress.upload
+        )
+        if not args.wait:
+            if progress is not None:
+                progress.close()
+            print(json.dumps(job) if args.json else job["id"])
+            return 0
+        if progress is not None:
+            progress.submitted(job)
+        else:
+            print(f"submitted job {job['id']}", file=sys.stderr)
         job = client.wait(job["id"], progress, timeout_s=args.timeout)
     finally:
         if progress is not None:
