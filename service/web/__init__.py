@@ -17,6 +17,8 @@ user isolation and cancelling follow one code path. The routes are in :mod:`serv
 | ``GET /jobs/<id>`` | one job, updated live from ``GET /api/v1/jobs/<id>/events``; cancel, artefacts, report table |
 | ``GET /jobs/<id>/results`` | the results part of that page alone (the script swaps it in when the job ends) |
 | ``POST /jobs/<id>/cancel`` | cancel the job |
+| ``POST /jobs/<id>/delete``, ``POST /jobs/<id>/rerun``, ``GET /jobs/<id>/report`` | see :mod:`service.web.manage` |
+| ``GET /pools``, ``GET, POST /tokens``, ``POST /tokens/<id>/revoke`` | see :mod:`service.web.manage` |
 
 **Signing in.** The service has API tokens only. The sign-in form checks the token
 (:meth:`storage.MetadataStore.authenticate`) and keeps it in Flask's session: a cookie signed with
@@ -202,4 +204,4 @@ def _unexpected(error: Exception) -> Any:
 
 
 # The pages and the template filters, registered on ``web`` when imported.
-from service.web import filters, views  # noqa: E402, F401
+from service.web import filters, manage, views  # noqa: E402, F401
