@@ -424,7 +424,8 @@ def test_comparison_rows_take_what_the_report_has() -> None:
         ComparisonRow("Accuracy", "—", "75.00 %", ""),
         ComparisonRow("Parameters", "—", "10", ""),
         ComparisonRow("MACs", "400", "100", "4.0x fewer", "good"),
-        ComparisonRow("Latency (batch 1, median)", "2 ms", "3 ms", "1.5x slower", "bad"),  # batch 1 when measured, else the first
+        # batch 1 when measured, else the first
+        ComparisonRow("Latency (batch 1, median)", "2 ms", "3 ms", "1.5x slower", "bad"),
     ]
     assert comparison_rows({"teacher": {"accuracy": float("nan")}, "notes": "x"}) == []
     assert comparison_rows(None) == []
