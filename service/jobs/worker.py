@@ -243,6 +243,9 @@ class Worker(Reaper):
             logger.error("job %s: the pipeline returned without writing %s", job_id, REQUIRED_ARTIFACT)
             self._finish(job_id, "failed", f"internal error: the pipeline produced no {REQUIRED_ARTIFACT}")
             return
+        from service.pipeline.onnx_metadata import stamp_onnx_metadata
+
+        stamp_onnx_metadata(out_dir / REQUIRED_ARTIFACT, {"condense.job_id": job_id})  # the file names its job
         try:
             stored = self._store_artifacts(job_id, out_dir)
             if result:

@@ -51,6 +51,7 @@ def run_compression(
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
+    from service.pipeline.onnx_metadata import stamp_onnx_metadata, student_metadata
     from service.pipeline.report import build_report, write_report
     from service.pipeline.report_html import render_report_html
     from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
@@ -74,6 +75,12 @@ def run_compression(
 
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
+    onnx_path = out_dir / "student.onnx"
+    stamp_onnx_metadata(
+        onnx_path, student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, options.student)
+    )
+    if "onnx_bytes" in exported.student_profile:
+        exported.student_profile["onnx_bytes"] = onnx_path.stat().st_size
     progress.emit(1.0, "exported")
 
     progress.stage("report", "writing the report")
