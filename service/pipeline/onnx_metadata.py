@@ -8,7 +8,7 @@ Keys (all strings; lists and objects as JSON):
 | ``condense.input_shape`` | ``[C, H, W]`` of one image; the batch dimension is free (JSON list) |
 | ``condense.input_layout`` | ``NCHW float32`` |
 | ``condense.pixel_range`` | ``[0, 1]``: pixels divided by 255 (JSON list) |
-| ``condense.mean``, ``condense.std`` | the normalisation the student expects after that: ``(x - mean) / std`` per channel |
+| ``condense.mean``, ``condense.std`` | then ``(x - mean) / std`` per channel (JSON lists) |
 | ``condense.student`` | the student family (ghost, binary, adder) |
 | ``condense.version`` | the Condense version that made the file |
 | ``condense.job_id`` | the job that made it (written by the service's worker) |

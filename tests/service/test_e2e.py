@@ -39,10 +39,10 @@ import pytest
 from pu_mining.pool import PoolStore
 from pu_mining.positives import load_positives, split_holdout
 from pu_mining.sources import fashion_mnist
-from service.pipeline.onnx_metadata import read_onnx_metadata
 from service.cli import main
 from service.cli.client import Client
 from service.cli.demo_pool import DEMO_POOL, demo_pool_config, ensure_demo_pool
+from service.pipeline.onnx_metadata import read_onnx_metadata
 from storage import LocalBlobStore, open_blob_store, open_metadata_store
 from tests.servers import free_port
 from tests.waiting import wait_until
