@@ -205,6 +205,7 @@ class Worker(Reaper):
                 on_progress=ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
+                job_id=job.id,  # student.onnx names the job that made it
             )
             return "succeeded", None, jsonable(result) if isinstance(result, Mapping) else {}
         except JobCancelled:
@@ -243,9 +244,6 @@ class Worker(Reaper):
             logger.error("job %s: the pipeline returned without writing %s", job_id, REQUIRED_ARTIFACT)
             self._finish(job_id, "failed", f"internal error: the pipeline produced no {REQUIRED_ARTIFACT}")
             return
-        from service.pipeline.onnx_metadata import stamp_onnx_metadata
-
-        stamp_onnx_metadata(out_dir / REQUIRED_ARTIFACT, {"condense.job_id": job_id})  # the file names its job
         try:
             stored = self._store_artifacts(job_id, out_dir)
             if result:
@@ -382,9 +380,10 @@ def _consumer_class() -> type:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The worker's logging (:func:`service.log_setup.configure_logging`)."""
+    from service.log_setup import configure_logging as configure
+
+    configure(level)
 
 
 def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:

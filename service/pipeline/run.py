@@ -45,8 +45,11 @@ def run_compression(
     should_stop: Callable[[], bool] | None = None,
     pool_cache_dir: Path | None = None,
     num_threads: int | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """Run one compression job (module docstring); returns the summary also stored as ``report["summary"]``.
+
+    ``job_id`` (the service's job, if any) is written into the metadata of ``student.onnx``.
 
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
@@ -76,9 +79,8 @@ def run_compression(
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
     onnx_path = out_dir / "student.onnx"
-    stamp_onnx_metadata(
-        onnx_path, student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, options.student)
-    )
+    metadata = student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, options.student)
+    stamp_onnx_metadata(onnx_path, {**metadata, **({"condense.job_id": job_id} if job_id else {})})
     if "onnx_bytes" in exported.student_profile:
         exported.student_profile["onnx_bytes"] = onnx_path.stat().st_size
     progress.emit(1.0, "exported")
