@@ -90,6 +90,9 @@ class DistillConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.1
     """Weight of the cross-entropy on labelled samples (summed over them, divided by the batch size)."""
+    noise_adaptation_weight: float = 0.0
+    """DFND (Chen et al., CVPR 2021): weight of the cross-entropy against the teacher's hard labels through a learned
+    noise-adaptation matrix (:mod:`compression.distill.noise_adaptation`); 0 turns it off."""
     class_balanced: bool = True
     """Weight samples by the teacher-estimated class weights (see :mod:`compression.distill.losses`)."""
     class_weight_floor: float = DEFAULT_CLASS_WEIGHT_FLOOR
@@ -152,6 +155,7 @@ class DistillConfig:
         _check_number(self, "temperature", positive=True)
         _check_number(self, "kd_weight")
         _check_number(self, "ce_weight")
+        _check_number(self, "noise_adaptation_weight")
         if self.kd_weight == 0 and self.ce_weight == 0:
             raise ValueError("kd_weight and ce_weight cannot both be 0")
         _check_bool(self, "class_balanced")

@@ -125,6 +125,7 @@ from compression.distill.losses import (
     labelled_cross_entropy,
     teacher_class_weights,
 )
+from compression.distill.noise_adaptation import NoiseAdaptation
 from compression.distill.records import (
     DistillCancelled,
     DistillProgress,
@@ -436,6 +437,11 @@ class _Run:
         if self.train_labels.numel() and int(self.train_labels.max()) >= self.num_classes:
             raise ValueError(f"training labels must be < the teacher's class count {self.num_classes}")
         parameters = list(self.student.parameters())
+        self.noise_adaptation = (  # DFND's optional noise-adaptation matrix, learned with the student
+            NoiseAdaptation(self.num_classes) if config.noise_adaptation_weight > 0 else None
+        )
+        if self.noise_adaptation is not None:
+            parameters += list(self.noise_adaptation.parameters())
         if config.optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 parameters,
@@ -541,6 +547,9 @@ class _Run:
             loss = loss + config.kd_weight * kd
         if config.ce_weight > 0 and self.has_train_labels and bool((labels != IGNORE_LABEL).any()):
             loss = loss + config.ce_weight * labelled_cross_entropy(student_logits, labels).sum() / len(positions)
+        if self.noise_adaptation is not None:
+            noisy = F.nll_loss(self.noise_adaptation(student_logits), classes)
+            loss = loss + config.noise_adaptation_weight * noisy
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the distillation loss became {float(loss)} at step {self.global_step}")
         self.optimizer.zero_grad(set_to_none=True)
