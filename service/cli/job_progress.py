@@ -108,6 +108,7 @@ class JobProgressBar(ProgressLine):
         """The server accepted the job: its id on a line of its own."""
         with self._lock:
             self._set_phase("queued")
+            self._data = {"queue_position": job.get("queue_position")}
             self.message(f"submitted job {job.get('id')}")
             self.redraw()
 
@@ -136,8 +137,9 @@ class JobProgressBar(ProgressLine):
             self._ended = True
             return
         if status == "queued":
+            position = self._data.get("queue_position") if self._phase == "queued" else None
             self._set_phase("queued")
-            self._data = dict(data)
+            self._data = {"queue_position": position, **data}
         elif status == "running":
             self._set_phase("running")
             self.message(f"started{': attempt ' + str(data['attempt']) if _number(data.get('attempt')) else ''}")
