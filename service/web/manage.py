@@ -108,10 +108,11 @@ def pools() -> Any:
     return render_template("pools.html", pools=manifests, problem=problem)
 
 
-def _tokens_page(new_token: str | None = None, label: str = "", status: int = 200) -> Any:
+def _tokens_page(new_token: str | None = None, label: str = "", status: int = 200, error: str = "") -> Any:
     user = web_user()
     tokens = web_jobs().metadata.list_tokens(user.name)
-    return render_template("tokens.html", tokens=tokens, new_token=new_token, label=label), status
+    page = render_template("tokens.html", tokens=tokens, new_token=new_token, label=label, error=error)
+    return page, status
 
 
 @web.route("/tokens", methods=["GET", "POST"])
@@ -121,7 +122,7 @@ def tokens() -> Any:
         return _tokens_page()
     label = request.form.get("label", "").strip()
     if len(label) > _LABEL_MAX:
-        return _tokens_page(label=label[:_LABEL_MAX], status=400)
+        return _tokens_page(status=400, error=f"The label is over {_LABEL_MAX} characters.")
     token = web_jobs().metadata.create_token(web_user().name, label)
     logger.info("web: %s created an API token", web_user().name)
     return _tokens_page(new_token=token, label=label)

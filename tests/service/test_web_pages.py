@@ -56,6 +56,13 @@ def _viewport(driver: Any, name: str) -> None:
     _wait(driver, lambda d: abs(d.execute_script("return window.innerWidth") - width) <= 20)
 
 
+def _text_of(driver: Any, element_id: str) -> str:
+    """The element's text read in one script call (no stale element while a page is being replaced)."""
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", element_id
+    )
+
+
 def _overflow(driver: Any) -> int:
     """How many CSS pixels the page is wider than the viewport (0: no sideways scrolling)."""
     return driver.execute_script(
@@ -111,6 +118,7 @@ def test_no_page_scrolls_sideways_on_a_phone(live_app: LiveApp, browser: Any, se
         "/pools",
         "/tokens",
         "/jobs/0123456789abcdef0123456789abcdef",  # the 404 page
+        "/sign-in",
     ]
     try:
         for name in VIEWPORTS:
@@ -266,7 +274,7 @@ def test_tokens_create_list_and_revoke(live_app: LiveApp, browser: Any) -> None:
     row = _by_id(driver, f"token-{created[0].id}")
     assert "CI pipeline" in row.text and "active" in row.text
     _by_id(driver, f"revoke-{created[0].id}").click()
-    _wait(driver, lambda d: "revoked" in _by_id(d, f"token-{created[0].id}").text)
+    _wait(driver, lambda d: "revoked" in _text_of(d, f"token-{created[0].id}"))  # after the page reloaded
     assert metadata.authenticate(token) is None
     driver.get(live_app.url + "/tokens")
     assert token not in driver.page_source  # shown once only
