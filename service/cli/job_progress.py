@@ -87,6 +87,13 @@ class JobProgressBar(ProgressLine):
 
     # phases before the job exists ------------------------------------------------------------------------------
 
+    def preparing(self, text: str) -> None:
+        """Work before the upload (zipping a positives folder), with a ticking clock."""
+        with self._lock:
+            self._set_phase("prepare")
+            self._data = {"text": text}
+            self.redraw()
+
     def upload(self, sent: int, total: int) -> None:
         """The upload's progress (the client calls this as bytes leave); the end switches to the server's checks."""
         with self._lock:
@@ -188,6 +195,8 @@ class JobProgressBar(ProgressLine):
             rate = sent / max(now - self._upload_started, 1e-6)
             parts += [(0, "upload  "), (3, self._bar(sent / total)), (0, f"{sent / total:4.0%}")]
             parts += [(1, f"{format_bytes(sent)}/{format_bytes(total)}"), (2, f"{format_bytes(rate)}/s")]
+        elif phase == "prepare":
+            parts += [(0, "prepare "), (2, str(data.get("text", ""))), (0, format_duration(now - self._phase_started))]
         elif phase == "checks":
             parts += [(0, "checks  "), (2, "the server checks the teacher and the positives")]
             parts.append((0, format_duration(now - self._phase_started)))

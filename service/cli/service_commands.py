@@ -145,6 +145,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     shown = not args.quiet and (args.wait or sys.stderr.isatty())
     progress = JobProgressBar(sys.stderr) if shown else None
     try:
+        if progress is not None and Path(args.positives).is_dir():
+            progress.preparing(f"zipping the positives folder {Path(args.positives).name}/")
         job = client.submit(
             args.teacher, args.positives, options, on_upload=None if progress is None else progress.upload
         )

@@ -104,6 +104,7 @@ def test_submit_wait_in_an_80_column_terminal_keeps_one_progress_line(server, se
     text = "\n".join(screen)
     assert re.search(r"uploaded .* in [0-9.]+ s \(.*/s\)", text), text
     assert "submitted job" in text and re.search(r"succeeded in \d+:\d\d", text), text
+    assert "zipping the positives folder" in raw  # a folder is zipped before the upload, and says so
     assert "epoch 0/0" not in raw and "done" not in [row.split()[0] for row in screen]
     assert "student.onnx" in text  # the summary printed after the job
 
