@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import yaml
 
 from service.cli.ci_summary import summary_markdown
@@ -52,6 +53,7 @@ def _gate_case(path: Path) -> ET.Element:
     return next(case for case in suite.iter("testcase") if case.get("name") == "quality gate")
 
 
+@pytest.mark.servers  # condense serve
 def test_github_actions_recipe(server, service_inputs, tmp_path) -> None:
     recipe = yaml.safe_load((RECIPES / "github-actions.yml").read_text())
     job = recipe["jobs"]["compress"]
@@ -77,6 +79,7 @@ def test_github_actions_recipe(server, service_inputs, tmp_path) -> None:
     assert re.search(r"### Condense job `[0-9a-f]{32}`: succeeded", summary) and "✅ passed" in summary
 
 
+@pytest.mark.servers  # condense serve
 def test_gitlab_recipe_fails_on_the_quality_gate(server, service_inputs, tmp_path) -> None:
     recipe = yaml.safe_load((RECIPES / "gitlab-ci.yml").read_text())
     job = recipe["condense"]

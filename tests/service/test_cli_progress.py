@@ -67,6 +67,7 @@ def _submit_command(server: dict, teacher: Path, positives: Path, out: Path) -> 
     ]  # fmt: skip
 
 
+@pytest.mark.servers  # condense serve
 def test_submit_wait_in_an_80_column_terminal_keeps_one_progress_line(server, service_inputs, tmp_path) -> None:  # noqa: F811
     positives = _positives_folder(service_inputs["positives"], tmp_path / "positives")
     command = _submit_command(server, service_inputs["teacher"], positives, tmp_path / "out")
@@ -109,6 +110,7 @@ def test_submit_wait_in_an_80_column_terminal_keeps_one_progress_line(server, se
     assert "student.onnx" in text  # the summary printed after the job
 
 
+@pytest.mark.servers  # condense serve
 def test_submit_wait_without_a_terminal_prints_plain_lines(server, service_inputs, tmp_path) -> None:  # noqa: F811
     command = _submit_command(server, service_inputs["teacher"], service_inputs["positives"], tmp_path / "out")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

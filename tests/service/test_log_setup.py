@@ -7,6 +7,8 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from service.log_setup import NOISY_LOGGERS, quiet_third_party
 
 _PROBE = """
@@ -25,6 +27,7 @@ def _run(level: str) -> str:
     return result.stderr
 
 
+@pytest.mark.slow  # two interpreters importing faiss
 def test_faiss_is_quiet_at_info_and_heard_at_debug() -> None:
     info = _run("INFO")
     assert "service line" in info and "faiss" not in info
