@@ -12,7 +12,7 @@ user isolation and cancelling follow one code path. The routes are in :mod:`serv
 | ``GET /`` | the jobs list (the sign-in page when signed out) |
 | ``GET, POST /sign-in`` | paste an API token (made by ``condense token create USER``) |
 | ``POST /sign-out`` | forget it |
-| ``GET /jobs`` | the user's own jobs: status, stage, progress bar, created time, links |
+| ``GET /jobs`` | the user's own jobs: status, progress, student, accuracy, size, speed, links, clone |
 | ``GET, POST /jobs/new`` | the new-job form; refused fields are shown next to their inputs and nothing is queued |
 | ``GET /jobs/<id>`` | one job, updated live from ``GET /api/v1/jobs/<id>/events``; cancel, artefacts, report table |
 | ``GET /jobs/<id>/results`` | the results part of that page alone (the script swaps it in when the job ends) |
