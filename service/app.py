@@ -56,6 +56,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Any:
         limit = settings.max_request_bytes
+        if (request.content_length or 0) <= limit:  # werkzeug's limit on one form field (not a file) in memory
+            field_limit = app.config["MAX_FORM_MEMORY_SIZE"]
+            return _error_response(
+                413,
+                f"a form field is over the {field_limit:,}-byte limit of fields that are not files",
+                [{"field": "options", "reason": f"over the {field_limit:,}-byte limit"}],
+            )
         return _error_response(413, f"the request is over the {limit:,}-byte limit")
 
     @app.errorhandler(HTTPException)

@@ -10,10 +10,11 @@ from typing import Any
 from flask import Response, request
 
 from service.api import api, api_jobs, api_user
-from service.errors import ServiceError
+from service.api.params import whole_number
 
 _EVENT_POLL_S = 0.5
 _EVENT_BATCH = 500
+_MAX_EVENT_ID = 10**18 - 1
 
 
 def _sse(event_id: int | None, kind: str, data: Any) -> str:
@@ -28,10 +29,11 @@ def job_events(job_id: str) -> Any:
     """Server-sent events of one job (see :mod:`service.api`)."""
     jobs, user = api_jobs(), api_user()
     jobs.get(user, job_id)  # 404 for a missing or another user's job
-    after_text = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
-    if not after_text.strip().isdigit():
-        raise ServiceError.field(400, "Last-Event-ID", "must be a whole number (an event id)")
-    after = int(after_text.strip())
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        after = whole_number(header, "Last-Event-ID", default=0, maximum=_MAX_EVENT_ID)
+    else:
+        after = whole_number(request.args.get("after"), "after", default=0, maximum=_MAX_EVENT_ID)
     settings = jobs.settings
 
     def stream() -> Iterator[str]:

@@ -65,8 +65,8 @@ SPEC_VERSION = 2
 FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
 """The two files of a job, named like the API's multipart parts and the web form's file inputs."""
 _CHUNK = 1024 * 1024
-_HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HEX_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
+_ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _MAX_FILENAME = 200
 _MAX_ACTIVE_LISTED = 1000
 
