@@ -41,7 +41,16 @@ from service.jobs.checks import check_positives, check_teacher
 from service.jobs.queue import JobQueue
 from service.options import JobOptions, OptionsError
 from service.settings import Settings
-from storage import Artifact, BlobNotFoundError, BlobStore, Job, MetadataStore, User
+from storage import (
+    Artifact,
+    BlobNotFoundError,
+    BlobStore,
+    Job,
+    JobLimitError,
+    MetadataStore,
+    UploadClaimedError,
+    User,
+)
 
 __all__ = [
     "FILE_FIELDS",
@@ -345,7 +354,14 @@ class JobService:
                     "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
                 },
             }
-            job = self.metadata.create_job(user.name, spec)
+            try:
+                upload_ids = [info.id for info in (teacher, positives) if isinstance(info, UploadInfo)]
+                job = self.metadata.create_job(user.name, spec, upload_ids=upload_ids, max_active=user.max_running_jobs)
+            except UploadClaimedError as error:
+                field = "teacher_upload" if error.upload_id == upload_ids[0] else "positives_upload"
+                raise ServiceError.field(409, field, str(error)) from None
+            except JobLimitError as error:
+                raise ServiceError(429, f"{error}; wait for one to finish or cancel one") from None
         except BaseException:
             for info in stored:
                 with contextlib.suppress(Exception):
