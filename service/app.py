@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = _error_response(error.status, error.message, error.fields)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="condense"'
+        if error.retry_after_s is not None:
+            response.headers["Retry-After"] = str(error.retry_after_s)
         return response
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -7,7 +7,8 @@ start-up, from the same :class:`~service.settings.Settings` as the app: ``CONDEN
 ``CONDENSE_WEB_THREADS``, ``CONDENSE_LOG_LEVEL``.
 
 Threaded workers (``gthread``): an event stream (``GET /jobs/{id}/events``) holds a thread for up to
-``CONDENSE_SSE_MAX_S``, not a whole process. ``timeout`` is gunicorn's worker-heartbeat limit, not a request limit;
+``CONDENSE_SSE_MAX_S``, not a whole process; each worker has ``CONDENSE_WEB_THREADS + CONDENSE_SSE_STREAMS`` threads
+and admits at most ``CONDENSE_SSE_STREAMS`` streams, so open streams never starve other requests. ``timeout`` is gunicorn's worker-heartbeat limit, not a request limit;
 long uploads are fine. Access logs go to stdout, errors to stderr.
 """
 
@@ -19,7 +20,9 @@ _settings = Settings.from_env()
 
 bind = _settings.bind
 workers = _settings.web_workers
-threads = _settings.web_threads
+# Event streams get threads of their own: a worker serves at most CONDENSE_SSE_STREAMS of them (service.api.events),
+# so CONDENSE_WEB_THREADS threads always remain for every other request (/health among them).
+threads = _settings.web_threads + _settings.sse_streams
 worker_class = "gthread"
 timeout = 120
 graceful_timeout = 30

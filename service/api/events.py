@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from flask import Response, request
 
 from service.api import api, api_jobs, api_user
 from service.api.params import whole_number
+from service.context import service_context
 
 _EVENT_POLL_S = 0.5
 _EVENT_BATCH = 500
@@ -35,6 +37,8 @@ def job_events(job_id: str) -> Any:
     else:
         after = whole_number(request.args.get("after"), "after", default=0, maximum=_MAX_EVENT_ID)
     settings = jobs.settings
+    gate = service_context().stream_gate
+    gate.admit(user.name)  # 429 / 503 with Retry-After past the stream limits
 
     def stream() -> Iterator[str]:
         last_id = after
@@ -63,4 +67,13 @@ def job_events(job_id: str) -> Any:
                 time.sleep(min(_EVENT_POLL_S, settings.sse_keepalive_s))
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream(), mimetype="text/event-stream", headers=headers)
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
+    released = threading.Event()
+
+    def release() -> None:  # once, when the server closes the response (finished, timed out or disconnected)
+        if not released.is_set():
+            released.set()
+            gate.release(user.name)
+
+    response.call_on_close(release)
+    return response
