@@ -186,7 +186,7 @@ VARIABLES: tuple[Variable, ...] = (
         "CONDENSE_SSE_STREAMS_PER_USER",
         "sse_streams_per_user",
         "`4`",
-        "Event streams one user may hold open on one gunicorn worker; past it `/events` answers 429 with `Retry-After`.",
+        "Event streams one user may hold open on one gunicorn worker; past it `/events` answers 429 (`Retry-After`).",
     ),
     Variable(
         "CONDENSE_UPLOAD_QUOTA_BYTES",

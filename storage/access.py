@@ -70,7 +70,8 @@ class JobLimitError(ValueError):
 
 
 def claim_uploads(conn: Connection, job_id: str, owner: str, upload_ids: Iterable[str], now: float) -> None:
-    """Record that ``job_id`` takes ``upload_ids`` in the caller's transaction; :class:`UploadClaimedError` if one is."""
+    """Record that ``job_id`` takes ``upload_ids``, in the caller's transaction; :class:`UploadClaimedError` if
+    another job has one."""
     for upload_id in upload_ids:
         taken = conn.execute(sa.select(upload_claims.c.job_id).where(upload_claims.c.upload_id == upload_id)).first()
         if taken is not None:
