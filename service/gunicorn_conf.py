@@ -9,7 +9,8 @@ start-up, from the same :class:`~service.settings.Settings` as the app: ``CONDEN
 Threaded workers (``gthread``): an event stream (``GET /jobs/{id}/events``) holds a thread for up to
 ``CONDENSE_SSE_MAX_S``, not a whole process; each worker has ``CONDENSE_WEB_THREADS + CONDENSE_SSE_STREAMS`` threads
 and admits at most ``CONDENSE_SSE_STREAMS`` streams, so open streams never starve other requests. ``timeout`` is
-gunicorn's worker-heartbeat limit, not a request limit; long uploads are fine. Access logs go to stdout, errors to stderr.
+gunicorn's worker-heartbeat limit, not a request limit; long uploads are fine. Access logs go to stdout,
+errors to stderr.
 """
 
 from __future__ import annotations
