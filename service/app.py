@@ -18,6 +18,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service.api import api
+from service.api.request_body import CondenseRequest
 from service.context import EXTENSION, ServiceContext, service_context
 from service.errors import ServiceError, error_body
 from service.settings import Settings
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = Settings.from_env()
     app = Flask(__name__)
+    app.request_class = CondenseRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # the non-file form fields (the options JSON)
     app.json.sort_keys = False  # type: ignore[attr-defined]

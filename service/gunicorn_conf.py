@@ -37,3 +37,18 @@ forwarded_allow_ips = "127.0.0.1"
 # gunicorn >= 25 opens a control socket under $HOME by default: a read-only home in a container, and two servers on one
 # machine sharing its path. Not used by Condense.
 control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    """In the master, before any worker: private data folder, and no scratch left by an earlier run."""
+    from service.jobs.scratch import make_private, sweep_scratch
+
+    make_private(_settings.data_dir)
+    sweep_scratch(_settings.tmp_dir, all_folders=True)
+
+
+def post_worker_init(worker: object) -> None:
+    """In each new worker: remove the scratch of workers that died (``kill -9`` mid-upload)."""
+    from service.jobs.scratch import sweep_scratch
+
+    sweep_scratch(_settings.tmp_dir)

@@ -42,6 +42,7 @@ web_sessions = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("expires_at", sa.Double, nullable=False),
     sa.Column("ended_at", sa.Double, nullable=True),
+    sa.Column("token_hash", sa.String(64), nullable=True),
 )
 upload_claims = sa.Table(
     "upload_claims",
@@ -95,6 +96,8 @@ class WebSession:
     user_name: str
     created_at: float
     expires_at: float
+    token_hash: str | None = None
+    """The SHA-256 of the API token the browser signed in with: revoking that token ends the session too."""
 
 
 class SessionStore:
@@ -103,7 +106,7 @@ class SessionStore:
     def __init__(self, engine: Engine, writer: Engine, clock: Callable[[], float]) -> None:
         self._engine, self._writer, self._clock = engine, writer, clock
 
-    def create(self, user_name: str, ttl_s: float) -> str:
+    def create(self, user_name: str, ttl_s: float, *, token_hash: str | None = None) -> str:
         """A new session of ``user_name`` valid ``ttl_s`` seconds; returns its id (shown once, for the cookie)."""
         if not isinstance(ttl_s, int | float) or not 0 < ttl_s <= 10 * 365 * 86400:
             raise ValueError(f"a session lifetime must be in (0, 10 years] seconds, got {ttl_s!r}")
@@ -112,7 +115,11 @@ class SessionStore:
         with self._writer.begin() as conn:
             conn.execute(
                 sa.insert(web_sessions).values(
-                    id_hash=_hash(session_id), user_name=user_name, created_at=now, expires_at=now + float(ttl_s)
+                    id_hash=_hash(session_id),
+                    user_name=user_name,
+                    created_at=now,
+                    expires_at=now + float(ttl_s),
+                    token_hash=token_hash,
                 )
             )
         return session_id
@@ -130,7 +137,7 @@ class SessionStore:
             row = conn.execute(query).first()
         if row is None:
             return None
-        return WebSession(row.user_name, row.created_at, row.expires_at)
+        return WebSession(row.user_name, row.created_at, row.expires_at, row.token_hash)
 
     def end(self, session_id: str) -> bool:
         """End the session (sign-out); whether a live one was ended."""

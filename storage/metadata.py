@@ -591,6 +591,27 @@ class MetadataStore:
             row = conn.execute(query).first()
         return None if row is None else _user(row)
 
+    def session_user(self, session_id: str) -> User | None:
+        """The user of a live web session (:attr:`sessions`) whose sign-in token is still valid, or ``None``."""
+        record = self.sessions.lookup(session_id)
+        if record is None:
+            return None
+        if record.token_hash is None:
+            return self.get_user(record.user_name)
+        query = (
+            sa.select(users)
+            .join(api_tokens, api_tokens.c.user_name == users.c.name)
+            .where(
+                api_tokens.c.token_hash == record.token_hash,
+                users.c.name == record.user_name,
+                api_tokens.c.revoked_at.is_(None),
+                sa.or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > self._now()),
+            )
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _user(row)
+
     def revoke_token(self, token: int | str, *, user_name: str | None = None) -> bool:
         """Revoke a token given by its id (from :meth:`list_tokens`) or its secret text.
 

@@ -36,6 +36,7 @@ def create_job() -> Any:
     """Submit a job: multipart files, or JSON naming earlier uploads (see :mod:`service.api`)."""
     jobs, user = api_jobs(), api_user()
     if request.mimetype == "multipart/form-data":
+        jobs.quota_room(user, "positives", (request.content_length or 0) - 128 * 1024)  # before reading the body
         refuse_repeated_parts(("options", *FILE_FIELDS))
         options = _options_from_form(request.form.get("options"))
         job = jobs.submit_files(user, options, {name: request.files.get(name) for name in FILE_FIELDS})
