@@ -25,7 +25,6 @@ from flask.sansio.app import App
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.api.stream_gate import StreamGate
     from service.jobs.service import JobService
     from storage import User
 
@@ -52,7 +51,6 @@ class ServiceContext:
         self.settings = settings
         self._lock = threading.Lock()
         self._jobs: JobService | None = None
-        self._stream_gate: StreamGate | None = None
 
     @property
     def jobs(self) -> JobService:
@@ -68,17 +66,6 @@ class ServiceContext:
                     queue = open_queue(self.settings.broker_url)
                     self._jobs = JobService(self.settings, metadata, blobs, queue)
         return self._jobs
-
-    @property
-    def stream_gate(self) -> StreamGate:
-        """This process's count of open event streams (:mod:`service.api.stream_gate`)."""
-        if self._stream_gate is None:
-            with self._lock:
-                if self._stream_gate is None:
-                    from service.api.stream_gate import StreamGate
-
-                    self._stream_gate = StreamGate(self.settings.sse_streams, self.settings.sse_streams_per_user)
-        return self._stream_gate
 
     def close(self) -> None:
         """Close the stores (tests; a process exiting needs no call)."""

@@ -8,15 +8,28 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 
 from service.api import api, api_jobs, api_user
 from service.api.params import whole_number
-from service.context import service_context
+from service.api.stream_gate import StreamGate
 
 _EVENT_POLL_S = 0.5
 _EVENT_BATCH = 500
 _MAX_EVENT_ID = 10**18 - 1
+
+
+_GATE_KEY = "condense_stream_gate"
+_GATE_LOCK = threading.Lock()
+
+
+def _stream_gate(settings: Any) -> StreamGate:
+    """This process's count of open event streams (one per app)."""
+    with _GATE_LOCK:
+        gate = current_app.extensions.get(_GATE_KEY)
+        if gate is None:
+            gate = current_app.extensions[_GATE_KEY] = StreamGate(settings.sse_streams, settings.sse_streams_per_user)
+    return gate
 
 
 def _sse(event_id: int | None, kind: str, data: Any) -> str:
@@ -37,7 +50,7 @@ def job_events(job_id: str) -> Any:
     else:
         after = whole_number(request.args.get("after"), "after", default=0, maximum=_MAX_EVENT_ID)
     settings = jobs.settings
-    gate = service_context().stream_gate
+    gate = _stream_gate(settings)
     gate.admit(user.name)  # 429 / 503 with Retry-After past the stream limits
 
     def stream() -> Iterator[str]:
