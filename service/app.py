@@ -73,7 +73,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _http_error(error: HTTPException) -> Any:
         if not request.path.startswith("/api/"):
             return error
-        return _error_response(error.code or 500, error.description or error.name)
+        response = _error_response(error.code or 500, error.description or error.name)
+        for name, value in error.get_headers():
+            if name.lower() in ("allow", "retry-after"):  # 405's list of methods (RFC 9110), 429/503's wait
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:

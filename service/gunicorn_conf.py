@@ -41,10 +41,11 @@ control_socket_disable = True
 
 def on_starting(server: object) -> None:
     """In the master, before any worker: private data folder, and no scratch left by an earlier run."""
-    from service.jobs.scratch import make_private, sweep_scratch
+    from service.jobs.scratch import make_private, sweep_scratch, sweep_upload_temporaries
 
     make_private(_settings.data_dir)
     sweep_scratch(_settings.tmp_dir, all_folders=True)
+    sweep_upload_temporaries(_settings.blob_url)
 
 
 def post_worker_init(worker: object) -> None:

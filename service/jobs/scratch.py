@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["make_private", "scratch_folder", "sweep_scratch"]
+__all__ = ["make_private", "scratch_folder", "sweep_scratch", "sweep_upload_temporaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,26 @@ def sweep_scratch(tmp_dir: Path, *, all_folders: bool = False) -> int:
             removed += 1
     if removed:
         logger.info("removed %d scratch folder(s) left in %s", removed, tmp_dir)
+    return removed
+
+
+def sweep_upload_temporaries(blob_url: str) -> int:
+    """Remove the temporary files of uploads that were being written when a web process died (local blobs only).
+
+    Call it only when no web process runs (gunicorn's master before its workers): a running upload writes one.
+    """
+    if not blob_url.startswith("file://"):
+        return 0  # S3: an upload becomes an object only when it is complete
+    uploads = Path(blob_url.removeprefix("file://")) / "uploads"
+    if not uploads.is_dir():
+        return 0
+    removed = 0
+    for path in uploads.rglob(".*.tmp\\"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("removed %d unfinished upload file(s) under %s", removed, uploads)
     return removed
 
 

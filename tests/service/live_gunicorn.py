@@ -63,7 +63,7 @@ def start_gunicorn(root: Path, **extra: str) -> LiveServer:
     port = free_port()
     env = {
         **os.environ,
-        **service_env(root, CONDENSE_BIND=f"127.0.0.1:{port}", CONDENSE_LOG_LEVEL="WARNING", **extra),
+        **service_env(root, **{"CONDENSE_BIND": f"127.0.0.1:{port}", "CONDENSE_LOG_LEVEL": "WARNING", **extra}),
         "PYTHONPATH": str(REPO),
     }
     root.mkdir(parents=True, exist_ok=True)
