@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from service.errors import ServiceError
-from service.jobs.checks import check_positives, check_teacher
+from service.jobs.checks import check_classes, check_pool, check_positives, check_teacher
 from service.jobs.queue import JobQueue
 from service.jobs.scratch import scratch_folder
 from service.options import JobOptions, OptionsError
@@ -388,6 +388,7 @@ class JobService:
         """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused."""
         options = self.parse_options(options_data)
         self.check_limit(user)
+        check_pool(self.blobs, options.pool)
         if isinstance(teacher, UploadInfo) and isinstance(positives, UploadInfo) and teacher.id == positives.id:
             raise ServiceError.field(400, "positives_upload", "the teacher and the positives are the same upload")
         stored: list[UploadInfo] = []
@@ -405,6 +406,7 @@ class JobService:
                         max_bytes=self.settings.max_upload_bytes,
                         max_files=self.settings.max_positives_files,
                     )
+                check_classes(teacher_check, positives_check, filename=positives_name)
                 local_bytes = sum(
                     item.path.stat().st_size for item in (teacher, positives) if isinstance(item, LocalFile)
                 )
