@@ -49,7 +49,26 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """In each new worker: remove the scratch of workers that died (``kill -9`` mid-upload)."""
+    """In each new worker: remove the scratch of workers that died (``kill -9`` mid-upload), and import what the
+    upload checks use (torch, onnx: seconds) in the background, so the first submission does not wait for it."""
+    import threading
+
     from service.jobs.scratch import sweep_scratch
 
     sweep_scratch(_settings.tmp_dir)
+    threading.Thread(target=_warm_checks, name="condense-warm-checks", daemon=True).start()
+
+
+def _warm_checks() -> None:
+    import importlib
+
+    for module in (
+        "compression.teachers.archive",
+        "compression.teachers.detect",
+        "compression.metrics.graph_ops",
+        "compression.export.onnx",
+        "pu_mining.image_files",
+        "pu_mining.positives",
+        "pu_mining.pool",
+    ):
+        importlib.import_module(module)
