@@ -116,3 +116,13 @@ def test_content_types_carry_one_charset(tmp_path: Path, service_inputs) -> None
     for url in ("/api/v1/health", "/sign-in", *urls):
         content_type = api.client.get(url, headers=api.alice).headers["Content-Type"]
         assert content_type.count("charset") <= 1, content_type
+
+
+def test_openapi_describes_each_event_kind(api: ApiFixture) -> None:
+    document = api.client.get("/api/v1/openapi.json").get_json()
+    stream = document["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    assert stream["itemSchema"]["properties"]["event"]["enum"] == ["status", "progress", "cancel_requested", "end"]
+    assert set(stream["x-events"]) == {"status", "progress", "cancel_requested", "end"}
+    schemas = document["components"]["schemas"]
+    assert schemas["StatusEvent"]["properties"]["status"]["enum"][0] == "queued"
+    assert {"429", "503"} <= set(document["paths"]["/jobs/{job_id}/events"]["get"]["responses"])

@@ -84,3 +84,16 @@ def test_a_stream_ends_after_its_time_limit_with_a_retry_hint(tmp_path: Path) ->
         assert body.startswith(b"retry: ") and b"event: status" not in body.split(b"\n\n")[0]
     finally:
         server.stop()
+
+
+def test_web_workers_import_the_upload_checks_at_start(tmp_path: Path) -> None:
+    server = start_gunicorn(tmp_path / "data", CONDENSE_WEB_WORKERS="1")
+    try:
+        (worker,) = server.worker_pids()
+
+        def torch_loaded() -> bool:
+            return "libtorch" in Path(f"/proc/{worker}/maps").read_text()
+
+        wait_until(torch_loaded, "the web worker to import torch before any request needs it", 60, 0.5)
+    finally:
+        server.stop()

@@ -229,7 +229,7 @@ def _schemathesis(server: LiveServer, token: str, report: Path, *selection: str)
         str(report),
         *selection,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=report.parent)
     print(result.stdout[-6000:])
     return {"returncode": result.returncode, "output": result.stdout + result.stderr}
 
