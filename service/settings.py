@@ -81,7 +81,7 @@ class Settings:
     bind: str = "127.0.0.1:8000"
     sse_max_s: float = 300.0
     sse_keepalive_s: float = 15.0
-    sse_streams: int = 32
+    sse_streams: int = 64
     sse_streams_per_user: int = 4
     upload_quota_bytes: int = 4 * 1024**3
     session_ttl_s: float = 43_200.0

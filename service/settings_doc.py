@@ -176,7 +176,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CONDENSE_SSE_STREAMS",
         "sse_streams",
-        "`32`",
+        "`64`",
         (
             "Event streams one gunicorn worker serves at once, on threads added to `CONDENSE_WEB_THREADS` (so "
             "streams never take the threads of other requests); past it `/events` answers 503 with `Retry-After`."
