@@ -1,11 +1,13 @@
 """Ingest the benchmark pool (../shared/BENCHMARK.md) into a pool store and measure the throughput.
 
-    python -m bench.bench_pool_ingest [--root bench/artifacts/pools] [--resolution 64] [--threads 2]
+    python -m bench.bench_pool_ingest [--regime on-topic|wild] [--root bench/artifacts/pools] [--threads 2]
 
-Builds :func:`pu_mining.benchmark_pool.build_benchmark_pool` (76,997 real images from packages), ingests it as
-pool ``benchmark`` (28x28 grey copies; one :class:`~pu_mining.pool.RecordSource` per source, item names
-``SOURCE/INDEX`` so the mining benchmark can recover the truth), and prints images per second. The pool is the
-one ``bench/bench_mining.py`` mines. An existing pool at ``--root`` is replaced.
+Builds :func:`pu_mining.benchmark_pool.build_benchmark_pool` (on-topic: 76,997 real images from packages; wild:
+48,797), ingests it as pool ``benchmark`` (on-topic) or ``benchmark-wild`` (:func:`pool_name`; 28x28 grey
+copies; one :class:`~pu_mining.pool.RecordSource` per source, item names ``SOURCE/INDEX`` so
+the mining benchmark can recover the truth), and prints images per second. The pool is the one
+``bench/bench_mining.py`` mines. An existing pool of the same name at ``--root`` is replaced; other pools there
+are kept.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,13 +23,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pu_mining.benchmark_pool import SOURCES, build_benchmark_pool
+from pu_mining.benchmark_pool import REGIMES, SOURCES, build_benchmark_pool
 from pu_mining.image_files import ImageRecord
 from pu_mining.pool import PoolConfig, PoolStore, RecordSource
 from storage import LocalBlobStore
 
 DEFAULT_ROOT = Path("bench/artifacts/pools")
 POOL_NAME = "benchmark"
+POOL_NAMES = {"on-topic": POOL_NAME, "wild": "benchmark-wild"}
+
+
+def pool_name(regime: str) -> str:
+    """The stored pool's name for a regime of :data:`pu_mining.benchmark_pool.REGIMES`."""
+    if regime not in POOL_NAMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    return POOL_NAMES[regime]
 
 
 def benchmark_records(images: np.ndarray, source: np.ndarray, source_index: np.ndarray, name: str) -> RecordSource:
@@ -46,6 +55,7 @@ def open_benchmark_pool_store(root: Path = DEFAULT_ROOT) -> PoolStore:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--regime", choices=REGIMES, default="on-topic")
     parser.add_argument("--resolution", type=int, default=None, help="embedder input size (default: the pool's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="ingest only the first N items (a quick check)")
@@ -53,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
-    pool = build_benchmark_pool()
+    pool = build_benchmark_pool(regime=args.regime)
+    name = pool_name(args.regime)
     images, source, source_index = pool.images, pool.source, pool.source_index
     if args.limit is not None:
         images, source, source_index = images[: args.limit], source[: args.limit], source_index[: args.limit]
-    if args.root.exists():
-        shutil.rmtree(args.root)
     store = open_benchmark_pool_store(args.root)
+    if any(manifest.name == name for manifest in store.list()):
+        store.delete(name)
     config = PoolConfig(image_size=28, channels=1)
     if args.resolution is not None:
         config = PoolConfig(image_size=28, channels=1, embedder_resolution=args.resolution)
@@ -76,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     sources = [benchmark_records(images, source, source_index, name) for name in SOURCES]
-    report = store.ingest(POOL_NAME, sources, config=config, embedder=embedder, on_progress=show)
-    manifest = store.manifest(POOL_NAME)
+    report = store.ingest(name, sources, config=config, embedder=embedder, on_progress=show)
+    manifest = store.manifest(name)
     result = {
+        "regime": args.regime,
+        "pool": name,
         "items_offered": len(images),
         "added": report.added,
         "duplicates": report.duplicates,

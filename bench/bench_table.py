@@ -7,7 +7,13 @@ Usage (repository root)::
     python -m bench.bench_table --mode smoke           # a few minutes: a few hundred images, 1 epoch, no docs
     python -m bench.bench_table --mode quick           # about 45 minutes on 2 CPU cores
     python -m bench.bench_table --mode full            # longer schedules: for a GPU (uses CUDA when present)
-    [--families ghost binary adder] [--threads 2] [--no-write] [--resume]
+    [--regime on-topic|wild] [--families ghost binary adder] [--rows ROW ...] [--seeds 3] [--epochs N]
+    [--threads 2] [--no-write] [--resume]
+
+``--regime`` picks the pool of ../shared/BENCHMARK.md (``on-topic``: 29,700 task images among 76,997; ``wild``:
+1,500 among 48,797); the wild regime's files carry a ``_wild`` suffix. ``--rows`` runs only those rows,
+``--seeds N`` every row with DistillConfig seeds 0..N-1 (the table gives mean and standard deviation),
+``--epochs N`` overrides the schedule's epochs of the pool rows (say so when reporting).
 
 Writes ``docs/results/table_<mode>.json`` and the table of ``docs/results.md`` between the ``table:<mode>``
 markers (not for ``smoke``, whose figures go to ``bench/artifacts/table_smoke.json`` only).
@@ -21,6 +27,12 @@ Rows, per student family (transfer-set sizes count the 300 labelled positives wh
 - **PU-s1**: the positives plus everything PU mining selects (``S`` pool items).
 - **random pool**: the positives plus ``S`` pool items drawn uniformly at random: the issue's row, as many random
   items as PU selects, so PU-s1 against it shows what choosing the items is worth at the same size.
+- **default**: the positives plus the training part of the default selection (:mod:`pu_mining.selection`; its
+  held-back evaluation part is never trained on), **random, default size**: the positives plus the training part
+  of the ``random`` selection (as many items), **DFND**: the positives plus the training part of the ``dfnd``
+  selection (the teacher's most self-confident pool items, no labels used to choose them, same size), distilled
+  with the family's default config plus DFND's noise-adaptation term (``noise_adaptation_weight=1``,
+  :mod:`compression.distill.noise_adaptation`).
 - **PU-s2**: the positives plus the ``S // 2`` best-scoring PU selections, and **random pool, half**: the
   positives plus the first ``S // 2`` of the random draw (the same size and positives as PU-s2). The issue's
   PU-s2, "capped at the random row's count", would change nothing with the random row at ``S``; halving makes
@@ -57,7 +69,6 @@ import torch
 from bench.bench_distill import (
     FAMILIES,
     RESULTS_DIR,
-    RESULTS_MD,
     ROOT,
     TEACHER_PATH,
     _log,
@@ -76,7 +87,9 @@ ARTIFACTS = ROOT / "bench" / "artifacts"
 MINING_CACHE = ARTIFACTS / "table_mining"
 LOGITS_CACHE = ARTIFACTS / "table_pool_logits.npz"
 TRUTH_PREFIX = "fmnist_task:"
-PU_ROWS = ("random_full", "pu_s1", "random", "pu_s2")
+PU_ROWS = ("random_full", "pu_s1", "random", "pu_s2", "default", "random_default", "dfnd")
+ALL_ROWS = ("full", "positives", *PU_ROWS)
+REGIME_SUFFIX = {"on-topic": "", "wild": "_wild"}
 ROW_LABELS = {
     "teacher": "teacher",
     "full": "KD, full data",
@@ -85,6 +98,9 @@ ROW_LABELS = {
     "random": "random pool, half",
     "pu_s1": "PU-s1",
     "pu_s2": "PU-s2",
+    "default": "default selection",
+    "random_default": "random, default size",
+    "dfnd": "DFND",
 }
 ROW_DATA = {
     "full": "the labelled training images",
@@ -93,6 +109,9 @@ ROW_DATA = {
     "random": "300 positives + {pool:,} random pool items",
     "pu_s1": "300 positives + all {pool:,} PU selections",
     "pu_s2": "300 positives + {pool:,} best PU selections",
+    "default": "300 positives + {pool:,} default-selection items (training part)",
+    "random_default": "300 positives + {pool:,} random pool items",
+    "dfnd": "300 positives + {pool:,} most self-confident pool items",
 }
 PAPER_CIFAR10 = {"teacher": 95.61, "full": 94.40, "random_full": 87.02, "pu_s1": 93.75}
 GHOST_GAP_GOAL = 1.0  # points PU-s1 may fall below KD on full data (ghost)
@@ -121,21 +140,25 @@ SCHEDULES = {
 # Mining, once, cached
 
 
-def _open_pool() -> Any:
-    from bench.bench_pool_ingest import DEFAULT_ROOT, POOL_NAME, open_benchmark_pool_store
+def _open_pool(regime: str = "on-topic") -> Any:
+    from bench.bench_pool_ingest import DEFAULT_ROOT, open_benchmark_pool_store, pool_name
 
     root = ROOT / DEFAULT_ROOT
     if not root.exists():
         raise SystemExit(f"{root} missing: ingest the benchmark pool first (python -m bench.bench_pool_ingest)")
-    return open_benchmark_pool_store(root).open(POOL_NAME)
+    return open_benchmark_pool_store(root).open(pool_name(regime))
 
 
-def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int) -> dict[str, Any]:
-    """The PU selection (ids best first, scores), from the cache when its key matches, else mined and cached."""
+def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: str = "on-topic") -> dict[str, Any]:
+    """The selections (``ids``: PU-s1's training part, best first; ``strategy_ids``: the training part of every
+    strategy of :data:`pu_mining.selection.SELECTIONS`), from the cache when its key matches, else mined and
+    cached."""
     from bench.bench_mining import benchmark_positives, score
-    from pu_mining.miner import MiningConfig, mine
+    from pu_mining.miner import MiningConfig, score_pool, select
+    from pu_mining.selection import SELECTIONS
 
     config = MiningConfig(num_threads=threads)
+    cache = MINING_CACHE.with_name(MINING_CACHE.name + REGIME_SUFFIX[regime])
     key = {
         "pool": pool.name,
         "pool_version": pool.version,
@@ -143,16 +166,25 @@ def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int) -> dict[
         "teacher_sha256": teacher_hash,
         "mining_config": asdict(config),
     }
-    meta_path, arrays_path = MINING_CACHE.with_suffix(".json"), MINING_CACHE.with_suffix(".npz")
+    meta_path, arrays_path = cache.with_suffix(".json"), cache.with_suffix(".npz")
     if meta_path.exists() and arrays_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
             arrays = np.load(arrays_path)
             _log(f"mining: cached result {meta_path.relative_to(ROOT)} ({meta['figures']['selected']:,} selected)")
-            return {**meta, "ids": arrays["ids"], "scores": arrays["scores"], "cached": True}
+            strategy_ids = {name: arrays[f"strategy_{name}"] for name in SELECTIONS}
+            return {
+                **meta,
+                "ids": arrays["ids"],
+                "scores": arrays["scores"],
+                "strategy_ids": strategy_ids,
+                "cached": True,
+            }
     _log(f"mining pool {pool.name!r} ({len(pool):,} items), estimated prior, {threads} threads")
     started = time.perf_counter()
-    result = mine(teacher, benchmark_positives(), pool, config, on_progress=lambda event: _log(f"  {event}"))
+    scored = score_pool(teacher, benchmark_positives(), pool, config, on_progress=lambda event: _log(f"  {event}"))
+    strategies = {name: select(scored, name) for name in SELECTIONS}
+    result = strategies["pu"]
     wall = time.perf_counter() - started
     figures = score(pool.names(), result.ids, result.candidate_ids, result.candidate_scores)
     report = result.report
@@ -165,22 +197,37 @@ def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int) -> dict[
         "holdout_recall": None if report.holdout_recall is None else round(report.holdout_recall, 4),
         "class_histogram": report.class_histogram,
         "seconds": report.seconds,
+        "strategies": {
+            name: {
+                "training": len(chosen.ids),
+                "evaluation": len(chosen.evaluation_ids),
+                "holdout_recall": chosen.report.holdout_recall,
+                "class_makeup": chosen.report.class_histogram,
+            }
+            for name, chosen in strategies.items()
+        },
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    np.savez(arrays_path, ids=result.ids, scores=result.scores)
+    strategy_ids = {name: chosen.ids for name, chosen in strategies.items()}
+    np.savez(
+        arrays_path, ids=result.ids, scores=result.scores, **{f"strategy_{n}": ids for n, ids in strategy_ids.items()}
+    )
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     _log(
         f"mining: {figures['selected']:,} selected, precision {figures['precision']:.3f}, "
         f"recall {figures['recall']:.3f} ({wall:.0f} s)"
     )
-    return {**meta, "ids": result.ids, "scores": result.scores, "cached": False}
+    return {**meta, "ids": result.ids, "scores": result.scores, "strategy_ids": strategy_ids, "cached": False}
 
 
-def pool_logits(teacher: Any, pool: Any, ids: np.ndarray, teacher_hash: str) -> tuple[torch.Tensor, float]:
+def pool_logits(
+    teacher: Any, pool: Any, ids: np.ndarray, teacher_hash: str, regime: str = "on-topic"
+) -> tuple[torch.Tensor, float]:
     """The teacher's logits on pool items ``ids`` (cached per item), and the seconds spent computing new ones."""
+    cache = LOGITS_CACHE.with_name(LOGITS_CACHE.stem + REGIME_SUFFIX[regime] + ".npz")
     logits = np.full((len(pool), TASK_CLASSES), np.nan, dtype=np.float32)
-    if LOGITS_CACHE.exists():
-        cached = np.load(LOGITS_CACHE)
+    if cache.exists():
+        cached = np.load(cache)
         if (
             str(cached["teacher_sha256"]) == teacher_hash
             and int(cached["pool_version"]) == pool.version
@@ -197,7 +244,7 @@ def pool_logits(teacher: Any, pool: Any, ids: np.ndarray, teacher_hash: str) -> 
             chunk = missing[start : start + 8192]
             logits[chunk] = predict_logits(teacher, pool.image_tensor(chunk)).numpy()
         seconds = time.perf_counter() - started
-        np.savez(LOGITS_CACHE, logits=logits, teacher_sha256=teacher_hash, pool_version=pool.version)
+        np.savez(cache, logits=logits, teacher_sha256=teacher_hash, pool_version=pool.version)
     return torch.from_numpy(logits[ids]), seconds
 
 
@@ -268,7 +315,24 @@ def _load_partial(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) -> dict[str, Any]:
+def _quarter_of_teacher(teacher: Any) -> Budget:
+    """The students' budget: a quarter of the teacher's MACs."""
+    reference = teacher_macs(teacher)
+    if reference is None:
+        raise RuntimeError("cannot count the teacher's MACs")
+    return Budget(reference, 0.25, "macs")
+
+
+def run_table(
+    mode: str,
+    families: tuple[str, ...],
+    threads: int,
+    resume: bool,
+    regime: str = "on-topic",
+    rows: tuple[str, ...] = ALL_ROWS,
+    seeds: int = 1,
+    epochs_override: int | None = None,
+) -> dict[str, Any]:
     schedule = SCHEDULES[mode]
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -285,18 +349,20 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     budget = _quarter_of_teacher(teacher)
     reference = budget.reference
 
-    pool = _open_pool()
+    pool = _open_pool(regime)
     names = pool.names()
-    mining = mine_once(teacher, pool, teacher_hash, threads)
+    mining = mine_once(teacher, pool, teacher_hash, threads, regime)
     timings["mining_s"] = 0.0 if mining["cached"] else mining["wall_s"]
     selected = np.asarray(mining["ids"], dtype=np.int64)
     half = len(selected) // 2
     random_half, random_full = random_rows(len(pool), len(selected))
     pool_ids = {"pu_s1": selected, "pu_s2": selected[:half], "random": random_half, "random_full": random_full}
+    strategy_ids = mining["strategy_ids"]
+    pool_ids.update(default=strategy_ids["default"], random_default=strategy_ids["random"], dfnd=strategy_ids["dfnd"])
     if schedule.limit is not None:  # smoke: a few hundred images per transfer set
         pool_ids = {row: ids[: schedule.limit - len(task.positives)] for row, ids in pool_ids.items()}
     needed = np.unique(np.concatenate(list(pool_ids.values())))
-    logits_all, logits_s = pool_logits(teacher, pool, needed, teacher_hash)
+    logits_all, logits_s = pool_logits(teacher, pool, needed, teacher_hash, regime)
     timings["pool_logits_s"] = round(logits_s, 1)
     position = {int(item): k for k, item in enumerate(needed)}
 
@@ -304,12 +370,14 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     runs = {key: run for key, run in runs.items() if key.split("/")[0] in families}
     fingerprint = {
         "mode": mode,
+        "regime": regime,
+        "epochs_override": epochs_override,
         "teacher_sha256": teacher_hash,
         "mining_key": mining["key"],
         "schedule": asdict(schedule),
         "threads": threads,
     }
-    partial_path = ARTIFACTS / f"table_{mode}_partial.json"
+    partial_path = ARTIFACTS / f"table_{mode}{REGIME_SUFFIX[regime]}_partial.json"
     done = _load_partial(partial_path, fingerprint) if resume else {}
     train_logits: torch.Tensor | None = None
 
@@ -318,53 +386,72 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
         done[key] = run
         partial_path.write_text(json.dumps({"fingerprint": fingerprint, "runs": done}, indent=1) + "\n")
 
-    for family in families:
-        epochs = schedule.epochs[family]
-        for row in ("full", "positives", *PU_ROWS):
-            key = f"{family}/{row}"
-            if key in runs:
-                continue
-            if key in done:
-                runs[key] = {**done[key], "resumed": True}
-                continue
-            clock = time.perf_counter()
-            if row == "full":
-                count = schedule.limit or len(task.train)
-                if train_logits is None:
-                    logits_clock = time.perf_counter()
-                    train_logits = predict_logits(teacher, task.train.images[:count])
-                    timings["teacher_train_logits_s"] = round(time.perf_counter() - logits_clock, 1)
-                transfer = TransferSet(task.train.images[:count], task.train.labels[:count], train_logits[:count])
-                _log(f"{family}: KD on {len(transfer):,} training images ({epochs} epochs)")
-                run = _run(family, budget, transfer, epochs, teacher, test_logits, task)
-            elif row == "positives":
-                transfer = TransferSet(task.positives.images, task.positives.labels, positive_logits)
-                _log(f"{family}: KD on the 300 positives ({schedule.positives} epochs)")
-                run = _run(family, budget, transfer, schedule.positives, teacher, test_logits, task, batch_size=32)
-            else:
-                ids = pool_ids[row]
-                transfer = _pu_transfer_set(
-                    task.positives,
-                    positive_logits,
-                    pool.image_tensor(ids),
-                    logits_all[torch.tensor([position[int(i)] for i in ids], dtype=torch.long)],
-                )
-                _log(f"{family}: {ROW_LABELS[row]}, {len(transfer):,} images ({epochs} epochs)")
-                run = _run(family, budget, transfer, epochs, teacher, test_logits, task)
-                run["pool_items"] = len(ids)
-                run["selection"] = selection_figures(names, ids)
-            run["total_s"] = round(time.perf_counter() - clock, 1)
-            _log(
-                f"  test accuracy {run['test_accuracy']:.4f} "
-                f"({run['wall_s']:.0f} s training, {run['total_s']:.0f} s in all)"
+    jobs = [(family, row, seed) for family in families for row in rows for seed in range(seeds)]
+    for family, row, seed in jobs:
+        epochs = schedule.epochs[family] if epochs_override is None or row == "full" else epochs_override
+        key = f"{family}/{row}" + (f"@seed{seed}" if seed else "")
+        seed_override = {"seed": seed} if seed else {}
+        if key in runs:
+            continue
+        if key in done:
+            runs[key] = {**done[key], "resumed": True}
+            continue
+        clock = time.perf_counter()
+        if row == "full":
+            count = schedule.limit or len(task.train)
+            if train_logits is None:
+                logits_clock = time.perf_counter()
+                train_logits = predict_logits(teacher, task.train.images[:count])
+                timings["teacher_train_logits_s"] = round(time.perf_counter() - logits_clock, 1)
+            transfer = TransferSet(task.train.images[:count], task.train.labels[:count], train_logits[:count])
+            _log(f"{family}: KD on {len(transfer):,} training images ({epochs} epochs)")
+            run = _run(family, budget, transfer, epochs, teacher, test_logits, task, **seed_override)
+        elif row == "positives":
+            transfer = TransferSet(task.positives.images, task.positives.labels, positive_logits)
+            _log(f"{family}: KD on the 300 positives ({schedule.positives} epochs)")
+            run = _run(
+                family,
+                budget,
+                transfer,
+                schedule.positives,
+                teacher,
+                test_logits,
+                task,
+                batch_size=32,
+                **seed_override,
             )
-            record(key, run)
+        else:
+            ids = pool_ids[row]
+            transfer = _pu_transfer_set(
+                task.positives,
+                positive_logits,
+                pool.image_tensor(ids),
+                logits_all[torch.tensor([position[int(i)] for i in ids], dtype=torch.long)],
+            )
+            _log(f"{family}: {ROW_LABELS[row]}, {len(transfer):,} images ({epochs} epochs, seed {seed})")
+            extra = {"noise_adaptation_weight": 1.0} if row == "dfnd" else {}
+            run = _run(family, budget, transfer, epochs, teacher, test_logits, task, **seed_override, **extra)
+            run["pool_items"] = len(ids)
+            run["selection"] = selection_figures(names, ids)
+        run["total_s"] = round(time.perf_counter() - clock, 1)
+        _log(
+            f"  test accuracy {run['test_accuracy']:.4f} "
+            f"({run['wall_s']:.0f} s training, {run['total_s']:.0f} s in all)"
+        )
+        record(key, run)
 
     wall = time.perf_counter() - started
     return {
         "mode": mode,
-        "command": f"python -m bench.bench_table --mode {mode}"
-        + ("" if families == FAMILIES else f" --families {' '.join(families)}"),
+        "regime": regime,
+        "seeds": seeds,
+        "rows": list(rows),
+        "epochs_override": epochs_override,
+        "command": f"python -m bench.bench_table --mode {mode} --regime {regime}"
+        + ("" if families == FAMILIES else f" --families {' '.join(families)}")
+        + ("" if rows == ALL_ROWS else f" --rows {' '.join(rows)}")
+        + ("" if seeds == 1 else f" --seeds {seeds}")
+        + ("" if epochs_override is None else f" --epochs {epochs_override}"),
         "machine": {**_machine(), "cores": threads},
         "schedule": asdict(schedule),
         "teacher": {
@@ -390,241 +477,20 @@ def run_table(mode: str, families: tuple[str, ...], threads: int, resume: bool) 
     }
 
 
-CONTROLS = {
-    "random_2x": "the half random row with twice the epochs (as many steps as PU-s1)",
-    "random_full_seed1": "the random row (PU-s1's size) with DistillConfig seed 1",
-    "pu_s2_2x": "PU-s2 with twice the epochs (as many steps as PU-s1)",
-    "pu_s2_stratified": "PU-s2 capped per teacher class (the whole selection's class mix, best scores within a class)",
-    "pu_s1_seed1": "PU-s1 with DistillConfig seed 1 (batch order and flips; same initial weights)",
-    "pu_s2_seed1": "PU-s2 with DistillConfig seed 1",
-    "pu_s1_seed2": "PU-s1 with DistillConfig seed 2",
-    "full_seed1": "KD on the 30,000 labelled training images with DistillConfig seed 1",
-}
-
-
-def stratified_cap(ids: np.ndarray, classes: np.ndarray, count: int, num_classes: int) -> np.ndarray:
-    """``count`` of ``ids`` (best first) keeping the teacher-class mix of all of them: per class its share of
-    ``count`` (largest remainders), best-scoring first."""
-    counts = np.bincount(classes, minlength=num_classes)
-    exact = counts * count / len(ids)
-    quota = np.floor(exact).astype(int)
-    quota[np.argsort(-(exact - quota))[: count - quota.sum()]] += 1
-    return np.concatenate([ids[classes == k][: quota[k]] for k in range(num_classes)])
-
-
-def _quarter_of_teacher(teacher: Any) -> Budget:
-    """The students' budget: a quarter of the teacher's MACs."""
-    reference = teacher_macs(teacher)
-    if reference is None:
-        raise RuntimeError("cannot count the teacher's MACs")
-    return Budget(reference, 0.25, "macs")
-
-
-def run_controls(mode: str, jobs: list[str], threads: int) -> dict[str, Any]:
-    """Control runs for reading the table (``FAMILY/CONTROL`` jobs, :data:`CONTROLS`), on the cached mining and
-    logits of ``mode``; merged into ``docs/results/table_<mode>_controls.json``."""
-    schedule = SCHEDULES[mode]
-    torch.set_num_threads(threads)
-    task = load_task()
-    teacher = _teacher()
-    teacher_hash = file_sha256(TEACHER_PATH)
-    test_logits = predict_logits(teacher, task.test.images)
-    positive_logits = predict_logits(teacher, task.positives.images)
-    budget = _quarter_of_teacher(teacher)
-    pool = _open_pool()
-    names = pool.names()
-    mining = mine_once(teacher, pool, teacher_hash, threads)
-    selected = np.asarray(mining["ids"], dtype=np.int64)
-    half = len(selected) // 2
-    random_ids, random_full = random_rows(len(pool), len(selected))  # the table's random rows
-    selected_logits, _ = pool_logits(teacher, pool, selected, teacher_hash)
-    stratified = stratified_cap(selected, selected_logits.argmax(1).numpy(), half, TASK_CLASSES)
-    sets = {
-        "random_2x": (random_ids, 2, {}),
-        "random_full_seed1": (random_full, 1, {"seed": 1}),
-        "pu_s2_2x": (selected[:half], 2, {}),
-        "pu_s2_stratified": (stratified, 1, {}),
-        "pu_s1_seed1": (selected, 1, {"seed": 1}),
-        "pu_s2_seed1": (selected[:half], 1, {"seed": 1}),
-        "pu_s1_seed2": (selected, 1, {"seed": 2}),
-        "full_seed1": (None, 1, {"seed": 1}),
-    }
-    path = RESULTS_DIR / f"table_{mode}_controls.json"
-    results = json.loads(path.read_text()) if path.exists() else {"mode": mode, "runs": {}}
-    results["machine"] = {**_machine(), "cores": threads}
-    for job in jobs:
-        family, control = job.split("/")
-        ids, factor, overrides = sets[control]
-        epochs = schedule.epochs[family] * factor
-        if ids is None:  # KD on the labelled training images, as bench_distill does
-            transfer = TransferSet(task.train.images, task.train.labels, predict_logits(teacher, task.train.images))
-        else:
-            logits, _ = pool_logits(teacher, pool, ids, teacher_hash)
-            transfer = _pu_transfer_set(task.positives, positive_logits, pool.image_tensor(ids), logits)
-        _log(f"{job}: {CONTROLS[control]}; {len(transfer):,} images, {epochs} epochs")
-        run = _run(family, budget, transfer, epochs, teacher, test_logits, task, **overrides)
-        run["control"] = CONTROLS[control]
-        if ids is not None:
-            run.update(pool_items=len(ids), selection=selection_figures(names, ids))
-        _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s training)")
-        results["runs"][job] = run
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Markdown
-
-
-def _points(a: float, b: float) -> float:
-    return (a - b) * 100
-
-
-def goal_lines(results: dict[str, Any]) -> list[str]:
-    """The issue's goal, checked: PU-s1 within 1.0 point of KD full data (ghost), and above random pool (the same
-    number of pool items) and positives only for every family; PU-s2 against the half random row."""
-    runs = results["runs"]
-    lines = []
-    ghost = runs.get("ghost/pu_s1"), runs.get("ghost/full")
-    if all(ghost):
-        gap = _points(ghost[1]["test_accuracy"], ghost[0]["test_accuracy"])
-        verdict = "met" if gap <= GHOST_GAP_GOAL else "missed"
-        where = f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
-        lines.append(
-            f"- Ghost PU-s1 {ghost[0]['test_accuracy']:.2%} against KD full data {ghost[1]['test_accuracy']:.2%}: "
-            f"{where} (goal: at most {GHOST_GAP_GOAL:g} below; **{verdict}**)."
-        )
-    for family in FAMILIES:
-        s1, rnd, pos = (runs.get(f"{family}/{row}") for row in ("pu_s1", "random_full", "positives"))
-        if not (s1 and rnd and pos):
-            continue
-        above_random = _points(s1["test_accuracy"], rnd["test_accuracy"])
-        above_positives = _points(s1["test_accuracy"], pos["test_accuracy"])
-        s2, half = runs.get(f"{family}/pu_s2"), runs.get(f"{family}/random")
-        same_size = (
-            f"; PU-s2 against the half random row: {_points(s2['test_accuracy'], half['test_accuracy']):+.2f}"
-            if s2 and half
-            else ""
-        )
-        lines.append(
-            f"- {family}: PU-s1 {above_random:+.2f} points against random pool (same size), {above_positives:+.2f} "
-            f"against positives only{same_size}."
-        )
-    return lines
-
-
-def render_markdown(results: dict[str, Any]) -> str:
-    teacher = results["teacher"]
-    machine = results["machine"]
-    runs = results["runs"]
-    mining = results["mining"]
-    figures = mining["figures"]
-    reused = sorted({run["reused_from"] for run in runs.values() if "reused_from" in run})
-    resumed = sum(1 for run in runs.values() if run.get("resumed"))
-    wall = f"{results['wall_s'] / 60:.1f} min wall"
-    if resumed:
-        wall += f" (resumed with `--resume`: {resumed} of the runs were made by an earlier invocation)"
-    lines = [
-        f"Command: `{results['command']}` -- {wall} on {machine['cores']} threads of a "
-        f"{machine['cpu']} ({machine['device']}), torch {machine['torch']}, {machine['date']}; the runs made here "
-        f"took {results['run_seconds_sum'] / 60:.1f} min of training ({results['run_total_sum'] / 60:.1f} min with "
-        f"student evaluation). Raw figures: `{results['raw_path']}`.",
-        "",
-        f"Mining (once, shared by all families; default `MiningConfig`, estimated prior "
-        f"{mining['prior_used']:.3f} against a true {figures['true_prior_candidates']:.3f} among the candidates, "
-        f"{mining['key']['mining_config']['num_threads']} threads, {mining['wall_s']:.0f} s"
-        f"{', cached from an earlier run' if mining.get('cached') else ''}): {figures['candidates']:,} candidates "
-        f"(recall {figures['candidate_recall']:.1%}), {figures['selected']:,} selected, precision "
-        f"{figures['precision']:.1%}, recall {figures['recall']:.1%} of the {figures['true_positives_in_pool']:,} "
-        f"task images in the pool; {figures['lookalike_selected']:,} look-alike Fashion-MNIST images selected; "
-        f"held-out recall {mining['holdout_recall']:.1%}.",
-        "",
-        "| student | row | transfer data | images | epochs | test acc. | vs KD full | params | MACs | mults | "
-        "precision | recall |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| teacher (ResNet-20 x2) | teacher | all 30,000 labelled | 30,000 | 4 | {teacher['test_accuracy']:.2%} | | "
-        f"{teacher['parameters']:,} | {teacher['macs'] / 1e6:.1f}M | {teacher['multiplications'] / 1e6:.1f}M | | |",
-    ]
-    for family in FAMILIES:
-        full = runs.get(f"{family}/full")
-        for row in ("full", "positives", *PU_ROWS):
-            run = runs.get(f"{family}/{row}")
-            if run is None:
-                continue
-            data = ROW_DATA[row].format(pool=run.get("pool_items", 0))
-            if "reused_from" in run:
-                data += " (reused\\*)"
-            versus = ""
-            if full is not None and row != "full":
-                versus = f"{_points(run['test_accuracy'], full['test_accuracy']):+.2f}"
-            selection = run.get("selection")
-            precision = "" if selection is None else f"{selection['precision']:.1%}"
-            recall = "" if selection is None else f"{selection['recall']:.1%}"
-            lines.append(
-                f"| {family} | {ROW_LABELS[row]} | {data} | {run['transfer_size']:,} | {run['epochs']} | "
-                f"{run['test_accuracy']:.2%} | {versus} | {run['parameters']:,} | {run['macs'] / 1e6:.1f}M | "
-                f"{run['multiplications'] / 1e6:.2f}M | {precision} | {recall} |"
-            )
-    lines.append("")
-    if reused:
-        lines.append(
-            f"\\* Reused from {', '.join(f'`{path}`' for path in reused)} (`python -m bench.bench_distill --mode "
-            f"{results['mode']}`: same teacher, same epochs, same configs), not re-run here."
-        )
-        lines.append("")
-    lines += [
-        "Precision / recall: share of the set's pool items that are task images, and share of the pool's "
-        f"{figures['true_positives_in_pool']:,} task images in the set (for the random rows: the pool's base rate).",
-        "",
-        "The paper's CIFAR-10 figures (ResNet-34 teacher, ResNet-18 students, 2 % labelled data, ImageNet pool), "
-        "for the shape: " + ", ".join(f"{ROW_LABELS[row]} {value:.2f}%" for row, value in PAPER_CIFAR10.items()) + ".",
-        "",
-        "Goal (issue 5):",
-        "",
-        *goal_lines(results),
-    ]
-    return "\n".join(lines)
-
-
-SECTION_INTRO = """## PU compression table (issue 5)
-
-The PU compression paper's CIFAR-10 table on the benchmark task, one student per family
-(`python -m bench.bench_table`; see its docstring for every choice). Rows: teacher; KD on the 30,000 labelled
-training images; the 300 positives alone; *random pool*: the positives plus `S` pool items drawn at random, as
-many as PU selects; *PU-s1*: the positives plus all `S` items PU mining selects; *PU-s2*: the positives plus the
-`S/2` best-scoring PU selections, and *random pool, half*: the positives plus the first `S/2` random items, the
-same size as PU-s2. (The issue's PU-s2, "capped at the random row's count", would change nothing with the random
-row at `S`; halving both makes PU-s2 a real second point.) Every PU-style run uses its family's default
-`DistillConfig` and the same epochs as the family's KD-full-data run; the best epoch is chosen by agreement with the
-teacher on 2,048 images of the run's own transfer set; accuracy is on the 5,000 test images. Mining runs once and is
-shared by all families; an item counts as a task image iff its pool name starts with `fmnist_task:`.
-
-### Quick mode
-"""
-
-
-def write_markdown_section(mode: str, body: str) -> None:
-    begin, end = f"<!-- table:{mode}:begin -->", f"<!-- table:{mode}:end -->"
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Results on the benchmark task\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        heading = "" if "## PU compression table" in text else "\n\n" + SECTION_INTRO
-        if mode != "quick":
-            heading += f"\n### {mode.capitalize()} mode\n"
-        text = text.rstrip("\n") + f"{heading}\n{block}\n"
-    RESULTS_MD.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
+    from bench.table_controls import CONTROLS, run_controls
+    from bench.table_report import render_markdown, write_markdown_section
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(SCHEDULES), default="quick")
     parser.add_argument(
         "--families", type=lambda text: text.replace(",", " ").split(), nargs="+", default=[list(FAMILIES)]
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--regime", choices=tuple(REGIME_SUFFIX), default="on-topic")
+    parser.add_argument("--rows", nargs="+", choices=ALL_ROWS, default=list(ALL_ROWS))
+    parser.add_argument("--seeds", type=int, default=1, help="DistillConfig seeds 0..N-1 for every row")
+    parser.add_argument("--epochs", type=int, default=None, help="override the pool rows' epochs (report it)")
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
@@ -649,15 +515,22 @@ def main(argv: list[str] | None = None) -> None:
                 )
         run_controls(args.mode, args.controls, args.threads)
         return
-    results = run_table(args.mode, families, args.threads, args.resume)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    rows = tuple(row for row in ALL_ROWS if row in args.rows)
+    results = run_table(args.mode, families, args.threads, args.resume, args.regime, rows, args.seeds, args.epochs)
+    name = args.mode + REGIME_SUFFIX[args.regime]
+    results["raw_path"] = (
+        f"bench/artifacts/table_{name}.json" if args.mode == "smoke" else f"docs/results/table_{name}.json"
+    )
     body = render_markdown(results)
     print(body)
     if args.mode == "smoke":
-        (ARTIFACTS / "table_smoke.json").write_text(json.dumps(results, indent=2) + "\n")
+        (ARTIFACTS / f"table_{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     elif not args.no_write:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"table_{args.mode}.json").write_text(json.dumps(results, indent=2) + "\n")
-        write_markdown_section(args.mode, body)
+        (RESULTS_DIR / f"table_{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_markdown_section(name, body)
 
 
 if __name__ == "__main__":

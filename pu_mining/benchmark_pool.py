@@ -1,4 +1,7 @@
-"""The benchmark task's unlabelled pool and positives, exactly as ../shared/BENCHMARK.md describes them.
+"""The benchmark task's unlabelled pools and positives, exactly as ../shared/BENCHMARK.md describes them.
+
+Two regimes, chosen by name (:data:`REGIMES`): ``on-topic`` (the task's images are 0.39 of the pool) and ``wild``
+(the task is rare: 1,500 of its images among the same distractors, share 0.03; users' pools look like this).
 
 - **Positives** (what a user uploads): the first 60 Fashion-MNIST (Xiao et al., arXiv:1708.07747) training images of
   each of classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat) in file order: 300 images with their labels.
@@ -15,6 +18,10 @@
 
   In-distribution share: 29,700 / 76,997 = 0.386.
 
+- **Wild pool** (``regime="wild"``), 48,797 images: ``fmnist_task`` is cut to the 1,500 Fashion-MNIST training
+  images 60-359 of each task class in file order (300 per class, right after the positives); the distractors are
+  the same. In-distribution share: 1,500 / 48,797 = 0.031.
+
 The pool's order is a fixed permutation (``seed``, default 0) of the sources concatenated in the table's order, so
 that no consumer sees the sources in blocks; ``seed=None`` keeps the block order. Nothing is cached on disk.
 """
@@ -30,8 +37,10 @@ from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits, skimage
 __all__ = [
     "POOL_SKIMAGE_CROPS",
     "POSITIVES_PER_CLASS",
+    "REGIMES",
     "SOURCES",
     "TASK_CLASSES",
+    "WILD_TASK_PER_CLASS",
     "BenchmarkPool",
     "build_benchmark_pool",
 ]
@@ -40,6 +49,10 @@ TASK_CLASSES = 5
 POSITIVES_PER_CLASS = 60
 POOL_SKIMAGE_CROPS = 500
 """scikit-image tiles in the pool: enough variety of natural texture while keeping BENCHMARK.md's pool size."""
+WILD_TASK_PER_CLASS = 300
+"""Task images per class in the wild pool: training images 60-359 of each class in file order."""
+REGIMES = ("on-topic", "wild")
+"""The two pool regimes of BENCHMARK.md: the task's images at a share of 0.39, or 1,500 of them (share 0.03)."""
 SOURCES = ("fmnist_task", "fmnist_lookalike", "mnist", "animal_mnist", "sklearn_digits", "skimage")
 
 
@@ -50,9 +63,10 @@ class BenchmarkPool:
     Per pool item: ``images`` ``uint8`` ``[N, 28, 28]``; ``source`` (one of :data:`SOURCES`); ``source_index``: for
     the two Fashion-MNIST sources the index in the Fashion-MNIST training file, for the others the index in that
     loader's output; ``source_label``: the item's label in its source (Fashion-MNIST class, digit, animal class;
-    -1 for the scikit-image tiles), never to be shown to a miner; ``is_positive``: True exactly for the 29,700
-    ``fmnist_task`` items. ``positive_images`` / ``positive_labels`` (classes 0-4) are the 300 positives in file
-    order, ``positive_index`` their indices in the Fashion-MNIST training file (none of them is in the pool).
+    -1 for the scikit-image tiles), never to be shown to a miner; ``is_positive``: True exactly for the
+    ``fmnist_task`` items (29,700 on-topic, 1,500 wild); ``regime``: one of :data:`REGIMES`.
+    ``positive_images`` / ``positive_labels`` (classes 0-4) are the 300 positives in file order,
+    ``positive_index`` their indices in the Fashion-MNIST training file (none of them is in the pool).
     """
 
     images: np.ndarray
@@ -63,6 +77,7 @@ class BenchmarkPool:
     positive_images: np.ndarray
     positive_labels: np.ndarray
     positive_index: np.ndarray
+    regime: str = "on-topic"
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -82,8 +97,11 @@ class BenchmarkPool:
         return {name: int(np.count_nonzero(self.source == name)) for name in SOURCES}
 
 
-def build_benchmark_pool(seed: int | None = 0) -> BenchmarkPool:
-    """Read every source from its package and assemble the benchmark pool and positives (a few seconds)."""
+def build_benchmark_pool(seed: int | None = 0, regime: str = "on-topic") -> BenchmarkPool:
+    """Read every source from its package and assemble the benchmark pool of ``regime`` (one of :data:`REGIMES`)
+    and the positives (a few seconds)."""
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     fashion_images, fashion_labels = fashion_mnist("train")
@@ -94,6 +112,15 @@ def build_benchmark_pool(seed: int | None = 0) -> BenchmarkPool:
     if len(positive_index) != TASK_CLASSES * POSITIVES_PER_CLASS:
         raise ValueError("Fashion-MNIST has fewer than 60 training images of some task class")
     task = np.setdiff1d(task, positive_index)  # sorted: file order
+    if regime == "wild":
+        after_positives = POSITIVES_PER_CLASS + WILD_TASK_PER_CLASS
+        task = np.sort(
+            np.concatenate(
+                [np.flatnonzero(fashion_labels == k)[POSITIVES_PER_CLASS:after_positives] for k in range(TASK_CLASSES)]
+            )
+        )
+        if len(task) != TASK_CLASSES * WILD_TASK_PER_CLASS:
+            raise ValueError("Fashion-MNIST has too few training images of some task class for the wild pool")
     lookalike = np.flatnonzero(fashion_labels >= TASK_CLASSES)
 
     parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = [
@@ -127,4 +154,5 @@ def build_benchmark_pool(seed: int | None = 0) -> BenchmarkPool:
         positive_images=fashion_images[positive_index],
         positive_labels=fashion_labels[positive_index].astype(np.int64),
         positive_index=positive_index.astype(np.int64),
+        regime=regime,
     )

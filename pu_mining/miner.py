@@ -1,27 +1,30 @@
-"""Mine a pool for the images of a teacher's task: FAISS candidates, then the multi-scale PU classifier.
+"""Mine a pool for the images of a teacher's task: candidates, the multi-scale PU classifier, a selection.
 
 Positive-Unlabeled compression (Xu et al., "Positive-Unlabeled Compression on the Cloud", NeurIPS 2019,
-arXiv:1909.09757): the user gives a teacher and a few labelled positives; the pool is unlabelled. :func:`mine`:
+arXiv:1909.09757): the user gives a teacher and a few labelled positives; the pool is unlabelled. :func:`mine` is
+:func:`score_pool` then :func:`select`:
 
-1. **Candidates.** The positives are embedded with the pool's embedder and the pool's FAISS index returns each
-   one's nearest neighbours; every pool item found is ranked by its highest cosine to any positive and the top
-   ``candidate_budget`` are kept. Default budget: :data:`CANDIDATES_PER_POSITIVE` times the positives (a user who
-   sends 1 % of their data has about 100x as many images of the task; twice that leaves room for the embedder's
-   mistakes), at most the pool. This stage only saves teacher passes: it must lose few positives.
+1. **Candidates** (:mod:`pu_mining.candidates`): every pool item when ``candidate_budget`` covers the pool (the
+   default budget, :data:`CANDIDATES_PER_POSITIVE` times the positives, covers pools up to 200x the upload);
+   otherwise a random probe, the teacher's most confident probe items per class and the positives as neighbour
+   queries. This stage only saves teacher passes: it must lose few positives.
 2. **PU classifier.** The teacher's pooled feature maps at each resolution stage (:mod:`pu_mining.features`) of
    positives and candidates feed the squeeze-and-excitation attention head (:mod:`pu_mining.pu_classifier`),
    trained with the non-negative PU risk (Kiryo et al., NeurIPS 2017, arXiv:1703.00593). The class prior
    ``pi`` (share of the task's images among the candidates) is the user's, or estimated
    (:func:`pu_mining.pu_classifier.estimate_prior_from_features`): the median over :data:`PRIOR_SPLITS` random
-   train/held-out splits of the Elkan-Noto estimate (Elkan & Noto, KDD 2008). Measured on the benchmark's
-   candidates (true prior 0.79), five splits gave Elkan-Noto 0.75-0.78 and Best-Bin (Garg et al., NeurIPS 2021)
-   0.83-0.92 (and 0.68 on another split): Best-Bin's bin choice is too unstable with a few hundred positives.
+   train/held-out splits of the Elkan-Noto estimate (Elkan & Noto, KDD 2008).
 3. **Hold-out check.** A part of the positives (``holdout_fraction``, stratified) is not used for training but
-   hidden among the candidates; the share of them that the classifier selects is the *held-out recall*, a
+   hidden among the candidates; the share of them the selection would have taken -- counting the chance that the
+   candidate step reached them (:meth:`pu_mining.candidates.Candidates.reach`) -- is the *held-out recall*, a
    recall estimate that needs no ground truth about the pool.
-4. **Selection.** Candidates scoring above zero, best first, capped at ``selection_budget``; near-duplicates
-   (cosine of pool embeddings >= ``duplicate_threshold``) of a positive or of a better-scoring selected item are
-   dropped. Each selected item's teacher-predicted class is recorded (the same teacher pass gives the logits).
+4. **Selection** (:mod:`pu_mining.selection`, ``MiningConfig.selection``): ``default``, ``pu``, ``pu-half``,
+   ``random`` or ``dfnd``; near-duplicates (cosine of pool embeddings >= ``duplicate_threshold``) of a positive or
+   of a better-ranked item are dropped; a part of the selection and the next items of its ranking are held back
+   as the evaluation set (``evaluation_ids``), never trained on.
+
+**No labels** (``positives=None``): steps 2-3 are skipped and the selection is ``dfnd`` (or ``random``): the
+teacher's most self-confident items (Chen et al., "Learning Student Networks in the Wild", CVPR 2021).
 
 Everything is seeded; on one machine and thread count the result is deterministic.
 """
@@ -29,7 +32,6 @@ Everything is seeded; on one machine and thread count the result is deterministi
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,15 +41,32 @@ import numpy as np
 import torch
 
 from compression.teachers import Teacher
+from pu_mining.candidates import Candidates, find_candidates
 from pu_mining.features import feature_taps
+from pu_mining.near_duplicates import remove_near_duplicates
 from pu_mining.nnpu import PriorMethod
 from pu_mining.pool import Pool
 from pu_mining.positives import Positives, split_holdout
 from pu_mining.pu_classifier import estimate_prior_from_features, train_pu_classifier
+from pu_mining.selection import SELECTIONS, Ranking, class_makeup, hold_back, rank, self_cross_entropy
 
-__all__ = ["CANDIDATES_PER_POSITIVE", "MiningCancelled", "MiningConfig", "MiningReport", "MiningResult", "mine"]
+__all__ = [
+    "CANDIDATES_PER_POSITIVE",
+    "NO_LABELS_CANDIDATE_BUDGET",
+    "SELECTIONS",
+    "MiningCancelled",
+    "MiningConfig",
+    "MiningReport",
+    "MiningResult",
+    "ScoredPool",
+    "mine",
+    "score_pool",
+    "select",
+]
 
 CANDIDATES_PER_POSITIVE = 200
+NO_LABELS_CANDIDATE_BUDGET = 100_000
+"""Candidates without positives: a uniform sample of this many pool items (all of a smaller pool)."""
 PRIOR_SPLITS = 3
 MIN_POOL_ITEMS = 100
 _FEATURE_BATCH = 512
@@ -76,8 +95,11 @@ class MiningConfig:
     duplicate_threshold: float = 0.99
     seed: int = 0
     num_threads: int | None = None
+    selection: str = "default"
 
     def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         for name in ("candidate_budget", "selection_budget"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -103,7 +125,12 @@ class MiningConfig:
 
 @dataclass
 class MiningReport:
-    """What :func:`mine` did, for people (``report.html``) and machines (``report.json``)."""
+    """What :func:`mine` did, for people (``report.html``) and machines (``report.json``).
+
+    ``selected``: the transfer set (training) size; ``evaluation``: the held-back set's size, of which
+    ``evaluation_from_selection`` came from the selection itself; ``class_histogram`` / ``evaluation_classes``:
+    the teacher-predicted class make-up of each; ``holdout_recall``: the held-out positives' estimate of the share
+    of the pool's task images the selection (training + held back) holds; None without positives."""
 
     pool: str
     pool_version: int
@@ -124,6 +151,13 @@ class MiningReport:
     class_histogram: dict[str, int]
     training: list[dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
+    selection: str = "default"
+    labels_used: bool = True
+    candidate_probe: int = 0
+    candidate_queries: int = 0
+    evaluation: int = 0
+    evaluation_from_selection: int = 0
+    evaluation_classes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,8 +165,12 @@ class MiningReport:
 
 @dataclass
 class MiningResult:
-    """Selected pool ``ids`` (best score first) with their ``scores`` and ``teacher_classes``; every candidate's
-    id and score (``candidate_ids``, ``candidate_scores``); the :class:`MiningReport`."""
+    """The transfer set: pool ``ids`` (best first) with their ranking ``scores`` (PU score; for ``dfnd`` minus
+    the teacher's self-cross-entropy; 0 for ``random``) and ``teacher_classes`` (-1 for ``random`` items outside the
+    candidates, which the teacher did not see); ``evaluation_ids`` /
+    ``evaluation_teacher_classes``: the held-back evaluation set (never in ``ids``); every candidate's id and
+    score (``candidate_ids``, ``candidate_scores``: PU scores, or minus the self-cross-entropy without labels);
+    the :class:`MiningReport`."""
 
     ids: np.ndarray
     scores: np.ndarray
@@ -140,6 +178,13 @@ class MiningResult:
     candidate_ids: np.ndarray
     candidate_scores: np.ndarray
     report: MiningReport
+    evaluation_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    evaluation_teacher_classes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def selection(self) -> str:
+        """The strategy that chose ``ids``."""
+        return self.report.selection
 
     def thumbnail_grid(self, pool: Pool, class_names: list[str], per_class: int = 10) -> bytes:
         """A PNG: one row per teacher class, its best-scoring selected items left to right (grey for none)."""
@@ -163,85 +208,62 @@ class MiningResult:
         return buffer.getvalue()
 
 
-def _candidates(pool: Pool, queries: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pool ids with their best cosine to any query, the ``budget`` highest."""
-    index = pool.index()
-    k = min(len(pool), max(16, math.ceil(4 * budget / len(queries))))
-    if index.kind == "hnsw":
-        index.set_search_params(ef_search=max(k, 128))
-    scores, ids = index.search(queries, k)
-    ids, scores = ids.reshape(-1), scores.reshape(-1)
-    keep = ids >= 0
-    ids, scores = ids[keep], scores[keep]
-    order = np.lexsort((-scores, ids))  # per id, best score first
-    ids, scores = ids[order], scores[order]
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = ids[1:] != ids[:-1]
-    ids, scores = ids[first], scores[first]
-    best = np.argsort(-scores, kind="stable")[:budget]
-    return ids[best], scores[best]
+@dataclass
+class ScoredPool:
+    """Everything :func:`select` needs, from one :func:`score_pool` pass: the candidates (sorted ids) with their
+    PU ``scores`` (None without positives) and teacher ``logits``; the held-out positives' PU scores, teacher
+    classes and candidate reach; the positives' embeddings (for near-duplicates); the prior and training log."""
+
+    pool: Pool
+    candidates: Candidates
+    scores: np.ndarray | None
+    logits: torch.Tensor
+    class_names: list[str]
+    positive_embeddings: np.ndarray | None
+    positives_used: int
+    held_out_scores: np.ndarray | None
+    held_out_classes: np.ndarray | None
+    held_out_reach: np.ndarray | None
+    prior: float
+    prior_estimated: bool
+    prior_method: str | None
+    candidate_budget: int
+    training: list[dict[str, Any]]
+    seconds: dict[str, float]
+    duplicate_threshold: float
+    seed: int
+
+    @property
+    def candidate_ids(self) -> np.ndarray:
+        return self.candidates.ids
 
 
-def _remove_near_duplicates(
-    pool: Pool, ranked_ids: np.ndarray, positive_embeddings: np.ndarray, threshold: float
-) -> tuple[np.ndarray, int, int]:
-    """``ranked_ids`` without items whose embedding has cosine >= ``threshold`` with a positive or with an item
-    ranked before them. Neighbours come from the pool index; cosines are recomputed exactly."""
-    if len(ranked_ids) == 0:
-        return ranked_ids, 0, 0
-    index = pool.index()
-    rank = np.full(len(pool), -1, dtype=np.int64)
-    rank[ranked_ids] = np.arange(len(ranked_ids))
-    drop = np.zeros(len(ranked_ids), dtype=bool)
-    _, near_positive = index.search(positive_embeddings, 16)
-    for row, neighbours in enumerate(near_positive):
-        neighbours = neighbours[(neighbours >= 0) & (rank[np.maximum(neighbours, 0)] >= 0)]
-        if len(neighbours):
-            cosines = pool.embeddings(neighbours) @ positive_embeddings[row]
-            drop[rank[neighbours[cosines >= threshold]]] = True
-    of_positives = int(drop.sum())
-    within = 0
-    embeddings = pool.embeddings(ranked_ids)
-    _, neighbour_ids = index.search(embeddings, 8)
-    for position, neighbours in enumerate(neighbour_ids):
-        if drop[position]:
-            continue
-        neighbour_rank = rank[np.maximum(neighbours, 0)]
-        earlier = neighbours[(neighbours >= 0) & (neighbour_rank >= 0) & (neighbour_rank < position)]
-        earlier = earlier[~drop[rank[earlier]]]
-        if len(earlier) and float((pool.embeddings(earlier) @ embeddings[position]).max()) >= threshold:
-            drop[position] = True
-            within += 1
-    return ranked_ids[~drop], of_positives, within
-
-
-def mine(
-    teacher: Teacher,
-    positives: Positives,
-    pool: Pool,
-    config: MiningConfig | None = None,
-    *,
-    on_progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> MiningResult:
-    """Find the pool items that belong to ``teacher``'s task (module docstring); :class:`MiningResult`.
-
-    ``positives``: the user's labelled images (:func:`pu_mining.positives.load_positives`). ValueError for a
-    pool that is too small (< :data:`MIN_POOL_ITEMS`), no positives, or positives the teacher cannot take.
-    ``on_progress({"stage": "mining", "step", "progress"})`` after each step; :class:`MiningCancelled` when
-    ``should_stop()`` turns true.
-    """
-    config = config or MiningConfig()
+def _check_inputs(teacher: Teacher, positives: Positives | None, pool: Pool) -> None:
     if not isinstance(teacher, Teacher):
         raise TypeError(f"teacher must be a compression.Teacher, got {type(teacher).__name__}")
-    if not isinstance(positives, Positives):
-        raise TypeError(f"positives must be pu_mining.positives.Positives, got {type(positives).__name__}")
+    if positives is not None and not isinstance(positives, Positives):
+        raise TypeError(f"positives must be pu_mining.positives.Positives or None, got {type(positives).__name__}")
     if not isinstance(pool, Pool):
         raise TypeError(f"pool must be a pu_mining.pool.Pool, got {type(pool).__name__}")
     if len(pool) < MIN_POOL_ITEMS:
         raise ValueError(f"pool {pool.name!r} has {len(pool)} items; mining needs at least {MIN_POOL_ITEMS}")
-    if len(positives) == 0:
-        raise ValueError("no positives to mine with")
+    if positives is not None and len(positives) == 0:
+        raise ValueError("no positives to mine with (pass positives=None to select without labels)")
+
+
+def score_pool(
+    teacher: Teacher,
+    positives: Positives | None,
+    pool: Pool,
+    config: MiningConfig | None = None,
+    *,
+    class_names: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ScoredPool:
+    """Steps 1-3 of the module docstring: candidates, their teacher logits and (with positives) PU scores."""
+    config = config or MiningConfig()
+    _check_inputs(teacher, positives, pool)
     seconds: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -255,39 +277,87 @@ def mine(
         if should_stop is not None and should_stop():
             raise MiningCancelled(f"mining stopped after {name}")
 
-    if config.holdout_fraction > 0 and len(positives) >= 2 * len(positives.class_names):
+    training: Positives | None = positives
+    held_out: Positives | None = None
+    if positives is not None and config.holdout_fraction > 0 and len(positives) >= 2 * len(positives.class_names):
         training, held_out = split_holdout(positives, config.holdout_fraction, config.seed)
+    if positives is None:
+        budget = min(len(pool), config.candidate_budget or NO_LABELS_CANDIDATE_BUDGET)
     else:
-        training, held_out = positives, None
-    budget = min(len(pool), config.candidate_budget or CANDIDATES_PER_POSITIVE * len(positives))
-
-    embedder = pool.load_embedder(config.num_threads)
-    positive_embeddings = embedder(training.images)
-    candidate_ids, _ = _candidates(pool, positive_embeddings, budget)
-    candidate_ids = np.sort(candidate_ids)
-    step("candidates", 0.1)
+        budget = min(len(pool), config.candidate_budget or CANDIDATES_PER_POSITIVE * len(positives))
 
     taps = feature_taps(teacher, num_threads=config.num_threads)
-    positive_features = taps(training.images)
-    held_features = taps(held_out.images) if held_out is not None else None
-    candidate_features: list[list[torch.Tensor]] = []
-    candidate_logits: list[torch.Tensor] = []
-    for start in range(0, len(candidate_ids), 8 * _FEATURE_BATCH):
-        chunk = pool.image_tensor(candidate_ids[start : start + 8 * _FEATURE_BATCH])
-        features, logits = taps.features_and_logits(chunk, batch_size=_FEATURE_BATCH)
-        candidate_features.append(features)
-        candidate_logits.append(logits)
-        if should_stop is not None and should_stop():
-            raise MiningCancelled("mining stopped while computing teacher features")
-    stages = len(taps.stages)
-    unlabelled = [torch.cat([part[s] for part in candidate_features]) for s in range(stages)]
-    logits = torch.cat(candidate_logits)
-    if held_features is not None:  # hidden among the candidates: unlabelled for the classifier
-        unlabelled_with_held = [torch.cat([u, h]) for u, h in zip(unlabelled, held_features, strict=True)]
-    else:
-        unlabelled_with_held = unlabelled
+    computed: dict[str, Any] = {}
+
+    def features_of(ids: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        parts: list[list[torch.Tensor]] = []
+        logit_parts: list[torch.Tensor] = []
+        for start in range(0, len(ids), 8 * _FEATURE_BATCH):
+            chunk = ids[start : start + 8 * _FEATURE_BATCH]
+            features, logits = taps.features_and_logits(pool.image_tensor(chunk), batch_size=_FEATURE_BATCH)
+            parts.append(features)
+            logit_parts.append(logits)
+            if should_stop is not None and should_stop():
+                raise MiningCancelled("mining stopped while computing teacher features")
+        stages = len(taps.stages)
+        if not parts:
+            return [torch.empty(0, c) for c in taps.channels], torch.empty(0, 0)
+        return [torch.cat([part[s] for part in parts]) for s in range(stages)], torch.cat(logit_parts)
+
+    def probe_logits(ids: np.ndarray) -> torch.Tensor:
+        probe_features, probe_logits_ = features_of(ids)
+        computed["ids"], computed["features"], computed["logits"] = ids, probe_features, probe_logits_
+        return probe_logits_
+
+    embedder = pool.load_embedder(config.num_threads) if training is not None else None
+    positive_embeddings = embedder(training.images) if embedder is not None and training is not None else None
+    candidates = find_candidates(pool, positive_embeddings, budget, probe_logits, config.seed)
+    step("candidates", 0.1)
+
+    probed = computed.get("ids", np.empty(0, dtype=np.int64))
+    missing = np.setdiff1d(candidates.ids, probed)
+    unlabelled, logits = features_of(missing)
+    if len(probed):  # the probe's teacher pass is reused: the rows are put back in candidate id order
+        ids_in_order = np.concatenate([missing, probed])
+        order = torch.from_numpy(np.argsort(ids_in_order, kind="stable"))
+        unlabelled = [torch.cat([u, p])[order] for u, p in zip(unlabelled, computed["features"], strict=True)]
+        logits = torch.cat([logits, computed["logits"]])[order]
+        computed.clear()
     step("teacher_features", 0.6)
 
+    names = list(class_names or (positives.class_names if positives is not None else []))
+    names += [str(k) for k in range(len(names), logits.shape[1])]
+    if positives is None or training is None:
+        return ScoredPool(
+            pool,
+            candidates,
+            None,
+            logits,
+            names,
+            None,
+            0,
+            None,
+            None,
+            None,
+            0.0,
+            False,
+            None,
+            budget,
+            [],
+            seconds,
+            config.duplicate_threshold,
+            config.seed,
+        )
+
+    positive_features = taps(training.images)
+    held_features, held_logits = (None, None)
+    if held_out is not None:
+        held_features, held_logits = taps.features_and_logits(held_out.images)
+    unlabelled_with_held = (
+        [torch.cat([u, h]) for u, h in zip(unlabelled, held_features, strict=True)]
+        if held_features is not None
+        else unlabelled
+    )  # the held-out positives hide among the candidates: unlabelled for the classifier
     if config.prior is not None:
         prior, prior_estimated, prior_method = float(config.prior), False, None
     else:
@@ -297,7 +367,7 @@ def mine(
             ).prior
             for split in range(PRIOR_SPLITS)
         ]
-        prior = float(min(max(float(np.median(estimates)), 0.01), 0.99))
+        prior = float(min(max(float(np.median(estimates)), 0.001), 0.99))
         prior_estimated, prior_method = True, config.prior_method
     step("prior", 0.65)
 
@@ -312,55 +382,194 @@ def mine(
         weight_decay=config.weight_decay,
     )
     scores = model.predict_scores(unlabelled).numpy().astype(np.float32)
-    holdout_recall = None
-    if held_features is not None:
-        holdout_recall = float((model.predict_scores(held_features).numpy() > 0).mean())
+    held_scores = held_classes = held_reach = None
+    if held_out is not None and held_features is not None and held_logits is not None and embedder is not None:
+        held_scores = model.predict_scores(held_features).numpy().astype(np.float32)
+        held_classes = held_logits.argmax(dim=1).numpy()
+        held_reach = candidates.reach(embedder(held_out.images))
     step("pu_classifier", 0.9)
-
-    above = np.flatnonzero(scores > 0)
-    ranked = above[np.argsort(-scores[above], kind="stable")]
-    kept, of_positives, within = _remove_near_duplicates(
-        pool, candidate_ids[ranked], embedder(positives.images), config.duplicate_threshold
+    if embedder is None:  # unreachable: positives were given, so the embedder was loaded
+        raise RuntimeError("no embedder")
+    return ScoredPool(
+        pool,
+        candidates,
+        scores,
+        logits,
+        names,
+        embedder(positives.images),
+        len(training),
+        held_scores,
+        held_classes,
+        held_reach,
+        prior,
+        prior_estimated,
+        prior_method,
+        budget,
+        history,
+        seconds,
+        config.duplicate_threshold,
+        config.seed,
     )
-    capped = 0
-    if config.selection_budget is not None and len(kept) > config.selection_budget:
-        capped = len(kept) - config.selection_budget
-        kept = kept[: config.selection_budget]
-    position = np.searchsorted(candidate_ids, kept)
-    selected_scores = scores[position]
-    teacher_classes = logits[torch.from_numpy(position)].argmax(dim=1).numpy() if len(kept) else np.empty(0, int)
-    step("selection", 1.0)
 
-    counts, edges = np.histogram(scores, bins=_HISTOGRAM_BINS)
-    names = positives.class_names
-    class_counts = np.bincount(teacher_classes, minlength=logits.shape[1]) if len(kept) else np.zeros(logits.shape[1])
-    class_histogram = {(names[k] if k < len(names) else str(k)): int(count) for k, count in enumerate(class_counts)}
+
+def _estimate_recall(scored: ScoredPool, ranking: Ranking, selected_classes: np.ndarray, strategy: str) -> float | None:
+    """Held-out recall of the selection: a held-out positive counts (times its candidate reach) when it scores as
+    well as the weakest selected item of its teacher class (PU strategies; per class because of the quotas)."""
+    if scored.held_out_scores is None or scored.held_out_reach is None or scored.held_out_classes is None:
+        return None
+    if strategy in ("random", "dfnd"):
+        return None
+    selected_scores = ranking.order_scores[: len(selected_classes)]
+    passed = np.zeros(len(scored.held_out_scores), dtype=bool)
+    for k in np.unique(scored.held_out_classes):
+        mine_k = selected_scores[selected_classes == k]
+        threshold = max(0.0, float(mine_k.min())) if len(mine_k) else np.inf
+        rows = scored.held_out_classes == k
+        passed[rows] = scored.held_out_scores[rows] >= threshold
+    return float((passed * scored.held_out_reach).mean())
+
+
+def select(
+    scored: ScoredPool,
+    strategy: str = "default",
+    *,
+    selection_budget: int | None = None,
+    seed: int | None = None,
+) -> MiningResult:
+    """Step 4: the transfer set and evaluation set of ``strategy`` (:data:`SELECTIONS`) from a :class:`ScoredPool`.
+
+    ``random`` and ``dfnd`` take as many items as ``default`` would when positives were given, else (no labels)
+    :func:`pu_mining.selection.dfnd_size`; ``selection_budget`` caps every strategy. Cheap: call it once per
+    strategy on one :func:`score_pool`.
+    """
+    if strategy not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {strategy!r}")
+    seed = scored.seed if seed is None else seed
+    clock = time.monotonic()
+    pool, ids = scored.pool, scored.candidate_ids
+    default_size = None
+    if scored.scores is not None and strategy in ("random", "dfnd"):
+        default_size = len(
+            _deduplicated(
+                scored,
+                rank("default", ids, scored.scores, scored.logits, pool_size=len(pool), default_size=None, seed=seed),
+            )[0]
+        )
+    ranking = rank(
+        strategy, ids, scored.scores, scored.logits, pool_size=len(pool), default_size=default_size, seed=seed
+    )
+    of_positives = within = 0
+    if strategy in ("default", "pu", "pu-half"):
+        kept, of_positives, within = _deduplicated(scored, ranking)
+        tail = ranking.ids[ranking.size :]
+        keep_scores = dict(zip(ranking.ids.tolist(), ranking.order_scores.tolist(), strict=True))
+        new_ids = np.concatenate([kept, tail])
+        ranking = Ranking(new_ids, np.array([keep_scores[int(i)] for i in new_ids]), len(kept))
+    capped = 0
+    if selection_budget is not None and ranking.size > selection_budget:
+        capped = ranking.size - selection_budget
+        ranking = Ranking(ranking.ids, ranking.order_scores, selection_budget)
+    training_ids, evaluation_ids = hold_back(ranking.ids, ranking.size, seed)
+    classes_of = _teacher_classes(scored, pool)
+    selection_classes = classes_of(ranking.ids[: ranking.size])
+    training_classes, evaluation_classes = classes_of(training_ids), classes_of(evaluation_ids)
+    order_score = dict(
+        zip(ranking.ids[: ranking.size].tolist(), ranking.order_scores[: ranking.size].tolist(), strict=True)
+    )
+    training_scores = np.array([order_score[int(i)] for i in training_ids], dtype=np.float32)
+    holdout_recall = _estimate_recall(scored, ranking, selection_classes, strategy)
+    seconds = {**scored.seconds, "selection": round(time.monotonic() - clock, 3)}
+    candidate_scores = scored.scores if scored.scores is not None else -self_cross_entropy(scored.logits)
+    counts, edges = np.histogram(candidate_scores, bins=_HISTOGRAM_BINS)
     report = MiningReport(
         pool=pool.name,
         pool_version=pool.version,
         pool_items=len(pool),
-        positives_used=len(training),
-        candidates=len(candidate_ids),
-        candidate_budget=budget,
-        selected=len(kept),
-        prior=prior,
-        prior_estimated=prior_estimated,
-        prior_method=prior_method,
-        holdout=0 if held_out is None else len(held_out),
+        positives_used=scored.positives_used,
+        candidates=len(ids),
+        candidate_budget=scored.candidate_budget,
+        selected=len(training_ids),
+        prior=scored.prior,
+        prior_estimated=scored.prior_estimated,
+        prior_method=scored.prior_method,
+        holdout=0 if scored.held_out_scores is None else len(scored.held_out_scores),
         holdout_recall=holdout_recall,
         duplicates_of_positives=of_positives,
         duplicates_within_selection=within,
         capped_by_budget=capped,
         score_histogram={"edges": edges.round(4).tolist(), "counts": counts.astype(float).tolist()},
-        class_histogram=class_histogram,
-        training=history,
+        class_histogram=class_makeup(training_classes, scored.class_names),
+        training=scored.training,
         seconds=seconds,
+        selection=strategy,
+        labels_used=scored.scores is not None,
+        candidate_probe=scored.candidates.probe_size,
+        candidate_queries=scored.candidates.query_count,
+        evaluation=len(evaluation_ids),
+        evaluation_from_selection=int(np.isin(evaluation_ids, ranking.ids[: ranking.size]).sum()),
+        evaluation_classes=class_makeup(evaluation_classes, scored.class_names),
     )
     return MiningResult(
-        ids=kept.astype(np.int64),
-        scores=selected_scores,
-        teacher_classes=teacher_classes.astype(np.int64),
-        candidate_ids=candidate_ids.astype(np.int64),
-        candidate_scores=scores,
+        ids=training_ids.astype(np.int64),
+        scores=training_scores,
+        teacher_classes=training_classes,
+        candidate_ids=ids.astype(np.int64),
+        candidate_scores=np.asarray(candidate_scores, dtype=np.float32),
         report=report,
+        evaluation_ids=evaluation_ids.astype(np.int64),
+        evaluation_teacher_classes=evaluation_classes,
     )
+
+
+def _deduplicated(scored: ScoredPool, ranking: Ranking) -> tuple[np.ndarray, int, int]:
+    head = ranking.ids[: ranking.size]
+    if scored.positive_embeddings is None:
+        return head, 0, 0
+    return remove_near_duplicates(scored.pool, head, scored.positive_embeddings, scored.duplicate_threshold)
+
+
+def _teacher_classes(scored: ScoredPool, pool: Pool) -> Callable[[np.ndarray], np.ndarray]:
+    """Teacher-predicted classes for pool ids, from the candidates' logits; -1 for items outside the candidates
+    (only ``random`` picks those)."""
+    candidate_classes = scored.logits.argmax(dim=1).numpy().astype(np.int64)
+    lookup = np.full(len(pool), -1, dtype=np.int64)
+    lookup[scored.candidate_ids] = candidate_classes
+
+    def classes(ids: np.ndarray) -> np.ndarray:
+        return lookup[ids] if len(ids) else np.empty(0, dtype=np.int64)
+
+    return classes
+
+
+def mine(
+    teacher: Teacher,
+    positives: Positives | None,
+    pool: Pool,
+    config: MiningConfig | None = None,
+    *,
+    class_names: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> MiningResult:
+    """Find the pool items for distilling ``teacher`` (module docstring): :func:`score_pool` then :func:`select`.
+
+    ``positives``: the user's labelled images (:func:`pu_mining.positives.load_positives`), or None for the
+    no-labels mode (the selection is then ``dfnd`` unless ``config.selection`` is ``random``). ``class_names``
+    names the teacher's outputs without positives. ValueError for a pool that is too small
+    (< :data:`MIN_POOL_ITEMS`), empty positives, positives the teacher cannot take, or a strategy that needs
+    labels without them. ``on_progress({"stage": "mining", "step", "progress"})`` after each step;
+    :class:`MiningCancelled` when ``should_stop()`` turns true.
+    """
+    config = config or MiningConfig()
+    strategy = config.selection
+    if positives is None and strategy not in ("dfnd", "random"):
+        if strategy != "default":
+            raise ValueError(f"selection {strategy!r} needs labelled positives; without them use 'dfnd' or 'random'")
+        strategy = "dfnd"
+    scored = score_pool(
+        teacher, positives, pool, config, class_names=class_names, on_progress=on_progress, should_stop=should_stop
+    )
+    result = select(scored, strategy, selection_budget=config.selection_budget, seed=config.seed)
+    if on_progress is not None:
+        on_progress({"stage": "mining", "step": "selection", "progress": 1.0})
+    return result

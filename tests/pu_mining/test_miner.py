@@ -13,12 +13,21 @@ from torch import nn
 
 from compression import load_teacher
 from compression.teachers import Teacher
+from pu_mining.candidates import PROBE_SHARE, nearest_neighbour_candidates
 from pu_mining.embedder import load_embedder
 from pu_mining.image_files import ImageRecord
-from pu_mining.miner import MiningCancelled, MiningConfig, mine
+from pu_mining.miner import MiningCancelled, MiningConfig, mine, score_pool, select
 from pu_mining.pool import Pool, PoolConfig, PoolStore, RecordSource
 from pu_mining.positives import Positives
-from pu_mining.sources import animal_mnist, mnist_digits
+from pu_mining.selection import (
+    DFND_MIN_CONFIDENCE,
+    DFND_MIN_SHARE,
+    EVALUATION_SHARE,
+    EVALUATION_TARGET,
+    SELECTIONS,
+    self_cross_entropy,
+)
+from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits
 from storage import LocalBlobStore
 from tests.fashion_mnist import task_images
 
@@ -147,3 +156,101 @@ def test_errors_and_cancel(teacher, pool, positives) -> None:
         MiningConfig(prior=1.5)
     with pytest.raises(TypeError, match="Positives"):
         mine(teacher, positives.images, pool)  # type: ignore[arg-type]
+
+
+def test_budget_covering_the_pool_makes_every_item_a_candidate(teacher, pool, positives) -> None:
+    result = mine(teacher, positives, pool, MiningConfig(num_threads=1, candidate_budget=10 * len(pool)))
+    np.testing.assert_array_equal(result.candidate_ids, np.arange(len(pool)))
+    assert result.report.candidate_probe == len(pool) and result.report.candidate_queries == 0
+
+
+def test_candidates_reach_task_images_far_from_every_positive(teacher, positives, tmp_path: Path) -> None:
+    """Positives of one class only (T-shirts), a pool of 400 shirts (close to every positive) and 200 task images
+    of the other classes (far from every positive): a nearest-neighbour search around the positives fills its
+    budget with shirts; the random probe and the teacher's class-conditional queries must still find the task."""
+    images, labels = fashion_mnist("train")
+    far_rows = np.concatenate([np.flatnonzero(labels == k)[:50] for k in (1, 2, 3, 4)])
+    shirt_rows = np.flatnonzero(labels == 6)[:400]
+
+    def records(name: str, rows: np.ndarray) -> RecordSource:
+        return RecordSource(name, (ImageRecord(name, str(i), images[i]) for i in rows))
+
+    store = PoolStore(LocalBlobStore(tmp_path / "blobs"), cache_dir=tmp_path / "cache")
+    store.ingest(
+        "shirts",
+        [records("task", far_rows), records("shirts", shirt_rows)],
+        config=PoolConfig(image_size=28, channels=1, embedder_resolution=32, shard_size=500),
+        embedder=load_embedder(resolution=32, num_threads=1),
+    )
+    pool = store.open("shirts")
+    far = _truth(pool)
+    t_shirts = positives.labels == 0
+    shirt_positives = Positives(
+        positives.images[t_shirts], positives.labels[t_shirts], CLASSES, list("abcdefghijkl"), "t"
+    )
+    half = len(pool) // 2
+    near_ids, _ = nearest_neighbour_candidates(pool, pool.load_embedder(1)(shirt_positives.images), half)
+    near_recall = far[near_ids].sum() / far.sum()
+    assert near_recall < 0.6  # the pool is as the test needs: a search around the positives misses the task
+    # the default budget (200 per positive) covers the pool: every item, far or not, is a candidate
+    scored = score_pool(teacher, shirt_positives, pool, MiningConfig(num_threads=1, holdout_fraction=0, epochs=1))
+    np.testing.assert_array_equal(scored.candidate_ids, np.arange(len(pool)))
+    # a budget below the pool: the probe and the teacher-guided scout do not fall below the positives' neighbours
+    config = MiningConfig(num_threads=1, candidate_budget=half, holdout_fraction=0)
+    scored = score_pool(teacher, shirt_positives, pool, config)
+    assert len(scored.candidate_ids) <= half and scored.candidates.probe_size == round(PROBE_SHARE * half)
+    assert far[scored.candidate_ids].sum() / far.sum() >= near_recall
+    # held-out reach is 1 above the scout's cut-off, else the probe's rate, never more
+    reach = scored.candidates.reach(pool.embeddings(np.flatnonzero(far)))
+    assert set(np.unique(reach).tolist()) <= {1.0, scored.candidates.probe_rate}
+
+
+def test_selection_strategies_from_one_scoring(teacher, pool, positives) -> None:
+    scored = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, epochs=20))
+    results = {strategy: select(scored, strategy) for strategy in SELECTIONS}
+    default, pu, half = results["default"], results["pu"], results["pu-half"]
+
+    def selection(result) -> np.ndarray:  # training + the part of the selection held back
+        return np.concatenate([result.ids, result.evaluation_ids[: result.report.evaluation_from_selection]])
+
+    assert len(selection(half)) <= len(selection(pu)) // 2 + 1 and len(selection(default)) <= len(selection(pu))
+    for strategy in ("random", "dfnd"):  # the same size as the default
+        assert len(selection(results[strategy])) == len(selection(default)), strategy
+    cross_entropy = self_cross_entropy(teacher(pool.image_tensor(selection(results["dfnd"]))))
+    rest = np.setdiff1d(np.arange(len(pool)), selection(results["dfnd"]))
+    assert cross_entropy.max() <= self_cross_entropy(teacher(pool.image_tensor(rest))).min() + 1e-5
+    truth = _truth(pool)
+    assert truth[selection(default)].mean() > truth[selection(results["random"])].mean() + 0.3
+    for strategy, result in results.items():
+        report = result.report
+        assert report.selection == result.selection == strategy
+        assert not set(result.ids.tolist()) & set(result.evaluation_ids.tolist())  # evaluation never trained on
+        assert report.evaluation == len(result.evaluation_ids) <= EVALUATION_TARGET
+        assert report.evaluation >= min(EVALUATION_TARGET, len(pool) - len(result.ids)) // 2
+        assert sum(report.class_histogram.values()) == len(result.ids)
+        assert sum(report.evaluation_classes.values()) == len(result.evaluation_ids)
+        assert report.evaluation_from_selection == int(EVALUATION_SHARE * len(selection(result)))
+    with pytest.raises(ValueError, match="selection"):
+        select(scored, "best")
+    # candidates below the pool: random items the teacher never scored are counted as such
+    partial = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, epochs=2, candidate_budget=400))
+    drawn = select(partial, "random")
+    outside = ~np.isin(drawn.ids, partial.candidate_ids)
+    assert outside.any() and (drawn.teacher_classes[outside] == -1).all()
+    assert drawn.report.class_histogram.get("not scored") == int(outside.sum())
+
+
+def test_no_labels_mode_selects_as_dfnd(teacher, pool) -> None:
+    result = mine(teacher, None, pool, MiningConfig(num_threads=1), class_names=CLASSES)
+    report = result.report
+    assert result.selection == "dfnd" and not report.labels_used and report.holdout_recall is None
+    assert report.positives_used == 0 and list(report.class_histogram) == CLASSES
+    chosen = np.concatenate([result.ids, result.evaluation_ids[: report.evaluation_from_selection]])
+    probabilities = torch.softmax(teacher(pool.image_tensor(np.arange(len(pool)))), dim=1).max(dim=1).values.numpy()
+    confident = int((probabilities >= DFND_MIN_CONFIDENCE).sum())
+    assert len(chosen) == max(confident, int(np.ceil(DFND_MIN_SHARE * len(pool))))  # the no-labels size rule
+    assert probabilities[chosen].min() >= np.delete(probabilities, chosen).max() - 1e-5  # the most confident
+    with pytest.raises(ValueError, match="positives"):
+        mine(teacher, None, pool, MiningConfig(num_threads=1, selection="pu"))
+    with pytest.raises(ValueError, match="selection"):
+        MiningConfig(selection="everything")

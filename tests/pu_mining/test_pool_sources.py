@@ -15,6 +15,7 @@ import pytest
 from pu_mining.benchmark_pool import SOURCES, BenchmarkPool, build_benchmark_pool
 from pu_mining.sources import (
     animal_mnist,
+    fashion_mnist,
     mnist_digits,
     read_gzip_pickled_array,
     restricted_unpickle,
@@ -203,3 +204,23 @@ def test_pool_order_is_deterministic_and_mixed(pool: BenchmarkPool) -> None:
     assert np.array_equal(pool.images[mnist], images[pool.source_index[mnist]])
     with pytest.raises(TypeError, match="seed"):
         build_benchmark_pool(seed="0")  # type: ignore[arg-type]
+
+
+def test_wild_pool_holds_training_images_60_to_359_of_each_class(pool: BenchmarkPool) -> None:
+    wild = build_benchmark_pool(regime="wild")
+    assert wild.regime == "wild" and pool.regime == "on-topic"
+    assert wild.counts() == {**pool.counts(), "fmnist_task": 1500}
+    assert len(wild) == 48_797 and abs(wild.positive_share - 0.031) < 0.001
+    assert np.array_equal(wild.is_positive, wild.source == "fmnist_task")
+    _, fashion_labels = fashion_mnist("train")
+    task_index = np.sort(wild.source_index[wild.is_positive])
+    expected = np.sort(np.concatenate([np.flatnonzero(fashion_labels == k)[60:360] for k in range(5)]))
+    assert np.array_equal(task_index, expected)  # right after the 60 positives of each class, in file order
+    assert np.array_equal(wild.positive_index, pool.positive_index)
+    assert not np.isin(wild.positive_index, task_index).any()
+    lookalike = wild.source == "fmnist_lookalike"  # the same distractors as the on-topic pool
+    assert np.array_equal(
+        np.sort(wild.source_index[lookalike]), np.sort(pool.source_index[pool.source == "fmnist_lookalike"])
+    )
+    with pytest.raises(ValueError, match="regime"):
+        build_benchmark_pool(regime="tame")

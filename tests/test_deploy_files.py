@@ -1,0 +1,419 @@
+"""The deployment files, checked offline: Kubernetes manifests against the API schemas (kubernetes-validate) and the
+restricted Pod Security Standard, the compose topology, the image's entry point and health check.
+
+scripts/container-smoke.sh builds and runs the image for real; these checks take seconds and need no container engine.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+CONDENSE_IMAGE = "condense"
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+KUBERNETES_VERSIONS = ("1.30.0", "1.35.0")
+
+
+def _manifests(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    documents = []
+    for path in sorted(folder.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        documents += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return documents
+
+
+def _pod_spec(resource: dict[str, Any]) -> dict[str, Any] | None:
+    if resource["kind"] == "Pod":
+        return resource["spec"]
+    if resource["kind"] in POD_KINDS:
+        return resource["spec"]["template"]["spec"]
+    return None
+
+
+def _pods(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    pods = []
+    for path, resource in _manifests(folder):
+        spec = _pod_spec(resource)
+        if spec is not None:
+            pods.append((f"{path.relative_to(ROOT)}:{resource['kind']}/{resource['metadata']['name']}", spec))
+    return pods
+
+
+def _condense_pods() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, spec) for name, spec in _pods(K8S) if _image_name(spec["containers"][0]["image"]) == CONDENSE_IMAGE]
+
+
+def _image_name(image: str) -> str:
+    return image.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def _graceful_timeout() -> float:
+    return float(runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))["graceful_timeout"])
+
+
+# ------------------------------------------------------------------------------- the restricted Pod Security Standard
+
+_RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in pod spec ``pod`` breaks the "restricted" profile of the Kubernetes Pod Security Standards (baseline
+    rules included), one line per problem; empty when the API server of a namespace enforcing it would admit it."""
+    problems = []
+    pod_context = pod.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field):
+            problems.append(f"pod: {field} is not allowed")
+    for sysctl in pod_context.get("sysctls") or []:
+        if sysctl["name"] not in _SAFE_SYSCTLS:
+            problems.append(f"pod: sysctl {sysctl['name']} is not allowed")
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: type {', '.join(sorted(kinds))} is not allowed")
+    if pod_context.get("runAsUser") == 0:
+        problems.append("pod: runAsUser 0")
+    containers = (pod.get("initContainers") or []) + pod["containers"] + (pod.get("ephemeralContainers") or [])
+    for container in containers:
+        name = f"container {container['name']}"
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {capabilities['add']}")
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot must be true (pod or container)")
+        if context.get("runAsUser") == 0:
+            problems.append(f"{name}: runAsUser 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost (pod or container)")
+        if context.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount")
+        if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            problems.append(f"{name}: AppArmor unconfined")
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                problems.append(f"{name}: hostPort {port['hostPort']}")
+    return problems
+
+
+def test_the_checker_finds_what_the_standard_forbids():
+    bare = {"containers": [{"name": "web", "image": "condense:0.1.0"}], "volumes": [{"name": "h", "hostPath": {}}]}
+    problems = restricted_violations(bare)
+    for expected in ("allowPrivilegeEscalation", "drop ALL", "runAsNonRoot", "seccompProfile", "hostPath"):
+        assert any(expected in line for line in problems), (expected, problems)
+    web = next(spec for name, spec in _condense_pods() if "web" in name)
+    broken = yaml.safe_load(yaml.safe_dump(web))
+    broken["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    del broken["securityContext"]["seccompProfile"]
+    problems = restricted_violations(broken)
+    assert any("allowPrivilegeEscalation" in line for line in problems), problems
+    assert any("seccompProfile" in line for line in problems), problems
+
+
+@pytest.mark.parametrize("name_and_pod", _pods(K8S), ids=lambda item: item[0])
+def test_every_pod_passes_the_restricted_pod_security_standard(name_and_pod):
+    name, pod = name_and_pod
+    assert restricted_violations(pod) == [], name
+
+
+def test_the_namespace_enforces_the_restricted_standard():
+    namespaces = [doc for _, doc in _manifests(K8S) if doc["kind"] == "Namespace"]
+    assert [ns["metadata"]["name"] for ns in namespaces] == ["condense"]
+    assert namespaces[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# ------------------------------------------------------------------------------------------------- the API schemas
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_match_the_kubernetes_api_schemas(version):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    checked = 0
+    for path, resource in _manifests(K8S):
+        try:
+            kubernetes_validate.validate(resource, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{path.relative_to(ROOT)} {resource['kind']}/{resource['metadata']['name']}: {error.message}")
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_schema_error_is_caught():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    _, web = next((p, doc) for p, doc in _manifests(K8S) if doc["kind"] == "Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(web))
+    broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 45  # misspelt field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("overlay", ["condense", "trial"])
+def test_kustomize_renders_each_overlay(overlay):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered) if doc]
+    assert {"Namespace", "ConfigMap", "Deployment", "Job", "Service"} <= set(kinds)
+    if overlay == "trial":
+        config = next(doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "ConfigMap")
+        assert config["data"]["CONDENSE_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+# ---------------------------------------------------------------------------------------------- the Condense pods
+
+
+def test_condense_pods_are_locked_down_and_pinned():
+    pods = _condense_pods()
+    assert {name.rsplit("/", 1)[-1] for name, _ in pods} == {"condense-web", "condense-worker", "condense-bootstrap"}
+    for name, pod in pods:
+        assert pod["automountServiceAccountToken"] is False, name
+        mounts = {}
+        for container in pod["containers"]:
+            image = container["image"]
+            tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+            assert tag and tag != "latest", (name, image)
+            assert container["imagePullPolicy"] == "IfNotPresent", name
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        for path in ("/tmp", "/data"):  # writable places on a read-only root
+            assert "emptyDir" in volumes[mounts[path]], (name, path)
+        assert pod["securityContext"]["runAsUser"] == 10001, name
+
+
+def _container(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = next(spec for name, spec in _condense_pods() if name.endswith(f"condense-{component}"))
+    return pod, pod["containers"][0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env") or []}
+
+
+def test_web_pods_outlive_gunicorns_graceful_timeout_and_probe_health_over_http():
+    pod, web = _container("web")
+    assert pod["terminationGracePeriodSeconds"] > _graceful_timeout()
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert web[probe]["httpGet"]["path"] == "/api/v1/health", probe
+        assert web[probe]["httpGet"]["port"] == "http"
+    assert web["ports"][0] == {"name": "http", "containerPort": 8000}
+
+
+def test_the_probed_path_answers_200_in_the_app(tmp_path):
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path)}))
+    _, web = _container("web")
+    response = app.test_client().get(web["livenessProbe"]["httpGet"]["path"])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["status"] == "ok"
+
+
+def test_web_replicas_share_the_session_key_from_the_secret():
+    _, web = _container("web")
+    reference = _env(web)["CONDENSE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert reference["name"] == "condense-secrets"
+    assert reference["key"] == "CONDENSE_SECRET_KEY"
+    assert not reference.get("optional"), "a missing key must stop the pod, not give each replica its own"
+
+
+def test_workers_size_their_thread_pools_to_the_cpu_limit():
+    pod, worker = _container("worker")
+    assert worker["resources"]["limits"]["cpu"]
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        field = _env(worker)[variable]["valueFrom"]["resourceFieldRef"]
+        assert field["resource"] == "limits.cpu", variable
+    assert pod["terminationGracePeriodSeconds"] >= 40  # the worker waits up to 25 s for a job to stop, then syncs
+
+
+def test_the_bootstrap_job_runs_the_bootstrap_script():
+    pod, bootstrap = _container("bootstrap")
+    script = Path(bootstrap["command"][0].replace("/app/", f"{ROOT}/", 1))
+    assert script.is_file() and os.access(script, os.X_OK), script
+    assert pod["restartPolicy"] in ("OnFailure", "Never")
+
+
+# ----------------------------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def test_compose_file_passes_the_compose_schema(tmp_path):
+    """Debian's docker-compose (1.29) validates the file against its schema offline; skipped where it is missing."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose (Debian package) is not installed")
+    source = DEPLOY / "docker-compose.yml"
+    check = subprocess.run([binary, "-f", str(source), "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    misspelt = tmp_path / "docker-compose.yml"
+    misspelt.write_text(source.read_text().replace("stop_grace_period: 45s", "stop_grace_priod: 45s"))
+    check = subprocess.run([binary, "-f", str(misspelt), "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert check.returncode != 0 and "stop_grace_priod" in check.stderr
+
+
+def test_compose_builds_the_image_once_and_every_condense_service_uses_it(compose):
+    services = compose["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["app"]
+    image = services["app"]["image"]
+    assert ":" in image and not image.endswith(":latest")
+    for name in ("bootstrap", "app", "worker"):
+        assert services[name]["image"] == image, name
+    for name in ("bootstrap", "worker"):  # never looked for in a registry: "app" builds it
+        assert services[name]["pull_policy"] == "never", name
+
+
+def test_compose_bootstraps_before_serving_and_stops_gracefully(compose):
+    services = compose["services"]
+    for name in ("app", "worker"):
+        assert services[name]["depends_on"]["bootstrap"] == {"condition": "service_completed_successfully"}, name
+    assert services["bootstrap"]["command"] == ["/app/deploy/bootstrap.sh"]
+
+    def seconds(text: str) -> float:
+        assert text.endswith("s"), text
+        return float(text[:-1])
+
+    assert seconds(services["app"]["stop_grace_period"]) > _graceful_timeout()
+    assert seconds(services["worker"]["stop_grace_period"]) >= 40
+    assert services["worker"]["healthcheck"] == {"disable": True}
+    assert services["worker"]["environment"]["OMP_NUM_THREADS"] == str(services["worker"]["cpus"])
+
+
+def test_compose_keeps_one_session_key_in_a_named_volume(compose):
+    services = compose["services"]
+    written = services["bootstrap"]["environment"]["CONDENSE_NEW_SECRET_KEY_FILE"]
+    read = services["app"]["environment"]["CONDENSE_SECRET_KEY_FILE"]
+    assert written == read
+    folder = str(Path(read).parent)
+    for name in ("bootstrap", "app"):
+        volumes = {entry.split(":")[1]: entry.split(":")[0] for entry in services[name]["volumes"]}
+        assert volumes[folder] in compose["volumes"], name  # named, so `down`/`up` keeps it
+
+
+# ---------------------------------------------------------------------------------------- the image's own scripts
+
+
+def _entrypoint(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": os.environ["PATH"], **env}
+    return subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh"), "sh", "-c", 'printf %s "$CONDENSE_SECRET_KEY"'],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd=tmp_path,
+    )
+
+
+def test_entrypoint_reads_the_key_file(tmp_path):
+    key = tmp_path / "secret_key"
+    key.write_text("k" * 64 + "\n")
+    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(key))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "k" * 64
+    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(key), CONDENSE_SECRET_KEY="x" * 40)
+    assert result.stdout == "x" * 40  # an explicit key wins
+    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert "not a readable file" in result.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(empty))
+    assert result.returncode == 2
+    assert "is empty" in result.stderr
+
+
+def test_shell_scripts_parse():
+    for script in (DEPLOY / "entrypoint.sh", DEPLOY / "bootstrap.sh"):
+        subprocess.run(["sh", "-n", str(script)], check=True, timeout=10)
+    for script in ("container-smoke.sh", "container-scaleout-smoke.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=10)
+
+
+def test_healthcheck_fails_without_a_server_and_passes_with_one(tmp_path):
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/v1/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    env = {"PATH": os.environ["PATH"], "CONDENSE_BIND": f"0.0.0.0:{free_port}"}
+    check = [os.environ.get("PYTHON", "python3"), str(DEPLOY / "healthcheck.py")]
+    assert subprocess.run(check, env=env, capture_output=True, timeout=20).returncode == 1
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env["CONDENSE_BIND"] = f"0.0.0.0:{server.server_address[1]}"
+        assert subprocess.run(check, env=env, capture_output=True, timeout=20).returncode == 0
+    finally:
+        server.shutdown()
+
+
+def test_dockerfile_installs_dependencies_before_the_source_and_ships_the_data_packages():
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    deps = next(i for i, line in enumerate(lines) if "pip install -r /tmp/condense-deps/requirements.txt" in line)
+    first_source = next(i for i, line in enumerate(lines) if line.startswith("COPY service"))
+    assert deps < first_source
+    text = "\n".join(lines)
+    assert "dataset-fashion-mnist" in text
+    assert "animal-mnist==0.4" in text
+    assert "download.pytorch.org/whl/cpu" in text  # how to get the CPU-only build
+    assert "HEALTHCHECK" in text
