@@ -112,9 +112,11 @@ def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOpti
         )
     num_classes = None
     if model_format == "onnx":
+        import onnx
+
         from compression.export.onnx import external_data_tensors
 
-        if external_data_tensors(parsed):
+        if isinstance(parsed, onnx.ModelProto) and external_data_tensors(parsed):
             raise ServiceError.field(
                 422,
                 "teacher",
