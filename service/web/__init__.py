@@ -110,7 +110,7 @@ def web_user() -> User:
 
 
 def csrf_token() -> str:
-    """This session's CSRF token, made on first use (the templates put it in every form)."""
+    """The browser session's CSRF token, made on first use (the templates put it in every form)."""
     token = session.get(_CSRF_KEY)
     if not isinstance(token, str) or not token:
         token = secrets.token_urlsafe(32)
