@@ -136,6 +136,20 @@ class _MultipartBody:
                 yield part
 
 
+def _counted(chunks: Iterator[bytes], total: int, on_upload: Callable[[int, int], None]) -> Iterator[bytes]:
+    """``chunks`` unchanged, reporting the bytes handed on so far to ``on_upload`` (throttled)."""
+    sent, last = 0, 0.0
+    on_upload(0, total)
+    for chunk in chunks:
+        yield chunk
+        sent += len(chunk)
+        now = time.monotonic()
+        if now - last >= 0.1 and sent < total:
+            last = now
+            on_upload(sent, total)
+    on_upload(total, total)
+
+
 class Client:
     """The API at ``server`` (``http(s)://host:port``) as the user of ``token``."""
 
@@ -209,8 +223,13 @@ class Client:
         positives: str | os.PathLike[str],
         options: dict,
         test: str | os.PathLike[str] | None = None,
+        *,
+        on_upload: Callable[[int, int], None] | None = None,
     ) -> dict:
-        """Upload the files (a positives or test folder is zipped first) and submit the job; return the job."""
+        """Upload the files (a positives or test folder is zipped first) and submit the job; return the job.
+
+        ``test`` is an optional labelled test set. ``on_upload(sent, total)`` sees the bytes sent (at most ten calls
+        a second, and once at the end, after which the server checks the files before it answers)."""
         teacher_path, positives_path = Path(teacher), Path(positives)
         if not teacher_path.is_file():
             raise FileNotFoundError(f"no teacher file {teacher_path}")
@@ -228,8 +247,10 @@ class Client:
                     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="condense-")))
                     files[name] = zip_folder(files[name], folder / f"{files[name].resolve().name}.zip")
             body = _MultipartBody({"options": json.dumps(options)}, files)
-            headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
-            return self._json("POST", "/jobs", body=iter(body), headers=headers)
+            total = len(body)
+            headers = {"Content-Type": body.content_type, "Content-Length": str(total)}
+            chunks = iter(body) if on_upload is None else _counted(iter(body), total, on_upload)
+            return self._json("POST", "/jobs", body=chunks, headers=headers)
 
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/jobs/{quote(job_id, safe='')}")
@@ -243,6 +264,20 @@ class Client:
 
     def delete(self, job_id: str) -> None:
         self._json("DELETE", f"/jobs/{quote(job_id, safe='')}")
+
+    def tokens(self) -> list[dict]:
+        """This token's user's API tokens (no secrets)."""
+        return self._json("GET", "/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> None:
+        self._json("DELETE", f"/tokens/{int(token_id)}")
+
+    def uploads(self) -> dict:
+        """This user's uploads and quota: ``{"uploads": [...], "used_bytes", "quota_bytes"}``."""
+        return self._json("GET", "/uploads")
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._json("DELETE", f"/uploads/{quote(upload_id, safe='')}")
 
     def events(self, job_id: str, after: int = 0, timeout: float = 120.0) -> Iterator[SseEvent]:
         """The job's server-sent events after event ``after``, until the server closes the stream."""

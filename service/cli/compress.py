@@ -49,7 +49,7 @@ def _format(summary: Summary, out: Path) -> str:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from service.cli.progress import JobProgressBar
+    from service.cli.job_progress import JobProgressBar
     from service.options import JobCancelled, JobOptions
     from service.pipeline import run_compression
     from service.pipeline.report import Summary

@@ -208,6 +208,7 @@ class Worker(Reaper):
                 on_progress=ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
+                job_id=job.id,  # student.onnx names the job that made it
                 **extra,
             )
             return "succeeded", None, jsonable(result) if isinstance(result, Mapping) else {}
@@ -383,17 +384,20 @@ def _consumer_class() -> type:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The worker's logging (:func:`service.log_setup.configure_logging`)."""
+    from service.log_setup import configure_logging as configure
+
+    configure(level)
 
 
 def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:
     """``condense worker``: run jobs from the queue until SIGINT / SIGTERM. Returns the exit status."""
     from service.jobs.queue import open_queue
+    from service.jobs.scratch import make_private
     from storage import open_metadata_store
 
     configure_logging(settings.log_level)
+    make_private(settings.data_dir)
     metadata = open_metadata_store(settings.database_url)
     blobs = settings.open_blobs()
     queue = open_queue(settings.broker_url)

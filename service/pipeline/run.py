@@ -50,16 +50,19 @@ def run_compression(
     should_stop: Callable[[], bool] | None = None,
     pool_cache_dir: Path | None = None,
     num_threads: int | None = None,
+    job_id: str | None = None,
     test_path: Path | None = None,
 ) -> dict[str, Any]:
     """Run one compression job (module docstring); returns the summary also stored as ``report["summary"]``.
 
-    ``test_path``: an optional labelled test set (the positives' format and classes), never trained on.
+    ``job_id`` (the service's job, if any) is written into the metadata of ``student.onnx``. ``test_path``: an
+    optional labelled test set (the positives' format and classes), never trained on.
 
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
     from service.pipeline.evaluation import evaluate_student, hold_back_pool_items
+    from service.pipeline.onnx_metadata import stamp_onnx_metadata, student_metadata
     from service.pipeline.report import build_report, write_report
     from service.pipeline.report_html import render_report_html
     from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
@@ -73,7 +76,7 @@ def run_compression(
 
     progress.stage("load", "loading the teacher and the positives")
     cache_dir = pool_cache_dir or out_dir.parent / ".pool-cache"
-    inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir)
+    inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir, check=progress.check)
 
     progress.stage("mining", f"mining pool {inputs.pool.name} ({len(inputs.pool):,} images)")
     mined, held_back_ids = hold_back_pool_items(mine_pool(inputs, options, work, progress, num_threads), options.seed)
@@ -86,6 +89,11 @@ def run_compression(
 
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
+    onnx_path = out_dir / "student.onnx"
+    metadata = student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, options.student)
+    stamp_onnx_metadata(onnx_path, {**metadata, **({"condense.job_id": job_id} if job_id else {})})
+    if "onnx_bytes" in exported.student_profile:
+        exported.student_profile["onnx_bytes"] = onnx_path.stat().st_size
     progress.emit(1.0, "exported")
 
     progress.stage("report", "writing the report")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,21 @@ class Exported:
 
 
 def load_inputs(
-    teacher_path: Path, positives_path: Path, options: JobOptions, blob_store: Any, pool_cache_dir: Path
+    teacher_path: Path,
+    positives_path: Path,
+    options: JobOptions,
+    blob_store: Any,
+    pool_cache_dir: Path,
+    check: Callable[[], None] | None = None,
 ) -> Inputs:
-    """Load the teacher and the positives (converted to its input), hold out a share, open the pool."""
+    """Load the teacher and the positives (converted to its input), hold out a share, open the pool.
+
+    ``check`` (raising :class:`~service.options.JobCancelled` when the job should stop) runs before each of these
+    steps, so a cancel during the load stage takes effect at the next step, not after the whole stage. A TorchScript
+    teacher's code runs here, in the worker process (see docs/hardening.md).
+    """
+    step = check or (lambda: None)
+    step()
     from compression import load_teacher
     from pu_mining.pool import PoolStore
     from pu_mining.positives import load_positives, split_holdout
@@ -103,7 +116,9 @@ def load_inputs(
         mean=list(options.mean) if options.mean else None,
         std=list(options.std) if options.std else None,
     )
+    step()
     positives = load_positives(positives_path, teacher.input_shape)
+    step()
     if len(positives.class_names) != teacher.num_classes:
         raise ValueError(
             f"the positives have {len(positives.class_names)} classes ({', '.join(positives.class_names)}) but the "

@@ -47,6 +47,7 @@ def run_compression(
     on_progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
     pool_cache_dir: Path | None = None,
+    job_id: str | None = None,
     test_path: Path | None = None,
 ) -> dict:
     try:
