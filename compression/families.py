@@ -4,9 +4,11 @@
 family     conv-like layer                                      paper
 =========  ===================================================  ==========================
 plain      ``nn.Conv2d``                                        (reference networks)
+slim       ``nn.Conv2d`` (CPU-latency-sized architectures)      ResNet / VGG scaled in width and depth
 ghost      :class:`~compression.layers.ghost.GhostModule`       GhostNet, arXiv:1911.11907
 binary     :class:`~compression.layers.binary.BinaryConv2d`     BBG, arXiv:1909.12117
 adder      :class:`~compression.layers.adder.AdderConv2d`       AdderNet, arXiv:1912.13200
+qnn4/qnn2  :class:`~compression.layers.lsq.LsqConv2d` (4/2-bit)  LSQ arXiv:1902.08153, widened as arXiv:2002.00555
 =========  ===================================================  ==========================
 
 Every family keeps the first convolution (it sees the raw image) and the classifier in full
@@ -24,6 +26,7 @@ from torch import nn
 from compression.layers.adder import AdderConv2d
 from compression.layers.binary import BinaryConv2d
 from compression.layers.ghost import GhostModule
+from compression.layers.lsq import LsqConv2d
 
 ConvFactory = Callable[[int, int, int, int], nn.Module]
 """``make_conv(in_channels, out_channels, kernel_size, stride)`` -> a bias-free, 'same'-padded conv-like layer."""
@@ -65,15 +68,27 @@ def _adder_conv(in_channels: int, out_channels: int, kernel_size: int, stride: i
     return AdderConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
 
 
+def _lsq_conv(bits: int) -> ConvFactory:
+    def make(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+        return LsqConv2d(
+            in_channels, out_channels, kernel_size, stride, kernel_size // 2, weight_bits=bits, activation_bits=bits
+        )
+
+    return make
+
+
 def _keep(conv: nn.Conv2d) -> nn.Module:
     return conv
 
 
 FAMILIES: dict[str, LayerFamily] = {
     "plain": LayerFamily("plain", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
+    "slim": LayerFamily("slim", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
     "ghost": LayerFamily("ghost", _ghost_conv, lambda: nn.ReLU(inplace=True), GhostModule.from_conv2d),
     "binary": LayerFamily("binary", _binary_conv, nn.Hardtanh, BinaryConv2d.from_conv2d),
     "adder": LayerFamily("adder", _adder_conv, lambda: nn.ReLU(inplace=True), AdderConv2d.from_conv2d),
+    "qnn4": LayerFamily("qnn4", _lsq_conv(4), lambda: nn.ReLU(inplace=True), lambda c: LsqConv2d.from_conv2d(c, 4)),
+    "qnn2": LayerFamily("qnn2", _lsq_conv(2), lambda: nn.ReLU(inplace=True), lambda c: LsqConv2d.from_conv2d(c, 2)),
 }
 
 

@@ -8,6 +8,8 @@ Convention (the one the GhostNet and AdderNet papers use when they compare netwo
   accumulation) on each instead; a binary layer spends one XNOR-popcount step (a binary operation).
 * ``multiplications`` / ``additions`` -- full-precision arithmetic actually performed.
 * ``binary_ops`` -- 1-bit XNOR/popcount operations (binary layers only).
+* ``bit_ops`` -- MACs times weight bits times activation bits of low-bit (LSQ) layers only;
+  :func:`compression.metrics.bitops.count_bit_ops` adds every other layer at its own precision.
 
 Batch norm and activations are not counted: batch norm folds into the preceding convolution at
 deploy time, and activations are comparisons, not arithmetic.
@@ -30,6 +32,7 @@ class OpCounts:
     multiplications: int = 0
     additions: int = 0
     binary_ops: int = 0
+    bit_ops: int = 0
 
     def __add__(self, other: OpCounts) -> OpCounts:
         if not isinstance(other, OpCounts):

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from compression.metrics.ops import check_batch_sizes, check_input_shape
 
-__all__ = ["LatencyStats", "measure_onnx_latency"]
+__all__ = ["LatencyStats", "measure_onnx_latency", "measure_side_by_side", "open_cpu_session"]
 
 _LATENCY_SEED = 0
 _ORT_FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {
@@ -79,11 +79,7 @@ def measure_onnx_latency(
     if intra_op_num_threads is not None:
         check_count(intra_op_num_threads, "intra_op_num_threads", 0)
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if intra_op_num_threads is not None:
-        options.intra_op_num_threads = intra_op_num_threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = open_cpu_session(path, intra_op_num_threads)
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ValueError(f"{path.name} has {len(inputs)} inputs; exactly one is expected")
@@ -126,3 +122,60 @@ def measure_onnx_latency(
             repeats=repeats,
         )
     return results
+
+
+def open_cpu_session(path: str | os.PathLike[str], intra_op_num_threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with every graph optimisation on (BN folding, fusions, the blocked layout)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_num_threads is not None:
+        options.intra_op_num_threads = intra_op_num_threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def measure_side_by_side(
+    onnx_paths: Sequence[str | os.PathLike[str]],
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    rounds: int = 7,
+    repeats: int = 10,
+    *,
+    intra_op_num_threads: int | None = 1,
+) -> list[LatencyStats]:
+    """Latency (ms per batch) of each file, timed in interleaved rounds on the same input.
+
+    Every round times ``repeats`` runs of each file in turn, so a load change on a shared machine hits all files
+    alike; each result summarises all ``rounds * repeats`` runs of its file. On a machine shared with other work the
+    minimum is the better estimate of the unloaded latency: a run longer than the scheduler's time slice is likely
+    to be preempted, which inflates the medians of larger models more than those of small ones
+    (``intra_op_num_threads=1`` by default: single-thread figures are the stable ones on a busy machine; pass None
+    for ONNX Runtime's default of one thread per core).
+    """
+    shape = check_input_shape(input_shape)
+    (size,) = check_batch_sizes([batch_size])
+    check_count(rounds, "rounds", 1)
+    check_count(repeats, "repeats", 1)
+    sessions = [open_cpu_session(Path(p), intra_op_num_threads) for p in onnx_paths]
+    feed_array = np.random.default_rng(_LATENCY_SEED).standard_normal((size, *shape)).astype(np.float32)
+    feeds = [{s.get_inputs()[0].name: feed_array} for s in sessions]
+    for session, feed in zip(sessions, feeds, strict=True):
+        session.run(None, feed)  # warm-up: first-run allocations
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for index, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
+            for _ in range(repeats):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times[index].append(time.perf_counter() - start)
+    return [_stats(size, np.asarray(t) * 1e3) for t in times]
+
+
+def _stats(batch_size: int, times_ms: np.ndarray) -> LatencyStats:
+    return LatencyStats(
+        batch_size=batch_size,
+        median_ms=float(np.median(times_ms)),
+        p90_ms=float(np.percentile(times_ms, 90)),
+        mean_ms=float(times_ms.mean()),
+        min_ms=float(times_ms.min()),
+        repeats=len(times_ms),
+    )

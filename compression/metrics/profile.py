@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compression.export.onnx import OnnxExport, OnnxVerification, export_onnx
+from compression.metrics.bitops import bit_ops_of
 from compression.metrics.latency import LatencyStats, check_count, measure_onnx_latency
 from compression.metrics.ops import (
     ModelOps,
@@ -49,6 +50,7 @@ class ModelProfile:
     additions: int
     binary_ops: int
     weight_bytes: int
+    bit_ops: int  # MACs x weight bits x activation bits, float layers at 32 x 32 (compression.metrics.bitops)
     onnx_bytes: int
     onnx_opset: int
     exporter: str
@@ -64,6 +66,7 @@ class ModelProfile:
             "multiplications": self.multiplications,
             "additions": self.additions,
             "binary_ops": self.binary_ops,
+            "bit_ops": self.bit_ops,
             "weight_bytes": self.weight_bytes,
             "onnx_bytes": self.onnx_bytes,
             "onnx_opset": self.onnx_opset,
@@ -149,6 +152,7 @@ def profile(
         multiplications=ops.multiplications,
         additions=ops.additions,
         binary_ops=ops.binary_ops,
+        bit_ops=bit_ops_of(ops),
         weight_bytes=weight_bytes(model),
         onnx_bytes=exported.file_bytes,
         onnx_opset=exported.opset,

@@ -3,7 +3,7 @@
 The architecture modules are imported here explicitly; importing one registers its constructors.
 """
 
-from compression.students import ghostnet, resnet, vgg  # noqa: F401  (registers the architectures)
+from compression.students import ghostnet, qnn, resnet, slim, vgg  # noqa: F401  (registers the architectures)
 from compression.students._registry import (
     StudentInfo,
     family_defaults,

@@ -9,10 +9,11 @@ from typing import Literal
 from torch import nn
 
 from compression.metrics import count_ops, count_parameters
+from compression.metrics.bitops import count_bit_ops
 from compression.students._registry import resolve_student
 from compression.students._stem import check_input_shape
 
-BudgetMetric = Literal["macs", "params"]
+BudgetMetric = Literal["macs", "params", "bitops"]
 
 # Widths searched when fitting a budget: 1/16x to 8x the architecture's base width.
 _MIN_WIDTH = 1 / 16
@@ -31,8 +32,8 @@ class Budget:
     metric: BudgetMetric = "macs"
 
     def __post_init__(self) -> None:
-        if self.metric not in ("macs", "params"):
-            raise ValueError(f"budget metric must be 'macs' or 'params', got {self.metric!r}")
+        if self.metric not in ("macs", "params", "bitops"):
+            raise ValueError(f"budget metric must be 'macs', 'params' or 'bitops', got {self.metric!r}")
         if not isinstance(self.reference, int) or self.reference <= 0:
             raise ValueError(f"budget reference must be a positive int, got {self.reference!r}")
         if not isinstance(self.ratio, (int, float)) or not 0 < self.ratio <= 1:
@@ -55,9 +56,11 @@ class Budget:
 
 
 def measure(model: nn.Module, input_shape: tuple[int, int, int], metric: BudgetMetric) -> int:
-    """The model's MACs (one forward pass at batch 1) or its parameter count."""
+    """The model's MACs or bit-ops (one forward pass at batch 1) or its parameter count."""
     if metric == "params":
         return count_parameters(model)
+    if metric == "bitops":  # low-bit layers at their bit widths, float ones at 32 x 32 bits per MAC
+        return count_bit_ops(model, input_shape)
     return count_ops(model, input_shape).total.macs
 
 

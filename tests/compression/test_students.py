@@ -48,7 +48,7 @@ def test_large_inputs_use_a_strided_stem() -> None:
 
 def test_family_names_resolve_to_defaults() -> None:
     defaults = family_defaults()
-    assert set(defaults) == {"plain", "ghost", "binary", "adder"}
+    assert set(defaults) == {"plain", "slim", "ghost", "binary", "adder", "qnn4", "qnn2"}
     for family, arch in defaults.items():
         assert arch in list_students(family)
     assert any(isinstance(m, GhostModule) for m in _make("ghost").modules())
