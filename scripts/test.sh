@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # contract tests run for real on loopback (PostgreSQL; tests/storage/conftest.py starts it as a non-root user; Redis for
 # the job queue, tests/service/test_worker.py); headless Chromium and its driver for the web pages' browser tests
 # (tests/service/test_web.py).
-debian_packages=(dataset-fashion-mnist postgresql redis-server chromium chromium-driver)
+debian_packages=(dataset-fashion-mnist g++ postgresql redis-server chromium chromium-driver)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

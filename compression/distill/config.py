@@ -37,6 +37,12 @@ the losses module), with the penalised worst case (``robust_sensitivity=1``) 87.
 89.7-89.9 % (overall 91.9-92.0 % against plain KD's 89.0-89.8 %). Deferred re-weighting (``class_weight_delay``)
 is available but off: one run at 0.5 gave 88.4 %, no better than the default.
 
+Short-schedule options for binary and adder students (off by default; :mod:`compression.distill.stages`):
+``float_stage_epochs`` trains a full-precision twin of the student first (two-stage training, as most binary-network
+work does; for adder students a warm start from a trained float network) and ``binary_weight_delay`` binarises the
+activations before the weights (progressive binarisation). They stay off until a measurement on the benchmark task
+with its teacher shows a gain; the screening command is ``python -m bench.bench_distill_recipes``.
+
 ``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
 budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
 schedule, so choose ``epochs`` to fit the budget.
@@ -52,7 +58,14 @@ from typing import Any, Literal
 from compression.distill.losses import DEFAULT_CLASS_WEIGHT_FLOOR, DEFAULT_ROBUST_SMOOTHING
 from compression.layers.adder import DEFAULT_ETA
 
-__all__ = ["CLASS_WEIGHTINGS", "OPTIMIZERS", "SCHEDULES", "DistillConfig", "default_config"]
+__all__ = [
+    "CLASS_WEIGHTINGS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "DistillConfig",
+    "default_config",
+    "float_stage_config",
+]
 
 OptimizerName = Literal["sgd", "adam"]
 WeightingName = Literal["loss", "sampling"]
@@ -117,6 +130,14 @@ class DistillConfig:
     see :class:`compression.distill.losses.ClassLossTracker`)."""
     adder_eta: float = DEFAULT_ETA
     """AdderNet's adaptive learning-rate coefficient; used only by students that contain adder layers."""
+    float_stage_epochs: int = 0
+    """Two-stage training (:mod:`compression.distill.stages`): this many epochs of a full-precision twin of a binary
+    or adder student (same shape, ``nn.Conv2d`` layers, the ``plain`` family's optimizer and schedule) before the
+    ``epochs`` of the student itself, which starts from the twin's weights. Ignored for students without binary or
+    adder layers."""
+    binary_weight_delay: float = 0.0
+    """Progressive binarisation: share of the student's epochs trained with binary activations but full-precision
+    weights before the weights are binarised too (ReActNet's two steps, arXiv:2003.03488)."""
     augment: bool = True
     """Per-sample augmentation of the student's input: horizontal flip (``augment_flip``) and, if
     ``augment_padding > 0``, a random crop of the zero-padded image back to its size."""
@@ -175,6 +196,10 @@ class DistillConfig:
         if self.robust and not self.class_balanced:
             raise ValueError("robust needs class_balanced (the uncertainty set is around the class weights)")
         _check_number(self, "adder_eta", positive=True)
+        _check_int(self, "float_stage_epochs", minimum=0)
+        _check_number(self, "binary_weight_delay")
+        if self.binary_weight_delay >= 1:
+            raise ValueError(f"binary_weight_delay must be in [0, 1), got {self.binary_weight_delay!r}")
         _check_bool(self, "augment")
         _check_int(self, "augment_padding", minimum=0)
         _check_bool(self, "augment_flip")
@@ -222,6 +247,16 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "adder": {},
     "binary": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "linear"},
 }
+
+
+def float_stage_config(config: DistillConfig) -> DistillConfig:
+    """The config of the full-precision twin's stage: ``config``'s distillation settings with the ``plain`` family's
+    optimizer, learning rate, weight decay and schedule, and ``float_stage_epochs`` epochs."""
+    fields = ("optimizer", "lr", "weight_decay", "momentum", "nesterov")
+    plain = {name: getattr(DistillConfig(), name) for name in fields}
+    plain.update(_FAMILY_DEFAULTS["plain"])
+    plain["schedule"] = DistillConfig().schedule
+    return config.replace(**plain, epochs=config.float_stage_epochs, float_stage_epochs=0, binary_weight_delay=0.0)
 
 
 def default_config(family: str, **overrides: Any) -> DistillConfig:

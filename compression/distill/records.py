@@ -84,3 +84,6 @@ class DistillResult:
     class_weights: list[float] = field(default_factory=list)
     """Nominal class weights ``w0`` (sum ``K``), from the teacher's predictions on the transfer set."""
     resumed_from_step: int | None = None
+    float_stage: DistillResult | None = None
+    """The result of the full-precision twin's stage (two-stage training, ``float_stage_epochs``), else None; its
+    ``student`` is the twin."""

@@ -89,11 +89,11 @@ steps and eval mode for validation, and is returned in eval mode with the best s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,21 +102,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.distill.checkpoint import (
-    CHECKPOINT_FILE,
-    TEACHER_OUTPUTS_FILE,
-    check_fingerprint,
-    read_checkpoint,
-    read_teacher_outputs,
-    rng_states,
-    run_fingerprint,
-    set_rng_states,
-    write_checkpoint,
-    write_teacher_outputs,
-)
-from compression.distill.config import DistillConfig, default_config
+from compression.distill.checkpoint import CHECKPOINT_FILE, TEACHER_OUTPUTS_FILE
+from compression.distill.config import DistillConfig, default_config, float_stage_config
 from compression.distill.data import TransferSet, as_transfer_set, validation_set
-from compression.distill.evaluate import Evaluation, evaluate_predictions
+from compression.distill.evaluate import Evaluation
 from compression.distill.losses import (
     IGNORE_LABEL,
     ClassLossTracker,
@@ -126,6 +115,7 @@ from compression.distill.losses import (
     teacher_class_weights,
 )
 from compression.distill.noise_adaptation import NoiseAdaptation
+from compression.distill.progress import ProgressMixin, Stop
 from compression.distill.records import (
     DistillCancelled,
     DistillProgress,
@@ -134,8 +124,12 @@ from compression.distill.records import (
     Stage,
     StoppedReason,
 )
+from compression.distill.resume import CheckpointMixin
 from compression.distill.sampling import class_weighted_order
 from compression.distill.schedule import learning_rate
+from compression.distill.stages import float_twin, has_low_bit_layers, load_float_twin_
+from compression.distill.teacher_outputs import TeacherOutputsMixin, module_device
+from compression.distill.validation import ValidationMixin
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
 from compression.layers.binary import BinaryConv2d
 from compression.layers.ghost import GhostModule
@@ -168,12 +162,6 @@ def infer_family(student: nn.Module) -> str:
     return "plain"
 
 
-class _Stop(Exception):  # noqa: N818  (internal control flow)
-    def __init__(self, reason: StoppedReason) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def distill(
     teacher: Teacher,
     student: nn.Module,
@@ -198,11 +186,33 @@ def distill(
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     with _thread_count(config.num_threads), _teacher_in_eval_mode(teacher):
         train = as_transfer_set(train_data)
-        run = _Run(teacher, student, train, validation_set(train, val_data), config)
-        run.on_progress = on_progress
-        run.should_stop = should_stop
-        run.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        return run.execute()
+        validation = validation_set(train, val_data)
+        folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+        float_result = None
+        if config.float_stage_epochs > 0 and has_low_bit_layers(student):
+            # Two-stage training (compression.distill.stages): the full-precision twin first.
+            twin = float_twin(student)
+            float_config = float_stage_config(config)
+            share = config.float_stage_epochs / (config.float_stage_epochs + config.epochs)
+            if config.time_budget_s is not None:
+                float_config = float_config.replace(time_budget_s=config.time_budget_s * share)
+            stage = _Run(teacher, twin, train, validation, float_config)
+            float_result = stage.run(on_progress, None if folder is None else folder / "float_stage", should_stop)
+            load_float_twin_(student, twin)
+            if float_result.stopped_reason == "cancelled":
+                return dataclasses.replace(float_result, student=student.eval(), float_stage=float_result)
+            # The teacher's outputs are reused, not recomputed.
+            train = dataclasses.replace(train, teacher_logits=stage.train_logits)
+            validation = (dataclasses.replace(validation[0], teacher_logits=stage.val_logits), validation[1])
+            remaining = None
+            if config.time_budget_s is not None:
+                remaining = max(config.time_budget_s - float_result.elapsed_s, 1e-3)
+            config = config.replace(float_stage_epochs=0, time_budget_s=remaining)
+        run = _Run(teacher, student, train, validation, config)
+        result = run.run(on_progress, folder, should_stop)
+        if float_result is not None:
+            result.float_stage = float_result
+        return result
 
 
 @contextlib.contextmanager
@@ -229,7 +239,7 @@ def _teacher_in_eval_mode(teacher: Teacher) -> Iterator[None]:
             teacher.train()
 
 
-class _Run:
+class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin):
     """The state of one distillation run; :meth:`execute` drives it."""
 
     def __init__(
@@ -290,6 +300,17 @@ class _Run:
 
     # ----------------------------------------------------------------------------------------------- driver
 
+    def run(
+        self,
+        on_progress: Callable[[DistillProgress], None] | None,
+        checkpoint_dir: Path | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> DistillResult:
+        self.on_progress = on_progress
+        self.checkpoint_dir = checkpoint_dir
+        self.should_stop = should_stop
+        return self.execute()
+
     def execute(self) -> DistillResult:
         for module in self.student.modules():
             if isinstance(module, BinaryConv2d) and module.deployed:
@@ -306,10 +327,13 @@ class _Run:
             else:
                 self._validate(epoch=0, train_loss=None, steps=0, partial=False, epoch_s=0.0)
             self._train()
-        except _Stop as stop:
+        except Stop as stop:
             reason = stop.reason
         except DistillCancelled:
             reason = "cancelled"
+        for module in self.student.modules():  # a stop inside a progressive-binarisation epoch
+            if isinstance(module, BinaryConv2d):
+                module.binarize_weights = True
         if reason == "time_budget" and self.step_in_epoch > 0 and hasattr(self, "optimizer"):
             try:
                 self._validate_partial_epoch()
@@ -350,61 +374,6 @@ class _Run:
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.started)
-
-    # ---------------------------------------------------------------------------------------- teacher outputs
-
-    def _teacher_outputs(self) -> None:
-        cached = self._load_teacher_outputs()
-        if cached is not None:
-            self.train_logits, self.val_logits = cached
-            return
-        started = time.perf_counter()
-        self.train_logits = self.train.teacher_logits
-        if self.train_logits is None:
-            self.train_logits = self._run_teacher(self.train.images, "train")
-        self.val_logits = self.val.teacher_logits
-        if self.val_logits is None:
-            self.val_logits = self._run_teacher(self.val.images, "validation")
-        self.train_logits = self.train_logits.detach().float().cpu()
-        self.val_logits = self.val_logits.detach().float().cpu()
-        if self.train_logits.shape[1] != self.val_logits.shape[1]:
-            raise ValueError("the teacher's training and validation logits have different class counts")
-        self.teacher_forward_s += time.perf_counter() - started
-        self._save_teacher_outputs()
-
-    def _run_teacher(self, images: torch.Tensor, which: str) -> torch.Tensor:
-        batch = self.config.eval_batch_size
-        batches = math.ceil(len(images) / batch)
-        outputs = []
-        started = time.perf_counter()
-        self._emit("teacher_outputs", force=True, step=0, steps=batches)
-        with torch.no_grad():
-            for index in range(batches):
-                self._check_stop(teacher_stage=True)
-                chunk = images[index * batch : (index + 1) * batch]
-                logits = self.teacher(chunk.to(_module_device(self.teacher, chunk.device)))
-                if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(chunk):
-                    raise ValueError(f"the teacher must return logits [n, K] for [n, C, H, W] {which} images")
-                outputs.append(logits.detach().float().cpu())
-                done = (index + 1) * batch
-                rate = min(done, len(images)) / max(time.perf_counter() - started, 1e-9)
-                self._emit("teacher_outputs", step=index + 1, steps=batches, samples_per_s=rate)
-        return torch.cat(outputs)
-
-    def _load_teacher_outputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        path = self._path(TEACHER_OUTPUTS_FILE)
-        if path is None:
-            return None
-        saved = read_teacher_outputs(path)
-        if saved is None:
-            return None
-        self._check_fingerprint(saved["fingerprint"], path)
-        return saved["train"], saved["val"]
-
-    def _save_teacher_outputs(self) -> None:
-        path = self._path(TEACHER_OUTPUTS_FILE)
-        if path is not None:
-            write_teacher_outputs(path, self._fingerprint(), self.train_logits, self.val_logits)
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -488,8 +457,13 @@ class _Run:
 
     def _train(self) -> None:
         config = self.config
+        binary_layers = [module for module in self.student.modules() if isinstance(module, BinaryConv2d)]
+        binary_weights_from = math.floor(config.binary_weight_delay * config.epochs + 1e-9)
         while self.epoch < config.epochs:
             order, offsets, flips = self._epoch_plan(self.epoch)
+            # Progressive binarisation: latent float weights in the first epochs; validation always sees binary ones.
+            for module in binary_layers:
+                module.binarize_weights = self.epoch >= binary_weights_from
             if self.step_in_epoch == 0:
                 self.epoch_loss_sum = 0.0
                 self.epoch_started_elapsed = self._elapsed()
@@ -504,6 +478,8 @@ class _Run:
                 self._train_step(positions, batch_offsets, batch_flips)
                 self._emit("train")
                 self._maybe_checkpoint()
+            for module in binary_layers:
+                module.binarize_weights = True
             epoch_s = self._elapsed() - self.epoch_started_elapsed
             train_loss = self.epoch_loss_sum / max(self.steps_per_epoch, 1)
             self.epoch += 1
@@ -522,7 +498,7 @@ class _Run:
             images = self._augment(images, offsets, flips)
         if config.teacher_on_augmented and config.augment:
             with torch.no_grad():
-                teacher_logits = self.teacher(images.to(_module_device(self.teacher, images.device)))
+                teacher_logits = self.teacher(images.to(module_device(self.teacher, images.device)))
             teacher_logits = teacher_logits.detach().float().cpu()
             classes = teacher_logits.argmax(dim=1)
         else:
@@ -564,229 +540,3 @@ class _Run:
         spent = time.perf_counter() - started
         self.train_s += spent
         self.train_s_this_run += spent
-
-    # ---------------------------------------------------------------------------------------------- validation
-
-    def _validate(self, *, epoch: int, train_loss: float | None, steps: int, partial: bool, epoch_s: float) -> None:
-        started = time.perf_counter()
-        batch = self.config.eval_batch_size
-        images = self.val.images
-        batches = math.ceil(len(images) / batch)
-        # A cancellation raised by the callback during validation takes effect once the record is complete.
-        cancelled = self._emit_or_defer_cancel("validate", force=True, step=0, steps=batches)
-        self.student.eval()
-        outputs = []
-        with torch.no_grad():
-            for index in range(batches):
-                chunk = images[index * batch : (index + 1) * batch].to(self.device)
-                outputs.append(self.student(chunk).float().cpu().argmax(dim=1))
-                if index + 1 < batches:  # the last batch is reported with the result, below
-                    cancelled |= self._emit_or_defer_cancel("validate", step=index + 1, steps=batches)
-        evaluation = evaluate_predictions(
-            torch.cat(outputs), self.val_teacher_classes, self.val.labels_or_ignore, self.num_classes
-        )
-        metric = evaluation.student_accuracy if self.metric_name == "accuracy" else evaluation.agreement
-        assert metric is not None
-        self.last_validation_s = time.perf_counter() - started
-        self.validate_s += self.last_validation_s
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            lr=self._learning_rate(max(self.global_step - 1, 0)),  # of the last step taken
-            val_accuracy=evaluation.student_accuracy,
-            val_agreement=evaluation.agreement,
-            val_metric=metric,
-            steps=steps,
-            partial=partial,
-            epoch_s=epoch_s,
-            elapsed_s=self._elapsed(),
-        )
-        self.history.append(record)
-        self.latest_val = (evaluation.student_accuracy, evaluation.agreement)
-        if self.best_metric is None or metric > self.best_metric:
-            self.best_metric = metric
-            self.best_epoch = epoch
-            self.best_state = {name: value.detach().clone() for name, value in self.student.state_dict().items()}
-            self.best_evaluation = evaluation.as_dict()
-        cancelled |= self._emit_or_defer_cancel("validate", force=True, step=batches, steps=batches)
-        if cancelled:
-            raise DistillCancelled
-
-    def _validate_partial_epoch(self) -> None:
-        train_loss = self.epoch_loss_sum / self.step_in_epoch
-        epoch_s = self._elapsed() - self.epoch_started_elapsed
-        self._validate(
-            epoch=self.epoch + 1, train_loss=train_loss, steps=self.step_in_epoch, partial=True, epoch_s=epoch_s
-        )
-
-    # ------------------------------------------------------------------------------------------ stop, progress
-
-    def _check_stop(self, teacher_stage: bool = False) -> None:
-        if self.should_stop is not None and self.should_stop():
-            raise _Stop("cancelled")
-        budget = self.config.time_budget_s
-        if budget is not None:
-            reserve = 0.0 if teacher_stage else self.last_validation_s
-            if self._elapsed() + reserve >= budget:
-                raise _Stop("time_budget")
-
-    def _emit(
-        self,
-        stage: Stage,
-        *,
-        force: bool = False,
-        step: int | None = None,
-        steps: int | None = None,
-        samples_per_s: float | None = None,
-    ) -> None:
-        if self.on_progress is None:
-            return
-        now = time.perf_counter()
-        if not force and now - self.last_emit.get(stage, -math.inf) < self.config.progress_interval_s:
-            return
-        self.last_emit[stage] = now
-        training = stage in ("train", "done")
-        if samples_per_s is None and self.train_s_this_run > 0:
-            samples_per_s = self.steps_this_run * self.batch_size / self.train_s_this_run
-        event = DistillProgress(
-            stage=stage,
-            epoch=self.epoch + 1 if stage == "train" else self.epoch,
-            epochs=self.config.epochs,
-            step=self.step_in_epoch if step is None else step,
-            steps_per_epoch=self.steps_per_epoch if steps is None else steps,
-            loss=self.epoch_loss_sum / self.step_in_epoch if training and self.step_in_epoch else None,
-            samples_per_s=samples_per_s,
-            eta_s=0.0 if stage == "done" else self._eta(),
-            val_accuracy=self.latest_val[0],
-            val_agreement=self.latest_val[1],
-            elapsed_s=self._elapsed(),
-        )
-        self.on_progress(event)
-
-    def _emit_or_defer_cancel(self, stage: Stage, **kwargs: Any) -> bool:
-        """:meth:`_emit`, returning True instead of raising if the callback cancels."""
-        try:
-            self._emit(stage, **kwargs)
-        except DistillCancelled:
-            return True
-        return False
-
-    def _eta(self) -> float | None:
-        remaining_steps = self.total_steps - self.global_step
-        if remaining_steps <= 0:
-            eta = 0.0
-        elif self.steps_this_run == 0:
-            return None
-        else:
-            per_step = self.train_s_this_run / self.steps_this_run
-            validations = self.config.epochs - self.epoch
-            eta = remaining_steps * per_step + validations * self.last_validation_s
-        budget = self.config.time_budget_s
-        return eta if budget is None else max(0.0, min(eta, budget - self._elapsed()))
-
-    # --------------------------------------------------------------------------------------------- checkpoints
-
-    def _path(self, name: str) -> Path | None:
-        if self.checkpoint_dir is None:
-            return None
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return self.checkpoint_dir / name
-
-    def _fingerprint(self) -> dict[str, Any]:
-        """What identifies the run: trajectory-shaping config fields, data digests, the student's parameters."""
-        if self.fingerprint is None:  # computed once, and only when there is a checkpoint folder
-            self.fingerprint = run_fingerprint(self.config, self.train, self.val, self.student)
-        return self.fingerprint
-
-    def _check_fingerprint(self, found: dict[str, Any], path: Path) -> None:
-        check_fingerprint(found, self._fingerprint(), path)
-
-    def _maybe_checkpoint(self) -> None:
-        config = self.config
-        due = config.checkpoint_every_steps is not None and (
-            self.global_step - self.last_checkpoint_step >= config.checkpoint_every_steps
-        )
-        due = due or (
-            config.checkpoint_every_s is not None
-            and time.perf_counter() - self.last_checkpoint_time >= config.checkpoint_every_s
-        )
-        if due:
-            self._save_checkpoint(finished=False, stopped_reason=None)
-
-    def _save_checkpoint(self, *, finished: bool, stopped_reason: StoppedReason | None) -> None:
-        path = self._path(CHECKPOINT_FILE)
-        if path is None:
-            return
-        state = {
-            "model": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"schedule": self.config.schedule, "global_step": self.global_step},
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "epoch_loss_sum": self.epoch_loss_sum,
-            "epoch_started_elapsed": self.epoch_started_elapsed,
-            "class_losses": self.class_loss_tracker.state_dict(),
-            "rng": rng_states(),
-            "best": {
-                "metric": self.best_metric,
-                "epoch": self.best_epoch,
-                "state": self.best_state,
-                "evaluation": self.best_evaluation,
-            },
-            "history": [asdict(record) for record in self.history],
-            "elapsed_s": self._elapsed(),
-            "teacher_forward_s": self.teacher_forward_s,
-            "train_s": self.train_s,
-            "validate_s": self.validate_s,
-            "last_validation_s": self.last_validation_s,
-            "class_weights": getattr(self, "class_weights_list", []),
-            "finished": finished,
-            "stopped_reason": stopped_reason,
-        }
-        write_checkpoint(path, self._fingerprint(), state)
-        self.last_checkpoint_time = time.perf_counter()
-        self.last_checkpoint_step = self.global_step
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self._path(CHECKPOINT_FILE)
-        if path is None:
-            return None
-        checkpoint = read_checkpoint(path)
-        if checkpoint is None:
-            return None
-        self._check_fingerprint(checkpoint["fingerprint"], path)
-        self.history = [EpochRecord(**record) for record in checkpoint["history"]]
-        best = checkpoint["best"]
-        self.best_metric, self.best_epoch = best["metric"], best["epoch"]
-        self.best_state, self.best_evaluation = best["state"], best["evaluation"]
-        self.elapsed_before = checkpoint["elapsed_s"]
-        self.teacher_forward_s = checkpoint["teacher_forward_s"]
-        self.train_s = checkpoint["train_s"]
-        self.validate_s = checkpoint["validate_s"]
-        self.last_validation_s = checkpoint["last_validation_s"]
-        self.class_weights_list = checkpoint["class_weights"]
-        self.global_step = checkpoint["global_step"]
-        self.epoch = checkpoint["epoch"]
-        self.step_in_epoch = checkpoint["step_in_epoch"]
-        if self.history:
-            last = self.history[-1]
-            self.latest_val = (last.val_accuracy, last.val_agreement)
-        self.resumed_from_step = self.global_step
-        return checkpoint
-
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.student.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.epoch_loss_sum = checkpoint["epoch_loss_sum"]
-        self.epoch_started_elapsed = checkpoint["epoch_started_elapsed"]
-        self.class_loss_tracker.load_state_dict(checkpoint["class_losses"])
-        set_rng_states(checkpoint["rng"])
-        self.last_checkpoint_step = self.global_step
-
-
-def _module_device(model: Any, default: torch.device) -> torch.device:
-    if isinstance(model, nn.Module):
-        for parameter in model.parameters():
-            return parameter.device
-    return default

@@ -184,6 +184,10 @@ class BinaryConv2d(nn.Module):
         gated_residual: add ``gate[c] * x`` to the output where the shapes allow (``has_gate``).
         binarize_input: binarise the input activations (False: binary weights, full-precision activations).
         gate_init: initial gate value (default 0; see the module docstring).
+
+    Attribute ``binarize_weights`` (default True, not saved in the state dict): False convolves with the latent
+    full-precision weights instead of ``alpha * sign(Wc)``, for progressive binarisation (activations first,
+    then weights; e.g. the two-step training of ReActNet, Liu et al., ECCV 2020, arXiv:2003.03488).
     """
 
     def __init__(
@@ -246,6 +250,7 @@ class BinaryConv2d(nn.Module):
         else:
             self.register_parameter("gate", None)
         self.gate_init = float(gate_init)
+        self.binarize_weights = True
         self.deployed = False
         self.register_buffer("packed_sign_bits", None, persistent=False)
         self.register_buffer("deploy_scale", None, persistent=False)
@@ -354,9 +359,8 @@ class BinaryConv2d(nn.Module):
                 raise RuntimeError("a deployed BinaryConv2d is inference-only; call undeploy() before training")
             out = self._deployed_conv(x_in)
         else:
-            out = F.conv2d(
-                x_in, binarize_weight(self.weight), None, self.stride, self.padding, self.dilation, self.groups
-            )
+            weight = binarize_weight(self.weight) if self.binarize_weights else self.weight
+            out = F.conv2d(x_in, weight, None, self.stride, self.padding, self.dilation, self.groups)
         if self.gate is not None:
             out = out + self.gate.view(1, -1, 1, 1) * x
         if self.bias is not None:

@@ -68,7 +68,10 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(PooledLinearHead):
-    """ResNet of depth 6n+2 for small images; any input channels, size and class count."""
+    """ResNet of depth 6n+2 for small images; any input channels, size and class count.
+
+    ``stage_widths`` (channels of the three stages) overrides ``width``: per-stage widths as chosen by the binary
+    channel search (:mod:`compression.students.binary_search`)."""
 
     def __init__(
         self,
@@ -78,6 +81,7 @@ class CifarResNet(PooledLinearHead):
         width: float = 1.0,
         family: str = "plain",
         drop_rate: float = 0.0,
+        stage_widths: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
@@ -88,7 +92,12 @@ class CifarResNet(PooledLinearHead):
         layer_family = get_family(family)
         self.family = layer_family.name
         blocks_per_stage = (depth - 2) // 6
-        stage_widths = [scaled_channels(base, width) for base in (16, 32, 64)]
+        if stage_widths is None:
+            stage_widths = tuple(scaled_channels(base, width) for base in (16, 32, 64))
+        elif len(stage_widths) != 3 or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in stage_widths
+        ):
+            raise ValueError(f"stage_widths must be three ints >= 1 (channels per stage), got {stage_widths!r}")
 
         self.stem, _ = make_stem(channels, stage_widths[0], min(height, width_px), layer_family.make_activation())
         stages: list[nn.Module] = []

@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import compression.layers.adder as adder_module
+import compression.layers._adder_torch_kernel as torch_kernel_module
 from compression.layers.adder import (
     DEFAULT_ETA,
     AdderConv2d,
     adder_conv2d,
     adder_conv2d_reference,
     scale_adder_gradients_,
+    set_adder_kernel,
 )
 from compression.op_counts import OpCounts
 
@@ -138,9 +139,11 @@ def test_gradient_signs_on_a_single_tap() -> None:
     ("patch_chunk", "clamp_chunk"),
     [(1 << 20, 1 << 19), (200, 300), (30, 50), (1, 1)],  # whole images, row bands, row pieces, one position
 )
-def test_gradients_independent_of_chunking(monkeypatch, patch_chunk, clamp_chunk) -> None:
-    monkeypatch.setattr(adder_module, "_CPU_PATCH_CHUNK_ELEMENTS", patch_chunk)
-    monkeypatch.setattr(adder_module, "_CPU_CLAMP_CHUNK_ELEMENTS", clamp_chunk)
+def test_gradients_independent_of_chunking(monkeypatch, request, patch_chunk, clamp_chunk) -> None:
+    monkeypatch.setattr(torch_kernel_module, "_CPU_PATCH_CHUNK_ELEMENTS", patch_chunk)
+    monkeypatch.setattr(torch_kernel_module, "_CPU_CLAMP_CHUNK_ELEMENTS", clamp_chunk)
+    previous = set_adder_kernel("torch")  # the chunking belongs to the PyTorch-operator kernel
+    request.addfinalizer(lambda: set_adder_kernel(previous))
     kernel, stride, padding, dilation = (2, 3), (2, 1), (0, 2), (1, 2)
     x, weight = random_case(kernel, batch=3)
     x.requires_grad_()

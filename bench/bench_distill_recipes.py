@@ -1,0 +1,119 @@
+"""Screening of short-schedule training recipes for the binary and adder students on the benchmark task.
+
+Usage (repository root)::
+
+    python -m bench.bench_distill_recipes --images 6000 --families binary adder --seeds 0
+
+Each variant is a set of :class:`~compression.distill.DistillConfig` overrides on top of the family default (see
+:data:`VARIANTS`), trained by KD on the first ``--images`` training images (in file order, the teacher's logits
+computed once) and scored on the 5,000 test images; the student is the family default at a quarter of the teacher's
+MACs, as in ``bench.bench_distill``. Writes ``docs/results/distill_recipes.json`` (``--tag`` appends a suffix) and
+prints a table. Meant for screening on a subset; the chosen defaults are then measured by
+``python -m bench.bench_distill --mode quick`` on all 30,000 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bench.bench_distill import RESULTS_DIR, _log, _machine, _run, _teacher
+from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
+from compression import Budget, create_student
+from compression.distill import TransferSet, predict_logits
+from compression.metrics.graph_ops import teacher_macs
+
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "binary": {
+        "baseline": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
+        "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
+        "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
+        "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
+        "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
+    },
+    "adder": {
+        "baseline": {"epochs": 1, "float_stage_epochs": 0},
+        "warm_start": {"epochs": 1, "float_stage_epochs": 1},
+        "baseline_2ep": {"epochs": 2, "float_stage_epochs": 0},
+        "eta0.1": {"epochs": 1, "float_stage_epochs": 0, "adder_eta": 0.1},
+        "lr0.05": {"epochs": 1, "float_stage_epochs": 0, "lr": 0.05},
+    },
+}
+"""Variants per family: overrides of the family's default config (``epochs`` is the binary / adder stage)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6000, help="first N training images (file order)")
+    parser.add_argument("--families", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="*", help="names from VARIANTS (default: all of each family)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--tag", default="")
+    parser.add_argument(
+        "--targets",
+        choices=("teacher", "labels"),
+        default="teacher",
+        help="labels: distil from the true labels (logits 8 * one-hot) instead of the teacher, for screening "
+        "when bench/artifacts/teacher.pt is not available; the student budget is then computed from the teacher's "
+        "architecture (ResNet-20 x2, bench/train_teacher.py)",
+    )
+    args = parser.parse_args(argv)
+    task = load_task()
+    images = task.train.images[: args.images]
+    labels = task.train.labels[: args.images]
+    if args.targets == "teacher":
+        teacher = _teacher()
+        logits = predict_logits(teacher, images)
+        test_logits = predict_logits(teacher, task.test.images)
+        budget = Budget(teacher_macs(teacher), 0.25, "macs")
+    else:
+        teacher_shape = create_student("resnet20", num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, width=2.0)
+        budget = Budget.from_teacher(teacher_shape, INPUT_SHAPE)
+        logits = 8.0 * F.one_hot(labels, TASK_CLASSES).float()
+        test_logits = 8.0 * F.one_hot(task.test.labels, TASK_CLASSES).float()
+
+        def teacher(batch: torch.Tensor) -> torch.Tensor:  # never called: every transfer set carries its logits
+            raise RuntimeError("label targets have no teacher")
+
+    transfer = TransferSet(images, labels, logits)
+    teacher_accuracy = float((test_logits.argmax(1) == task.test.labels).float().mean())
+    results: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.bench_distill_recipes", *(argv or sys.argv[1:])]),
+        "machine": _machine(),
+        "images": args.images,
+        "targets": args.targets,
+        "teacher_test_accuracy": teacher_accuracy,
+        "runs": {},
+    }
+    started = time.perf_counter()
+    for family in args.families:
+        for name, overrides in VARIANTS[family].items():
+            if args.variants and name not in args.variants:
+                continue
+            for seed in args.seeds:
+                settings = dict(overrides)
+                epochs = settings.pop("epochs")
+                _log(f"{family}/{name} seed {seed}: {settings}, {epochs} epochs")
+                run = _run(family, budget, transfer, epochs, teacher, test_logits, task, seed=seed, **settings)
+                results["runs"][f"{family}/{name}/seed{seed}"] = {**run, "overrides": overrides}
+                _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    print(f"\nteacher {teacher_accuracy:.4f} ({args.targets} targets); {args.images} images")
+    print("| run | test acc. | vs teacher | wall s |\n|---|---:|---:|---:|")
+    for key, run in results["runs"].items():
+        gap = (run["test_accuracy"] - teacher_accuracy) * 100
+        print(f"| {key} | {run['test_accuracy'] * 100:.2f}% | {gap:+.2f} | {run['wall_s']:.0f} |")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{args.tag}" if args.tag else ""
+    (RESULTS_DIR / f"distill_recipes{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
