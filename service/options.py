@@ -39,11 +39,11 @@ __all__ = [
 ]
 
 STUDENT_FAMILIES: tuple[str, ...] = ("ghost", "binary", "adder", "slim", "qnn4", "qnn2", "auto")
-"""``auto`` picks ``slim`` or ``ghost`` by measured latency (:func:`compression.students.latency_sizing.auto_student`)."""
+"""``auto`` picks ``slim`` or ``ghost`` by measured latency (:mod:`compression.students.latency_sizing`)."""
 LATENCY_FAMILIES: tuple[str, ...] = ("ghost", "slim", "auto")
 """Families that can be sized by measured ONNX Runtime latency (binary and adder run no faster there)."""
 SELECTIONS: tuple[str, ...] = ("default", "pu", "pu-half", "random", "dfnd")
-"""Mining selections, as :data:`pu_mining.selection.SELECTIONS` names them (kept here so the API need not load torch)."""
+"""Mining selections as :data:`pu_mining.selection.SELECTIONS` names them (a copy: the API does not load torch)."""
 QUANTIZE_MODES: tuple[str, ...] = ("int8",)
 MAX_SEED = 2**31 - 1
 _MAX_SIDE = 4096
@@ -354,7 +354,7 @@ _RANGES = {
     "latency_ratio": "in (0, 1] (a fraction of the teacher's latency)",
     "latency_ms": "> 0 milliseconds",
     "latency_batch": "between 1 and 1024",
-    "quantize_max_loss": "0-100 percentage points, below 100",
+    "quantize_max_loss": "in [0, 100) percentage points",
 }
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 _KNOWN = ", ".join(sorted(JobOptions.model_fields))

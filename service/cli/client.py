@@ -192,20 +192,24 @@ class Client:
 
     # the API ------------------------------------------------------------------------------------------------------
 
-    def submit(self, teacher: str | os.PathLike[str], positives: str | os.PathLike[str], options: dict) -> dict:
-        """Upload the files (a positives folder is zipped first) and submit the job; return the job."""
-        teacher_path, positives_path = Path(teacher), Path(positives)
+    def submit(self, teacher: str | os.PathLike[str], positives: str | os.PathLike[str] | None, options: dict) -> dict:
+        """Upload the files (a positives folder is zipped first) and submit the job; return the job.
+
+        ``positives`` None: a job in the no-labels mode (the teacher only)."""
+        teacher_path = Path(teacher)
+        positives_path = None if positives is None else Path(positives)
         if not teacher_path.is_file():
             raise FileNotFoundError(f"no teacher file {teacher_path}")
-        if not positives_path.exists():
+        if positives_path is not None and not positives_path.exists():
             raise FileNotFoundError(f"no positives file or folder {positives_path}")
         with contextlib.ExitStack() as stack:
-            if positives_path.is_dir():
+            if positives_path is not None and positives_path.is_dir():
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="condense-")))
                 positives_path = zip_folder(positives_path, folder / f"{positives_path.resolve().name}.zip")
-            body = _MultipartBody(
-                {"options": json.dumps(options)}, {"teacher": teacher_path, "positives": positives_path}
-            )
+            files = {"teacher": teacher_path}
+            if positives_path is not None:
+                files["positives"] = positives_path
+            body = _MultipartBody({"options": json.dumps(options)}, files)
             headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
             return self._json("POST", "/jobs", body=iter(body), headers=headers)
 

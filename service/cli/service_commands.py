@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from service.cli.models import parse_input_shape
+from service.cli.option_flags import add_student_option_flags, student_option_values
+from service.options import STUDENT_FAMILIES
 
 __all__ = ["EXIT_FAILED", "EXIT_GATE", "add_service_commands"]
 
@@ -129,6 +131,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             options[name] = value
+    options.update(student_option_values(args))
     job = client.submit(args.teacher, args.positives, options)
     if not args.wait:
         print(json.dumps(job) if args.json else job["id"])
@@ -216,9 +219,13 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser("submit", help="submit a compression job to a Condense server")
     _add_server_options(submit)
     submit.add_argument("--teacher", required=True, help="TorchScript (.pt), torch.export (.pt2) or ONNX file")
-    submit.add_argument("--positives", required=True, help="folder / zip / tar with one folder per class, or .npz")
-    submit.add_argument("--student", help="ghost, binary or adder (default ghost)")
+    submit.add_argument(
+        "--positives",
+        help="folder / zip / tar with one folder per class, or .npz; leave out for the no-labels mode (DFND selection)",
+    )
+    submit.add_argument("--student", choices=STUDENT_FAMILIES, help="student family (default ghost)")
     submit.add_argument("--budget-ratio", type=float, help="student MACs as a fraction of the teacher's")
+    add_student_option_flags(submit)
     submit.add_argument("--epochs", type=int)
     submit.add_argument("--time-budget", type=float, metavar="MINUTES")
     submit.add_argument(

@@ -4,10 +4,13 @@
 :mod:`service.pipeline.stages` in order, each reporting progress through :class:`StageProgress`:
 
 1. **load** the teacher and the positives; a stratified ``holdout_fraction`` of the positives is kept aside to
-   measure the teacher's and the student's accuracy (it is never trained on or mined with);
-2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757);
-3. **distil** a Ghost, binary or adder student sized to ``budget_ratio`` of the teacher's MACs (robust KD);
-4. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher;
+   measure the teacher's and the student's accuracy (it is never trained on or mined with); without positives
+   (the no-labels mode) mining selects as DFND does and distillation adds its noise-adaptation term;
+2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757) with the ``selection`` option;
+3. **distil** a student chosen by :mod:`service.pipeline.student_choice` (MAC, latency or bit-ops budget, ``auto``
+   family, binary channel search) with robust KD;
+4. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher; optionally quantize it to
+   int8 and time teacher and students side by side (:mod:`service.pipeline.deployment`);
 5. **report**: ``student.onnx``, ``report.json`` and ``report.html`` in ``out_dir``
    (:mod:`service.pipeline.report`, :mod:`service.pipeline.report_html`).
 
@@ -36,7 +39,7 @@ __all__ = ["run_compression"]
 
 def run_compression(
     teacher_path: Path,
-    positives_path: Path,
+    positives_path: Path | None,
     options: JobOptions,
     out_dir: Path,
     *,
@@ -51,13 +54,15 @@ def run_compression(
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
+    from service.pipeline.deployment import quantize_and_compare, student_sections
     from service.pipeline.report import build_report, write_report
     from service.pipeline.report_html import render_report_html
     from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
 
     if not isinstance(options, JobOptions):
         raise TypeError(f"options must be JobOptions, got {type(options).__name__}")
-    teacher_path, positives_path, out_dir = Path(teacher_path), Path(positives_path), Path(out_dir)
+    teacher_path, out_dir = Path(teacher_path), Path(out_dir)
+    positives_path = None if positives_path is None else Path(positives_path)
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     progress = StageProgress(on_progress, should_stop)
@@ -70,15 +75,18 @@ def run_compression(
     mined = mine_pool(inputs, options, work, progress, num_threads)
 
     progress.stage("distill", f"distilling a {options.student} student")
-    distilled = distill_student(inputs, mined, options, work, progress, num_threads)
+    distilled = distill_student(inputs, mined, options, work, progress, num_threads, cache_dir / "students")
 
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
+    progress.emit(0.6, "exported; " + ("quantizing to int8 and timing" if options.quantize else "timing side by side"))
+    deployment = quantize_and_compare(inputs, distilled, options, out_dir, work)
     progress.emit(1.0, "exported")
 
     progress.stage("report", "writing the report")
     progress.finish()
     report = build_report(options, inputs, mined, distilled, exported, progress.stage_seconds)
+    report["student"].update(student_sections(distilled, deployment))
     started = time.monotonic()
     thumbnails = mined.arrays["thumbnails"].tobytes() if "thumbnails" in mined.arrays else None
     html = render_report_html(report, thumbnails)
