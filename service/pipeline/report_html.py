@@ -40,6 +40,7 @@ from markupsafe import Markup
 from service.pipeline.charts import BLUE, GREEN, ORANGE, Svg
 from service.pipeline.charts import escape as _e
 from service.pipeline.charts import finite as _num
+from service.pipeline.report_choices_html import CHOICES_ID, CHOICES_TITLE, choices_section
 
 __all__ = ["render_report_html"]
 
@@ -197,6 +198,7 @@ _SECTION_TITLES = {
     "per-class": "Accuracy per class",
     "training": "Training",
     "mining": "PU mining",
+    CHOICES_ID: CHOICES_TITLE,
     "stages": "Time per stage",
     "manifest": "Reproducibility",
 }
@@ -573,6 +575,7 @@ def render_report_html(report: Mapping[str, Any], thumbnails_png: bytes | None =
         "per-class": _per_class(report),
         "training": _training(report, svg),
         "mining": _mining(report, svg, thumbnails_png),
+        CHOICES_ID: choices_section(report),
         "stages": _stages(report, svg),
         "manifest": _manifest(report),
     }

@@ -21,10 +21,10 @@ from tests.service.test_compress import env, job  # noqa: F401  (fixtures: the s
 pytestmark = pytest.mark.slow
 
 
-def _compress(job: dict[str, Path], out: Path, *extra: str, positives: bool = True) -> list[str]:
-    args = ["compress", "--teacher", str(job["teacher"]), "--pool", "demo", "--epochs", "1"]
+def _compress(inputs: dict[str, Path], out: Path, *extra: str, positives: bool = True) -> list[str]:
+    args = ["compress", "--teacher", str(inputs["teacher"]), "--pool", "demo", "--epochs", "1"]
     if positives:
-        args += ["--positives", str(job["positives"])]
+        args += ["--positives", str(inputs["positives"])]
     return [*args, "--input-shape", "1,28,28", "--out", str(out), "--quiet", "--json", *extra]
 
 
