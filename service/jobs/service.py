@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 SPEC_VERSION = 2
 FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
+REQUIRED_FILE_FIELDS: tuple[str, ...] = ("teacher",)
+"""Without positives a job runs in the no-labels mode (DFND selection, :mod:`service.pipeline.stages`)."""
 """The two files of a job, named like the API's multipart parts and the web form's file inputs."""
 _CHUNK = 1024 * 1024
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -290,7 +292,7 @@ class JobService:
             messages.append(error.message)
             status = error.status
         present = {name: part for name in FILE_FIELDS if (part := parts.get(name)) is not None and part.filename}
-        missing = [name for name in FILE_FIELDS if name not in present]
+        missing = [name for name in REQUIRED_FILE_FIELDS if name not in present]
         if missing:
             problems.extend({"field": name, "reason": "choose a file"} for name in missing)
             messages.append(f"missing file(s): {', '.join(missing)}")
@@ -308,9 +310,9 @@ class JobService:
                     field=name,
                     filename=clean_filename(part.filename, name),
                 )
-            return self.submit(user, options_data, saved["teacher"], saved["positives"])
+            return self.submit(user, options_data, saved["teacher"], saved.get("positives"))
 
-    def submit(self, user: User, options_data: object, teacher: JobInput, positives: JobInput) -> Job:
+    def submit(self, user: User, options_data: object, teacher: JobInput, positives: JobInput | None) -> Job:
         """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused."""
         options = self.parse_options(options_data)
         self.check_limit(user)
@@ -323,35 +325,33 @@ class JobService:
                     teacher_check = check_teacher(
                         teacher_path, filename=teacher_name, max_bytes=self.settings.max_teacher_bytes, options=options
                     )
-                with self._local(positives, scratch, "positives") as (positives_path, positives_name):
-                    positives_check = check_positives(
-                        positives_path,
-                        filename=positives_name,
-                        input_shape=teacher_check.input_shape,
-                        max_bytes=self.settings.max_upload_bytes,
-                        max_files=self.settings.max_positives_files,
-                    )
+                positives_check = None
+                if positives is not None:
+                    with self._local(positives, scratch, "positives") as (positives_path, positives_name):
+                        positives_check = check_positives(
+                            positives_path,
+                            filename=positives_name,
+                            input_shape=teacher_check.input_shape,
+                            max_bytes=self.settings.max_upload_bytes,
+                            max_files=self.settings.max_positives_files,
+                        )
                 if isinstance(teacher, LocalFile):
                     teacher = self._store_local(user, teacher)
                     stored.append(teacher)
                 if isinstance(positives, LocalFile):
                     positives = self._store_local(user, positives)
                     stored.append(positives)
-            spec = {
-                "version": SPEC_VERSION,
-                "options": options.to_dict(),
-                "inputs": {
-                    "teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()},
-                    "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
-                },
-            }
+            inputs = {"teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()}}
+            if positives is not None and positives_check is not None:
+                inputs["positives"] = {**_input_spec(positives), "check": positives_check.as_dict()}
+            spec = {"version": SPEC_VERSION, "options": options.to_dict(), "inputs": inputs}
             job = self.metadata.create_job(user.name, spec)
         except BaseException:
             for info in stored:
                 with contextlib.suppress(Exception):
                     self.blobs.delete_prefix(upload_prefix(info.owner, info.id))
             raise
-        for info in (teacher, positives):
+        for info in (teacher, positives) if positives is not None else (teacher,):
             marker = json.dumps({"job_id": job.id}).encode()
             self.blobs.put_bytes(upload_prefix(info.owner, info.id) + "job.json", marker)
         self.metadata.append_event(job.id, "status", {"status": "queued"})

@@ -193,7 +193,8 @@ class Worker(Reaper):
             options = JobOptions.from_spec(job.spec)
             inputs = work / "inputs"
             teacher = self._fetch_input(job, "teacher", inputs, names)
-            positives = self._fetch_input(job, "positives", inputs, names)
+            labelled = "positives" in job.spec.get("inputs", {})  # no positives: the no-labels mode
+            positives = self._fetch_input(job, "positives", inputs, names) if labelled else None
             out_dir.mkdir(parents=True, exist_ok=True)
             self.restore_checkpoints(job.id, out_dir)
             result = self.pipeline(
