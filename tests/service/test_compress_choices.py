@@ -62,22 +62,11 @@ def test_selection_and_int8_are_used_and_reported(job, env, capsys) -> None:  # 
     assert "random" in html and "student.int8.onnx" in html and side["machine"] in html
 
 
-def test_int8_over_the_loss_limit_keeps_the_float_file(job, env, capsys) -> None:  # noqa: F811
-    out = job["root"] / "int8-strict"
-    code = main(_compress(job, out, "--quantize", "int8", "--quantize-max-loss", "0", "--student", "binary"))
-    assert code == 0, capsys.readouterr().err
-    int8 = json.loads((out / "report.json").read_text())["student"]["int8"]
-    if int8["loss"] > 0:  # a binary student's int8 form disagrees somewhere on the held-out images
-        assert int8["kept"] == "float" and int8["file"] is None and not (out / "student.int8.onnx").exists()
-        assert "float file is kept" in int8["summary"]
-    else:
-        assert int8["kept"] == "int8"
-
-
 def test_no_labels_mode_selects_and_distils_as_dfnd(job, env, capsys) -> None:  # noqa: F811
     out = job["root"] / "no-labels"
     names = "tshirt,trouser,pullover,dress,coat"
-    assert main(_compress(job, out, "--class-names", names, positives=False)) == 0, capsys.readouterr().err
+    flags = ("--class-names", names, "--quantize", "int8", "--quantize-max-loss", "0")
+    assert main(_compress(job, out, *flags, positives=False)) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["mining"]["selection"] == "dfnd" and report["mining"]["labels_used"] is False
     assert report["distillation"]["config"]["noise_adaptation_weight"] == 1.0
@@ -85,6 +74,16 @@ def test_no_labels_mode_selects_and_distils_as_dfnd(job, env, capsys) -> None:  
     assert set(report["mining"]["class_histogram"]) <= set(names.split(","))
     assert report["evaluation"]["images"] == report["mining"]["evaluation"] > 0  # agreement on held-back items
     assert _run_onnx(out / "student.onnx", task_images("test", 4)[0].numpy()).shape == (4, 5)
+    # int8 verified on the held-back pool items (no labels: the loss is the disagreement rate), limit 0 points
+    int8 = report["student"]["int8"]
+    assert int8["verified_on"].startswith("pool items held back") and int8["float_accuracy"] is None
+    assert int8["num_images"] == report["mining"]["evaluation"]
+    assert int8["loss"] == pytest.approx(1 - int8["top1_agreement"])
+    if int8["loss"] > 0:  # over the limit: the float file is the one to ship, and the report says so
+        assert int8["kept"] == "float" and int8["file"] is None and not (out / "student.int8.onnx").exists()
+        assert "float file is kept" in int8["summary"] and "float file kept" in (out / "report.html").read_text()
+    else:
+        assert int8["kept"] == "int8" and (out / "student.int8.onnx").is_file()
 
 
 def test_latency_sized_slim_student_reports_its_measurements(job, env, capsys) -> None:  # noqa: F811
