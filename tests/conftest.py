@@ -33,9 +33,58 @@ _SERVER_FIXTURES = frozenset(
 )
 
 
+# Tests that took 2 s or more (call + setup) in a full run of the suite: they train, export, mine or embed for real.
+# Marked here, by node id, so that `pytest -m "not slow and not servers and not browser"` stays the fast part.
+_SLOW_TESTS = frozenset(
+    {
+        "tests/compression/test_adder_layer.py::test_onnx_export_matches_pytorch_with_dynamic_batch",
+        "tests/compression/test_binary_layer.py::test_onnx_export_identical_top1",
+        "tests/compression/test_distill_trainer.py::test_each_family_learns_to_agree_with_the_teacher",
+        "tests/compression/test_distill_trainer.py::test_sigkilled_run_resumes_to_the_same_result",
+        "tests/compression/test_distill_trainer.py::test_time_budget_returns_the_best_student",
+        "tests/compression/test_distill_trainer.py::test_without_validation_labels_selects_by_agreement",
+        "tests/compression/test_export.py::test_export_writes_one_self_contained_file",
+        "tests/compression/test_export.py::test_failed_verification_leaves_no_file",
+        "tests/compression/test_export.py::test_verify_onnx_tolerances",
+        "tests/compression/test_ghost_layers.py::test_onnx_export_parity",
+        "tests/compression/test_metrics.py::test_profile_counts_and_latency",
+        "tests/compression/test_student_export.py::test_float_students_match_onnx_runtime",
+        "tests/compression/test_student_export.py::test_trained_binary_student_has_identical_top1_in_onnx_runtime",
+        "tests/compression/test_students.py::test_any_input_shape_and_class_count",
+        "tests/compression/test_students.py::test_budget_picks_the_widest_student_within_it",
+        "tests/pu_mining/test_embedder.py::test_output_shape_dtype_and_unit_norm",
+        "tests/pu_mining/test_embedder.py::test_torchvision_network_with_a_local_state_dict",
+        "tests/pu_mining/test_embedder.py::test_trousers_are_closer_to_trousers_than_to_digits",
+        "tests/pu_mining/test_features.py::test_errors",
+        "tests/pu_mining/test_features.py::test_graph_modules",
+        "tests/pu_mining/test_features.py::test_teacher_normalisation_is_applied",
+        "tests/pu_mining/test_features.py::test_torchscript_teacher",
+        "tests/pu_mining/test_image_files.py::test_folder_zip_and_tars_read_the_same_images_in_the_same_order",
+        "tests/pu_mining/test_miner.py::test_given_prior_budgets_and_determinism",
+        "tests/pu_mining/test_miner.py::test_mining_selects_the_task_images",
+        "tests/pu_mining/test_miner.py::test_near_duplicates_of_positives_are_not_selected",
+        "tests/pu_mining/test_pool.py::test_ingest_npz_and_folder_then_read_back",
+        "tests/pu_mining/test_pool_sources.py::test_labelled_sources",
+        "tests/pu_mining/test_pool_sources.py::test_pool_composition",
+        "tests/pu_mining/test_pool_sources.py::test_skimage_crops",
+        "tests/service/test_cli.py::test_distill_bad_inputs_are_one_line_errors",
+        "tests/service/test_cli.py::test_distill_trains_exports_and_reports",
+        "tests/service/test_cli.py::test_profile_writes_a_verified_onnx_file",
+        "tests/service/test_demo_pool.py::test_a_missing_package_leaves_its_source_out",
+        "tests/service/test_demo_pool.py::test_builds_once_from_every_source_with_progress",
+        "tests/service/test_demo_pool.py::test_example_positives_are_training_images_in_class_folders",
+        "tests/service/test_demo_pool.py::test_pool_demo_command",
+        "tests/service/test_pool_cli.py::test_bad_sources_are_one_line_errors",
+        "tests/service/test_pool_cli.py::test_ingest_list_show_delete",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that uses a real server ``servers`` (the markers are described in pyproject.toml)."""
+    """Mark tests ``servers`` (a real server) and ``slow`` (listed above); the markers are in pyproject.toml."""
     for item in items:
+        if item.nodeid.split("[")[0] in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
         fixtures = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
         params = set(map(str, callspec.params.values())) if callspec is not None else set()
