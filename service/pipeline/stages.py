@@ -363,12 +363,13 @@ def export_and_profile(
     evaluation = evaluate(student, teacher, check_images, check_labels)
     deploy_(student)
     binary = options.student == "binary"
+    low_bit = options.student in ("qnn4", "qnn2")
     samples = [check_images[i : i + 64] for i in range(0, min(len(check_images), 256), 64)]
     student_profile = profile(
         student,
         teacher.input_shape,
         onnx_path=out_dir / "student.onnx",
-        atol=math.inf if binary else 1e-4,
+        atol=math.inf if binary else 1e-3 if low_bit else 1e-4,  # LSQ rounding: ties may round apart in ORT
         rtol=1e-4,
         sample_inputs=samples,
         repeats=20,

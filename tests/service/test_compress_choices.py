@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -96,6 +97,19 @@ def test_latency_sized_slim_student_reports_its_measurements(job, env, capsys) -
     assert "within" in sizing["reason"]
     html = (out / "report.html").read_text()
     assert "Latency budget" in html
+
+
+def test_qnn_student_is_sized_by_bit_ops_and_exported_as_qdq(job, env, capsys) -> None:  # noqa: F811
+    out = job["root"] / "qnn4"
+    assert main(_compress(job, out, "--student", "qnn4")) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    sizing, student = report["student"]["sizing"], report["student"]
+    assert sizing["budget"] == "bitops" and sizing["family"] == "qnn4" and "bit-ops" in sizing["reason"]
+    teacher_bit_ops = report["teacher"]["macs"] * 32 * 32
+    assert 0 < student["bit_ops"] <= teacher_bit_ops * 0.25 / 16
+    ops = {node.op_type for node in onnx.load(str(out / "student.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert _run_onnx(out / "student.onnx", task_images("test", 4)[0].numpy()).shape == (4, 5)
 
 
 @pytest.mark.parametrize(
