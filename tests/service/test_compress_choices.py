@@ -99,6 +99,16 @@ def test_latency_sized_slim_student_reports_its_measurements(job, env, capsys) -
     assert "Latency budget" in html
 
 
+def test_auto_says_which_family_it_chose_and_why(job, env, capsys) -> None:  # noqa: F811
+    out = job["root"] / "auto"
+    assert main(_compress(job, out, "--student", "auto", "--latency-ratio", "1", "--latency-batch", "1")) == 0
+    report = json.loads((out / "report.json").read_text())
+    sizing = report["student"]["sizing"]
+    assert sizing["chosen_by"] == "auto" and sizing["family"] in ("slim", "ghost")
+    assert sizing["reason"].startswith(f"auto chose {sizing['family']}") and "ghost:" in sizing["reason"]
+    assert "auto chose" in (out / "report.html").read_text()
+
+
 def test_qnn_student_is_sized_by_bit_ops_and_exported_as_qdq(job, env, capsys) -> None:  # noqa: F811
     out = job["root"] / "qnn4"
     assert main(_compress(job, out, "--student", "qnn4")) == 0, capsys.readouterr().err
