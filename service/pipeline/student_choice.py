@@ -129,7 +129,7 @@ def _save_choice(work: Path, options: JobOptions, record: dict[str, Any]) -> dic
     work.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"options": _fingerprint(options), "record": record}, default=str)
     atomic_write_text(work / _CHOICE_FILE, text)
-    return record
+    return json.loads(text)["record"]  # as a resumed job reads it back
 
 
 def _rebuild(record: dict[str, Any], classes: int, shape: tuple[int, ...]) -> torch.nn.Module:
