@@ -68,7 +68,13 @@ def quantize_and_compare(
         files["teacher"] = teacher_file
     files["student"] = float_file
     if options.quantize == "int8":
-        int8 = _quantize(inputs, distilled, options, float_file, out_dir / INT8_FILE)
+        try:
+            int8 = _quantize(inputs, distilled, options, float_file, out_dir / INT8_FILE)
+        except (ValueError, RuntimeError, KeyError) as error:  # the quantizer refused this graph: ship float
+            (out_dir / INT8_FILE).unlink(missing_ok=True)
+            reason = " ".join(str(error).split())[:500]
+            int8 = {"kept": "float", "file": None, "error": reason,
+                    "summary": f"int8 quantization failed ({reason}): the float file is kept"}  # fmt: skip
         if int8["kept"] == "int8":
             files["student int8"] = out_dir / INT8_FILE
     try:

@@ -151,7 +151,8 @@ def _int8(report: Mapping[str, Any]) -> str:
     verdict = (
         f"<strong>{_e(int8.get('file'))}</strong> kept (download it with the other artefacts)"
         if kept == "int8"
-        else "<strong>float file kept</strong>: the int8 form lost more than the limit"
+        else "<strong>float file kept</strong>: "
+        + (_e(int8["error"]) if int8.get("error") else "the int8 form lost more than the limit")
     )
     agreement = (
         f"{_pct(int8.get('top1_agreement'))} (95 % CI {_pct(low_high[0])}-{_pct(low_high[1])}) on "
