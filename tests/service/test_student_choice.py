@@ -80,3 +80,21 @@ def test_binary_search_is_recorded_and_reused_on_resume(teacher, tmp_path: Path)
     # a resumed job rebuilds the same student from the saved choice, without searching again
     again, saved = choose_student(teacher, options, macs, images[:0], tmp_path / "work", tmp_path / "cache")
     assert saved == sizing and [stage[0].bn2.num_features for stage in again.stages] == widths
+
+
+def test_submit_and_compress_share_the_student_option_flags() -> None:
+    from service.cli.main import build_parser
+    from service.cli.option_flags import student_option_values
+
+    flags = ["--selection", "dfnd", "--latency-ms", "3", "--latency-batch", "8", "--quantize", "int8", "--search"]
+    submit = build_parser().parse_args(["submit", "--teacher", "t.pt", "--class-names", "a,b", *flags])
+    compress = build_parser().parse_args(["compress", "--teacher", "t.pt", "--out", "o", *flags])
+    assert submit.positives is None and compress.positives is None  # the no-labels mode
+    expected = {
+        "selection": "dfnd", "latency_ms": 3.0, "latency_batch": 8, "quantize": "int8", "search": True,
+    }  # fmt: skip
+    assert student_option_values(compress) == expected
+    assert student_option_values(submit) == {**expected, "class_names": ["a", "b"]}
+    both = ["compress", "--teacher", "t", "--out", "o", "--latency-ms", "3", "--latency-ratio", "1"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(both)
