@@ -9,7 +9,8 @@ from compression.convert import ConversionReport, convert_
 from compression.deploy import deploy_
 from compression.distill import DistillConfig, DistillResult, default_config, distill, evaluate
 from compression.export import OnnxExport, OnnxVerificationError, export_onnx, verify_onnx
-from compression.metrics import ModelProfile, count_ops, count_parameters, profile
+from compression.metrics import count_ops, count_parameters
+from compression.profiling import ModelProfile, profile
 from compression.students import Budget, create_student, list_students
 from compression.teachers import Teacher, TeacherLoadError, load_teacher
 

@@ -54,6 +54,8 @@ import onnxscript.optimizer
 import torch
 from torch import nn
 
+from compression.metrics.ops import eval_mode
+
 __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -166,18 +168,6 @@ class OnnxExport:
 
 # --------------------------------------------------------------------------------------------------
 # helpers shared with compression.metrics
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own previous mode afterwards."""
-    previous = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, was_training in previous:
-            module.training = was_training
 
 
 def _model_device(model: nn.Module) -> torch.device:

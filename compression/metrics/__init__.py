@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from compression.metrics.latency import LatencyStats, measure_onnx_latency
 from compression.metrics.ops import LayerOps, ModelOps, count_ops, count_parameters, weight_bytes
-from compression.metrics.profile import ModelProfile, profile
 
 __all__ = [
     "LatencyStats",
     "LayerOps",
     "ModelOps",
-    "ModelProfile",
     "count_ops",
     "count_parameters",
     "measure_onnx_latency",
-    "profile",
     "weight_bytes",
 ]

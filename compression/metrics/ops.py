@@ -23,6 +23,7 @@ Counting follows the convention of :mod:`compression.op_counts`:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,6 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from compression.export.onnx import eval_mode
 from compression.op_counts import OpCounts
 
 __all__ = [
@@ -49,6 +49,18 @@ logger = logging.getLogger(__name__)
 _COUNT_SEED = 0
 # Modules with parameters that the convention deliberately leaves uncounted (no warning for them).
 _UNCOUNTED_BY_CONVENTION = (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own previous mode afterwards."""
+    previous = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in previous:
+            module.training = was_training
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class CifarResNet(PooledLinearHead):
     """ResNet of depth 6n+2 for small images; any input channels, size and class count.
 
     ``stage_widths`` (channels of the three stages) overrides ``width``: per-stage widths as chosen by the binary
-    channel search (:mod:`compression.students.binary_search`)."""
+    channel search (:mod:`compression.search.binary_widths`)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Binary channel search (compression/students/binary_search.py; Shen et al., arXiv:1909.07378) on real
+"""Binary channel search (compression/search/binary_widths.py; Shen et al., arXiv:1909.07378) on real
 Fashion-MNIST images (tests/fashion_mnist.py): a searched student meets its budget, results are cached."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from compression import create_student
-from compression.students import Budget
-from compression.students.binary_search import (
+from compression.search.binary_widths import (
     BinaryBudget,
     BinaryCost,
     binary_cost,
     create_searched_student,
     search_binary_widths,
 )
+from compression.students import Budget
 from compression.students.factory import measure
 from tests.fashion_mnist import TASK_CLASSES, task_images
 
