@@ -181,7 +181,7 @@ def _latency_sized(
 def _searched_binary(
     teacher: Any, options: JobOptions, mac_budget: Any, transfer_images: torch.Tensor, cache_dir: Path
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from compression.students.binary_search import create_searched_student, search_binary_widths
+    from compression.search import create_searched_student, search_binary_widths
 
     if len(transfer_images) < 2:
         raise ValueError("the binary channel search needs transfer images (positives or mined items)")
