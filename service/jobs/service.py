@@ -315,6 +315,9 @@ class JobService:
     def submit(self, user: User, options_data: object, teacher: JobInput, positives: JobInput | None) -> Job:
         """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused."""
         options = self.parse_options(options_data)
+        if positives is None and options.selection in ("pu", "pu-half"):
+            reason = "needs positives (the PU classifier learns from them); without them use default, dfnd or random"
+            raise ServiceError.field(422, "options.selection", reason)
         self.check_limit(user)
         if isinstance(teacher, UploadInfo) and isinstance(positives, UploadInfo) and teacher.id == positives.id:
             raise ServiceError.field(400, "positives_upload", "the teacher and the positives are the same upload")

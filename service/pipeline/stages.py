@@ -177,7 +177,9 @@ def mine_pool(
 
     teacher, positives, pool = inputs.teacher, inputs.positives, inputs.pool
     labelled = len(inputs.trainable) > 0
-    selection = options.selection if labelled or options.selection in ("dfnd", "random") else "dfnd"
+    if not labelled and options.selection in ("pu", "pu-half"):
+        raise ValueError(f"selection {options.selection!r} needs positives; without them use default, dfnd or random")
+    selection = options.selection if labelled or options.selection != "default" else "dfnd"
     mining_config = MiningConfig(seed=options.seed, num_threads=num_threads, selection=selection)
     fingerprint = hashlib.sha256(
         json.dumps(

@@ -60,6 +60,13 @@ def test_a_job_without_positives_is_queued_for_the_no_labels_mode(api: ApiFixtur
     assert set(queued.spec["inputs"]) == {"teacher"} and queued.spec["options"]["class_names"] == ["a", "b", "c"]
 
 
+def test_a_pu_selection_without_positives_is_422(api: ApiFixture, service_inputs) -> None:
+    response = _post(api, service_inputs, {**SHAPE, "selection": "pu"}, positives=False)
+    assert response.status_code == 422
+    [field] = response.get_json()["error"]["fields"]
+    assert field["field"] == "options.selection" and "needs positives" in field["reason"]
+
+
 def _signed_in_client(api: ApiFixture) -> tuple[Any, str]:
     client = api.app.test_client()
     page = client.get("/sign-in").get_data(as_text=True)
