@@ -13,9 +13,11 @@ long uploads are fine. Access logs go to stdout, errors to stderr.
 
 from __future__ import annotations
 
+from service.log_setup import quiet_third_party
 from service.settings import Settings
 
 _settings = Settings.from_env()
+quiet_third_party(_settings.log_level)  # the teacher checks import torch and onnx in the web workers
 
 bind = _settings.bind
 workers = _settings.web_workers

@@ -112,6 +112,10 @@ _SCHEMAS: dict[str, Any] = {
             "metrics": {"type": "object", "description": "The pipeline's summary: accuracies, sizes, ..."},
             "attempts": {"type": "integer"},
             "cancel_requested": {"type": "boolean"},
+            "queue_position": {
+                "type": ["integer", "null"],
+                "description": "Queued jobs (of every user) submitted before this one; null unless queued",
+            },
             "created_at": {"type": "number", "description": "Seconds since the Unix epoch"},
             "updated_at": {"type": "number"},
             "started_at": {"type": ["number", "null"]},

@@ -125,6 +125,20 @@ class _MultipartBody:
                 yield part
 
 
+def _counted(chunks: Iterator[bytes], total: int, on_upload: Callable[[int, int], None]) -> Iterator[bytes]:
+    """``chunks`` unchanged, reporting the bytes handed on so far to ``on_upload`` (throttled)."""
+    sent, last = 0, 0.0
+    on_upload(0, total)
+    for chunk in chunks:
+        yield chunk
+        sent += len(chunk)
+        now = time.monotonic()
+        if now - last >= 0.1 and sent < total:
+            last = now
+            on_upload(sent, total)
+    on_upload(total, total)
+
+
 class Client:
     """The API at ``server`` (``http(s)://host:port``) as the user of ``token``."""
 
@@ -192,10 +206,19 @@ class Client:
 
     # the API ------------------------------------------------------------------------------------------------------
 
-    def submit(self, teacher: str | os.PathLike[str], positives: str | os.PathLike[str] | None, options: dict) -> dict:
+    def submit(
+        self,
+        teacher: str | os.PathLike[str],
+        positives: str | os.PathLike[str] | None,
+        options: dict,
+        *,
+        on_upload: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """Upload the files (a positives folder is zipped first) and submit the job; return the job.
 
-        ``positives`` None: a job in the no-labels mode (the teacher only)."""
+        ``positives`` None: a job in the no-labels mode (the teacher only). ``on_upload(sent, total)`` sees the bytes
+        sent (at most ten calls a second, and once at the end, after which the server checks the files before it
+        answers)."""
         teacher_path = Path(teacher)
         positives_path = None if positives is None else Path(positives)
         if not teacher_path.is_file():
@@ -210,8 +233,10 @@ class Client:
             if positives_path is not None:
                 files["positives"] = positives_path
             body = _MultipartBody({"options": json.dumps(options)}, files)
-            headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
-            return self._json("POST", "/jobs", body=iter(body), headers=headers)
+            total = len(body)
+            headers = {"Content-Type": body.content_type, "Content-Length": str(total)}
+            chunks = iter(body) if on_upload is None else _counted(iter(body), total, on_upload)
+            return self._json("POST", "/jobs", body=chunks, headers=headers)
 
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/jobs/{quote(job_id, safe='')}")

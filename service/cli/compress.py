@@ -55,7 +55,7 @@ def _format(summary: dict[str, Any], out: Path) -> str:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from service.cli.progress import JobProgressBar
+    from service.cli.job_progress import JobProgressBar
     from service.options import JobCancelled, JobOptions
     from service.pipeline import run_compression
     from service.settings import Settings

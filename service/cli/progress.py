@@ -8,23 +8,23 @@ What is shown comes from small formatters over the same renderer:
 
 - :class:`ProgressBar`: distillation events (:class:`compression.distill.DistillProgress`): stage, epoch, a bar of
   the stage's steps, loss, throughput, validation accuracy, time left (``condense distill``);
-- :class:`JobProgressBar`: a compression job's progress dicts (:mod:`service.pipeline` events, or the ``progress``
-  events a server streams) with the job's overall 0-100 % as the bar, and its status changes as lines of their own
-  (``condense compress``, ``condense submit --wait``);
+- :class:`service.cli.job_progress.JobProgressBar`: a compression job's progress (``condense compress``,
+  ``condense submit --wait``), with the upload and a ticking clock between events;
 - :class:`DemoPoolProgress`: the demo pool's build (``condense pool demo``, ``condense serve``'s first start);
 - plain text updates (``condense example``, ``condense pool ingest``) call :meth:`ProgressLine.update` directly.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
-from types import SimpleNamespace
 from typing import Any, TextIO
 
 from service.text import format_duration
 
-__all__ = ["DemoPoolProgress", "JobProgressBar", "ProgressBar", "ProgressLine", "format_duration"]
+__all__ = ["DemoPoolProgress", "ProgressBar", "ProgressLine", "format_duration"]
 
 _STAGE_NAMES = {"teacher_outputs": "teacher", "train": "train", "validate": "validate", "done": "done"}
 
@@ -42,33 +42,55 @@ class ProgressLine:
         self._last_line_at = float("-inf")
         self._last_key: object = None
         self._open = False
+        self._lock = threading.RLock()  # a ticking clock (:class:`service.cli.job_progress.Ticker`) redraws too
+
+    def columns(self) -> int:
+        """The terminal's width now (it may change while a job runs); 80 when it cannot be asked."""
+        try:
+            return max(20, os.get_terminal_size(self.stream.fileno()).columns)
+        except (AttributeError, OSError, ValueError):
+            try:
+                return max(20, int(os.environ.get("COLUMNS", "80")))
+            except ValueError:
+                return 80
+
+    def fit(self, text: str) -> str:
+        """``text`` cut to one row of the terminal (a wrapped line could not be redrawn in place)."""
+        limit = self.columns() - 1
+        return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
     def update(self, text: str, *, key: object = None, final: bool = False) -> None:
         """Show ``text``; ``key`` (e.g. the stage) changing always prints a log line; ``final`` ends the line."""
-        text = self.prefix + text
-        if self.tty:
-            self.stream.write(f"\r\033[K{text}" + ("\n" if final else ""))
-            self._open = not final
-        else:
-            now = time.monotonic()
-            if final or key != self._last_key or now - self._last_line_at >= self.log_interval_s:
-                self.stream.write(text + "\n")
-                self._last_line_at = now
-        self._last_key = key
-        self.stream.flush()
+        with self._lock:
+            text = self.prefix + text
+            if self.tty:
+                self.stream.write(f"\r\033[K{self.fit(text)}" + ("\n" if final else ""))
+                self._open = not final
+            else:
+                now = time.monotonic()
+                if final or key != self._last_key or now - self._last_line_at >= self.log_interval_s:
+                    self.stream.write(text + "\n")
+                    self._last_line_at = now
+            self._last_key = key
+            self.stream.flush()
 
     def message(self, text: str) -> None:
         """A line of its own (a status change), ending any progress line left open first."""
-        self.close()
-        self.stream.write(self.prefix + text + "\n")
-        self.stream.flush()
+        with self._lock:
+            if self._open:  # the progress line gives way to the message and comes back below it
+                self.stream.write("\r\033[K")
+                self._open = False
+            self.stream.write(self.prefix + text + "\n")
+            self.stream.flush()
+            self._last_key = None
 
     def close(self) -> None:
         """End a line left open on a terminal (e.g. after an interruption)."""
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
+        with self._lock:
+            if self._open:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._open = False
 
 
 class ProgressBar(ProgressLine):
@@ -105,54 +127,6 @@ class ProgressBar(ProgressLine):
         if event.stage != "done":
             parts.append(f"left {format_duration(event.eta_s)}")
         return "  ".join(parts)
-
-
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-class JobProgressBar(ProgressBar):
-    """A compression job's progress dicts as a :class:`ProgressBar` whose bar is the job's overall 0-100 %.
-
-    Called with server-sent events (objects with ``kind`` and ``data``) it also prints each status change on a line
-    of its own.
-    """
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        super().__init__(stream=stream)
-        self.started = time.monotonic()
-
-    def __call__(self, event: Any) -> None:
-        kind = getattr(event, "kind", None)
-        if kind is None:
-            self._progress(event)
-        elif kind == "status":
-            status = event.data.get("status")
-            text = event.data.get("error") or event.data.get("message") or ""
-            self.message(f"status   {status}{': ' + text if text else ''}")
-        elif kind == "progress":
-            self._progress(event.data)
-
-    def _progress(self, data: dict[str, Any]) -> None:
-        progress = _number(data.get("progress")) or 0.0
-        stage = str(data.get("stage") or "running")
-        elapsed = _number(data.get("elapsed_s"))
-        view = SimpleNamespace(
-            stage=stage,
-            steps_per_epoch=100,
-            step=round(100 * progress),
-            epoch=data.get("epoch") or 0,
-            epochs=data.get("epochs") or 0,
-            loss=_number(data.get("loss")),
-            samples_per_s=_number(data.get("samples_per_s")),
-            val_accuracy=_number(data.get("val_accuracy")),
-            val_agreement=_number(data.get("val_agreement")),
-            elapsed_s=elapsed if elapsed is not None else time.monotonic() - self.started,
-            eta_s=_number(data.get("eta_s")),
-        )
-        if stage not in ("train", "validate", "done"):
-            view.epoch = view.epochs = 0
-        super().__call__(view)
 
 
 class DemoPoolProgress(ProgressLine):

@@ -94,6 +94,17 @@ def _finish_job_output(args: argparse.Namespace, client, job: dict) -> int:
     if job["status"] == "succeeded" and args.out:
         saved = [str(path) for path in client.download_all(job, args.out)]
     gate = quality_gate(job)
+    junit_path = getattr(args, "junit_xml", None)
+    if junit_path:
+        from service.cli.junit import write_junit_xml
+
+        elapsed = (job.get("finished_at") or 0) - (job.get("created_at") or 0)
+        write_junit_xml(junit_path, job, gate.passed, gate.reason, max(float(elapsed), 0.0))
+    summary_path = getattr(args, "summary_md", None)
+    if summary_path:
+        from service.cli.ci_summary import append_summary
+
+        append_summary(summary_path, job, args.out, (gate.passed, gate.reason))
     if args.json:
         print(json.dumps({"job": job, "downloaded": saved, "gate": {"passed": gate.passed, "reason": gate.reason}}))
     else:
@@ -108,7 +119,7 @@ def _finish_job_output(args: argparse.Namespace, client, job: dict) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from service.cli.progress import JobProgressBar
+    from service.cli.job_progress import JobProgressBar
 
     client = _client(args)
     options: dict = {}
@@ -132,13 +143,25 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         if value is not None:
             options[name] = value
     options.update(student_option_values(args))
-    job = client.submit(args.teacher, args.positives, options)
-    if not args.wait:
-        print(json.dumps(job) if args.json else job["id"])
-        return 0
-    print(f"submitted job {job['id']}", file=sys.stderr)
-    progress = None if args.quiet else JobProgressBar(sys.stderr)
+    if (args.junit_xml or args.summary_md) and not args.wait:
+        raise ValueError("--junit-xml and --summary-md need --wait (they describe the finished job)")
+    shown = not args.quiet and (args.wait or sys.stderr.isatty())
+    progress = JobProgressBar(sys.stderr) if shown else None
     try:
+        if progress is not None and args.positives is not None and Path(args.positives).is_dir():
+            progress.preparing(f"zipping the positives folder {Path(args.positives).name}/")
+        job = client.submit(
+            args.teacher, args.positives, options, on_upload=None if progress is None else progress.upload
+        )
+        if not args.wait:
+            if progress is not None:
+                progress.close()
+            print(json.dumps(job) if args.json else job["id"])
+            return 0
+        if progress is not None:
+            progress.submitted(job)
+        else:
+            print(f"submitted job {job['id']}", file=sys.stderr)
         job = client.wait(job["id"], progress, timeout_s=args.timeout)
     finally:
         if progress is not None:
@@ -243,6 +266,12 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--out", default=".", help="where --wait saves the artefacts (default: here)")
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this")
     submit.add_argument("--quiet", action="store_true", help="no progress bar")
+    submit.add_argument(
+        "--junit-xml", metavar="PATH", help="with --wait: write the job and its quality gate as JUnit XML (for CI)"
+    )
+    submit.add_argument(
+        "--summary-md", metavar="PATH", help="with --wait: append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)"
+    )
     submit.set_defaults(run=_cmd_submit)
 
     status = commands.add_parser("status", help="show a job (or list your jobs)")

@@ -71,6 +71,7 @@ _HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_FILENAME = 200
 _MAX_ACTIVE_LISTED = 1000
+_MAX_QUEUE_COUNTED = 1000  # a queue position is counted among at most this many queued jobs
 
 
 def job_prefix(job_id: str) -> str:
@@ -415,6 +416,13 @@ class JobService:
                 return artifact
         raise ServiceError(404, f"job {job_id} has no artefact {name!r}")
 
+    def queue_position(self, job: Job) -> int | None:
+        """How many queued jobs (of every user) were submitted before ``job``; None unless it is queued."""
+        if job.status != "queued":
+            return None
+        queued = self.metadata.list_jobs(status="queued", limit=_MAX_QUEUE_COUNTED)
+        return sum(1 for other in queued if (other.created_at, other.id) < (job.created_at, job.id))
+
     def view(self, job: Job, *, url_prefix: str = "/api/v1") -> dict[str, Any]:
         """The job as the API shows it (no worker ids or leases; artefacts with their download URLs)."""
         inputs = {}
@@ -442,6 +450,7 @@ class JobService:
             "metrics": job.metrics,
             "attempts": job.attempts,
             "cancel_requested": job.cancel_requested,
+            "queue_position": self.queue_position(job),
             "created_at": job.created_at,
             "updated_at": job.updated_at,
             "started_at": job.started_at,

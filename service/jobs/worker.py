@@ -206,6 +206,7 @@ class Worker(Reaper):
                 on_progress=ProgressSink(self, job.id, out_dir),
                 should_stop=monitor.should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
+                job_id=job.id,  # student.onnx names the job that made it
             )
             return "succeeded", None, jsonable(result) if isinstance(result, Mapping) else {}
         except JobCancelled:
@@ -380,9 +381,10 @@ def _consumer_class() -> type:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The worker's logging (:func:`service.log_setup.configure_logging`)."""
+    from service.log_setup import configure_logging as configure
+
+    configure(level)
 
 
 def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:

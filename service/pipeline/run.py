@@ -48,13 +48,17 @@ def run_compression(
     should_stop: Callable[[], bool] | None = None,
     pool_cache_dir: Path | None = None,
     num_threads: int | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """Run one compression job (module docstring); returns the summary also stored as ``report["summary"]``.
+
+    ``job_id`` (the service's job, if any) is written into the metadata of ``student.onnx``.
 
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
     from service.pipeline.deployment import quantize_and_compare, student_sections
+    from service.pipeline.onnx_metadata import stamp_onnx_metadata, student_metadata
     from service.pipeline.report import build_report, write_report
     from service.pipeline.report_html import render_report_html
     from service.pipeline.stages import distill_student, export_and_profile, load_inputs, mine_pool
@@ -79,6 +83,12 @@ def run_compression(
 
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
+    onnx_path = out_dir / "student.onnx"
+    family = str(distilled.sizing.get("family") or options.student)  # auto: the family it chose
+    metadata = student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, family)
+    stamp_onnx_metadata(onnx_path, {**metadata, **({"condense.job_id": job_id} if job_id else {})})
+    if "onnx_bytes" in exported.student_profile:
+        exported.student_profile["onnx_bytes"] = onnx_path.stat().st_size
     progress.emit(0.6, "exported; " + ("quantizing to int8 and timing" if options.quantize else "timing side by side"))
     deployment = quantize_and_compare(inputs, distilled, options, out_dir, work)
     progress.emit(1.0, "exported")

@@ -12,11 +12,13 @@ user isolation and cancelling follow one code path. The routes are in :mod:`serv
 | ``GET /`` | the jobs list (the sign-in page when signed out) |
 | ``GET, POST /sign-in`` | paste an API token (made by ``condense token create USER``) |
 | ``POST /sign-out`` | forget it |
-| ``GET /jobs`` | the user's own jobs: status, stage, progress bar, created time, links |
+| ``GET /jobs`` | the user's own jobs: status, progress, student, accuracy, size, speed, links, clone |
 | ``GET, POST /jobs/new`` | the new-job form; refused fields are shown next to their inputs and nothing is queued |
 | ``GET /jobs/<id>`` | one job, updated live from ``GET /api/v1/jobs/<id>/events``; cancel, artefacts, report table |
 | ``GET /jobs/<id>/results`` | the results part of that page alone (the script swaps it in when the job ends) |
 | ``POST /jobs/<id>/cancel`` | cancel the job |
+| ``POST /jobs/<id>/delete``, ``POST /jobs/<id>/rerun``, ``GET /jobs/<id>/report`` | see :mod:`service.web.manage` |
+| ``GET /pools``, ``GET, POST /tokens``, ``POST /tokens/<id>/revoke`` | see :mod:`service.web.manage` |
 
 **Signing in.** The service has API tokens only. The sign-in form checks the token
 (:meth:`storage.MetadataStore.authenticate`) and keeps it in Flask's session: a cookie signed with
@@ -202,4 +204,4 @@ def _unexpected(error: Exception) -> Any:
 
 
 # The pages and the template filters, registered on ``web`` when imported.
-from service.web import filters, views  # noqa: E402, F401
+from service.web import filters, manage, views  # noqa: E402, F401

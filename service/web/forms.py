@@ -13,8 +13,9 @@ from service.context import service_context
 from service.errors import ServiceError
 from service.jobs.service import FILE_FIELDS
 from service.options import QUANTIZE_MODES, SELECTIONS, STUDENT_FAMILIES
+from service.web.job_inputs import KEPT_SUFFIX, form_terms
 
-__all__ = ["FIELD_LABELS", "FILE_FIELDS", "OPTION_FIELDS", "options_from_form", "render_form"]
+__all__ = ["FIELD_LABELS", "FILE_FIELDS", "OPTION_FIELDS", "options_from_form", "render_form", "values_from_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +171,13 @@ def _field_errors(fields: Sequence[Mapping[str, str]]) -> tuple[dict[str, list[s
     inputs = set(OPTION_FIELDS) | set(FILE_FIELDS)
     for item in fields:
         name = str(item.get("field", ""))
-        reason = str(item.get("reason", ""))
-        short = name.removeprefix("options.")
+        reason = form_terms(str(item.get("reason", "")), FIELD_LABELS)
+        short = name.removeprefix("options.").removesuffix(KEPT_SUFFIX)
         if short in inputs:
-            by_input.setdefault(short, []).append(reason)
+            if reason not in by_input.get(short, []):
+                by_input.setdefault(short, []).append(reason)
         else:
-            general.append(f"{name}: {reason}" if name else reason)
+            general.append(f"{FIELD_LABELS.get(short, short)}: {reason}" if name else reason)
     return by_input, general
 
 
@@ -193,8 +195,30 @@ def _pools() -> list[dict[str, Any]]:
     return [{"name": manifest.name, "count": manifest.count} for manifest in manifests]
 
 
-def render_form(values: Mapping[str, str], error: ServiceError | None) -> str:
+def values_from_options(options: Mapping[str, Any]) -> dict[str, str]:
+    """A job's options as the form's text inputs (``[1, 28, 28]`` -> ``"1, 28, 28"``), for "clone with changes"."""
+    values: dict[str, str] = {}
+    for name in OPTION_FIELDS:
+        value = options.get(name)
+        if value is None or value is False:  # an unticked checkbox sends nothing
+            continue
+        values[name] = ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+    return values
+
+
+def render_form(
+    values: Mapping[str, str],
+    error: ServiceError | None,
+    *,
+    kept: Mapping[str, Any] | None = None,
+    source: Any = None,
+) -> str:
+    """The form page: ``values`` in the inputs, each refused field's reason once next to it, ``kept`` uploads
+    (:mod:`service.web.job_inputs`) attached, ``source`` the job being cloned (its files are used if none is chosen).
+    """
     field_errors, general = _field_errors(error.fields if error is not None else [])
+    if error is not None and not error.fields:
+        general = [form_terms(error.message, FIELD_LABELS)]
     advanced_open = any(field_errors.get(name) or values.get(name) for name in _ADVANCED_FIELDS)
     student_options_open = any(
         field_errors.get(name) or values.get(name) not in (None, "", "default") for name in _STUDENT_OPTION_FIELDS
@@ -215,4 +239,7 @@ def render_form(values: Mapping[str, str], error: ServiceError | None) -> str:
         selection_hints=_SELECTION_HINTS,
         quantize_modes=QUANTIZE_MODES,
         student_option_inputs=_STUDENT_OPTION_INPUTS,
+        kept=kept or {},
+        kept_suffix=KEPT_SUFFIX,
+        source=source,
     )

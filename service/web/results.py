@@ -10,9 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.jobs.service import JobService
+from service.text import format_ratio
+from service.web.job_charts import mining_summary, training_charts
 from storage import BlobNotFoundError, Job
 
-__all__ = ["ARTIFACT_ORDER", "ComparisonRow", "comparison_rows", "last_event_id", "results_context"]
+__all__ = [
+    "ARTIFACT_ORDER",
+    "ComparisonRow",
+    "comparison_rows",
+    "last_event_id",
+    "list_figures",
+    "read_report",
+    "results_context",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +40,11 @@ class ComparisonRow:
     teacher: str
     student: str
     change: str
+    tone: str = ""  # "good", "bad" (a slow-down, a drop: shown as a warning) or ""
 
 
 _SIDES = {"teacher": ("teacher", "before"), "student": ("student", "after")}
+_WORDS = {"parameters": ("smaller", "larger"), "macs": ("fewer", "more"), "latency": ("faster", "slower")}
 _MEASURES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("accuracy", "Accuracy", ("accuracy", "top1_accuracy", "acc")),
     ("parameters", "Parameters", ("parameters", "params", "num_parameters")),
@@ -83,15 +95,14 @@ def _format_measure(measure: str, value: float) -> str:
     return f"{round(value):,}"
 
 
-def _change(measure: str, teacher: float | None, student: float | None) -> str:
+def _change(measure: str, teacher: float | None, student: float | None) -> tuple[str, str]:
+    """The change in words and its tone: ``+0.40 points``, ``3.5x smaller``, ``1.2x slower`` (bad)."""
     if teacher is None or student is None:
-        return ""
+        return "", ""
     if measure == "accuracy":
         points = (student - teacher) * 100
-        return f"{points:+.2f} points"
-    if teacher <= 0:
-        return ""
-    return f"×{student / teacher:.3g}"
+        return f"{points:+.2f} points", ""  # the quality gate judges the drop
+    return format_ratio(teacher, student, *_WORDS[measure])
 
 
 def comparison_rows(report: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None = None) -> list[ComparisonRow]:
@@ -118,18 +129,20 @@ def comparison_rows(report: Mapping[str, Any] | None, metrics: Mapping[str, Any]
         teacher, student = values["teacher"], values["student"]
         if teacher is None and student is None:
             continue
+        change, tone = _change(measure, teacher, student)
         rows.append(
             ComparisonRow(
                 label=label,
                 teacher="—" if teacher is None else _format_measure(measure, teacher),
                 student="—" if student is None else _format_measure(measure, student),
-                change=_change(measure, teacher, student),
+                change=change,
+                tone=tone,
             )
         )
     return rows
 
 
-def _read_report(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[str, Any] | None:
+def read_report(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[str, Any] | None:
     """The job's ``report.json`` as a dict, or None (none, too big, unreadable: logged, the page goes on)."""
     for artifact in artifacts:
         if artifact.name != _REPORT_NAME:
@@ -151,12 +164,15 @@ def results_context(jobs: JobService, job: Job) -> dict[str, Any]:
     artifacts = jobs.metadata.list_artifacts(job.id)
     rank = {name: index for index, name in enumerate(ARTIFACT_ORDER)}
     artifacts = sorted(artifacts, key=lambda a: (rank.get(a.name, len(rank)), a.name))
-    report = _read_report(jobs, job, artifacts)
+    report = read_report(jobs, job, artifacts)
     return {
         "job": job,
         "artifacts": artifacts,
         "comparison": comparison_rows(report, job.metrics),
         "gate": _gate(report),
+        "charts": training_charts(report),
+        "mining": mining_summary(report),
+        "has_report_html": any(artifact.name == "report.html" for artifact in artifacts),
     }
 
 
@@ -178,3 +194,26 @@ def last_event_id(jobs: JobService, job_id: str) -> int:
             last = batch[-1].id
         if len(batch) < _EVENT_SCAN_BATCH:
             return last
+
+
+def list_figures(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[str, str]:
+    """The jobs list's figures of a succeeded job: accuracy (with its interval when the report has one), the
+    student's ONNX size, and its speed-up at batch 1 in the same words as the report (``1.2x slower`` flagged)."""
+    metrics = job.metrics or {}
+    figures = {"accuracy": "", "size": "", "speed": "", "speed_tone": ""}
+    accuracy = _finite(metrics.get("student_accuracy"))
+    if accuracy is not None:
+        figures["accuracy"] = f"{accuracy * 100:.1f} %"
+        interval = metrics.get("student_accuracy_interval")
+        if isinstance(interval, Sequence) and len(interval) == 2 and all(_finite(v) is not None for v in interval):
+            figures["accuracy"] += f" ({interval[0] * 100:.1f}–{interval[1] * 100:.1f})"
+    onnx = next((artifact for artifact in artifacts if artifact.name == "student.onnx"), None)
+    if onnx is not None:
+        figures["size"] = f"{onnx.size / 1024:,.0f} KiB" if onnx.size >= 1024 else f"{onnx.size} B"
+    report = read_report(jobs, job, artifacts) or {}
+    teacher, student = report.get("teacher"), report.get("student")
+    if isinstance(teacher, Mapping) and isinstance(student, Mapping):
+        figures["speed"], figures["speed_tone"] = format_ratio(
+            _latency_ms(teacher.get("latency")), _latency_ms(student.get("latency")), "faster", "slower"
+        )
+    return figures

@@ -9,10 +9,10 @@ from flask import flash, redirect, render_template, request, session, url_for
 
 from service.context import SESSION_TOKEN_KEY
 from service.errors import ServiceError
-from service.jobs.service import FILE_FIELDS
 from service.web import _safe_next, web, web_jobs, web_user
-from service.web.forms import OPTION_FIELDS, options_from_form, render_form
-from service.web.results import ARTIFACT_ORDER, last_event_id, results_context
+from service.web.forms import FIELD_LABELS, OPTION_FIELDS, options_from_form, render_form, values_from_options
+from service.web.job_inputs import resolve_files, still_kept
+from service.web.results import ARTIFACT_ORDER, last_event_id, list_figures, results_context
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,12 @@ def jobs() -> Any:
     for job in service.list(web_user(), limit=_JOBS_LISTED):
         teacher = job.spec.get("inputs", {}).get("teacher", {})
         downloads: list[str] = []
+        figures: dict[str, str] = {}
         if job.status == "succeeded":
-            names = {artifact.name for artifact in service.metadata.list_artifacts(job.id)}
+            artifacts = service.metadata.list_artifacts(job.id)
+            names = {artifact.name for artifact in artifacts}
             downloads = [name for name in ARTIFACT_ORDER if name in names]
+            figures = list_figures(service, job, artifacts)
         rows.append(
             {
                 "id": job.id,
@@ -74,6 +77,8 @@ def jobs() -> Any:
                 "student": job.spec.get("options", {}).get("student"),
                 "teacher": teacher.get("filename") if isinstance(teacher, dict) else None,
                 "downloads": downloads,
+                "figures": figures,
+                "is_final": job.is_final,
             }
         )
     return render_template("jobs.html", rows=rows, limit=_JOBS_LISTED)
@@ -82,16 +87,34 @@ def jobs() -> Any:
 @web.route("/jobs/new", methods=["GET", "POST"])
 def new_job() -> Any:
     """The new-job form; on POST the job is checked and queued like an API submission, or the form comes back."""
+    service, user = web_jobs(), web_user()
+    source_id = request.values.get("from", "").strip()
+    source = service.get(user, source_id) if source_id else None  # "clone with changes": 404 if not the user's
     if request.method == "POST":
         values = {name: str(request.form.get(name, "")) for name in OPTION_FIELDS}
+        found: dict = {}
         try:
             options = options_from_form(request.form)
-            files = {name: request.files.get(name) for name in FILE_FIELDS}
-            job = web_jobs().submit_files(web_user(), options, files)
+            found, problems = resolve_files(service, user, request.form, request.files, source)
+            try:
+                service.parse_options(options)
+            except ServiceError as error:
+                problems = [*error.fields, *problems]
+                if not problems:
+                    raise
+            if problems:
+                raise ServiceError(
+                    422 if any(p["field"].startswith("options.") for p in problems) else 400,
+                    "the job was not submitted",
+                    problems,
+                )
+            job = service.submit(user, options, found["teacher"], found["positives"])
         except ServiceError as error:
-            return render_form(values, error), error.status
+            return render_form(values, error, kept=still_kept(found, error), source=source), error.status
         flash("Job submitted: it is queued.", "info")
         return redirect(url_for("web.job_page", job_id=job.id), 303)
+    if source is not None:
+        return render_form(values_from_options(source.spec.get("options", {})), None, source=source)
     return render_form({"student": "ghost", "budget_ratio": "0.25", "seed": "0"}, None)
 
 
@@ -109,7 +132,7 @@ def job_page(job_id: str) -> Any:
     events_url = None
     if last_event is not None and not job.is_final:
         events_url = url_for("api.job_events", job_id=job.id, after=last_event)
-    return render_template("job.html", view=view, events_url=events_url, **context)
+    return render_template("job.html", view=view, events_url=events_url, labels=FIELD_LABELS, **context)
 
 
 @web.get("/jobs/<job_id>/results")

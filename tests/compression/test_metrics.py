@@ -13,14 +13,13 @@ from torch import nn
 
 from compression.metrics import (
     LatencyStats,
-    ModelProfile,
     count_ops,
     count_parameters,
     measure_onnx_latency,
-    profile,
     weight_bytes,
 )
 from compression.op_counts import OpCounts
+from compression.profiling import ModelProfile, profile
 
 # --------------------------------------------------------------------------------------------------
 # models

@@ -30,6 +30,7 @@ def run_compression(
     on_progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
     pool_cache_dir: Path | None = None,
+    job_id: str | None = None,
 ) -> dict:
     try:
         control = json.loads(Path(teacher_path).read_bytes())

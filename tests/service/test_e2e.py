@@ -42,6 +42,7 @@ from pu_mining.sources import fashion_mnist
 from service.cli import main
 from service.cli.client import Client
 from service.cli.demo_pool import DEMO_POOL, demo_pool_config, ensure_demo_pool
+from service.pipeline.onnx_metadata import read_onnx_metadata
 from storage import LocalBlobStore, open_blob_store, open_metadata_store
 from tests.servers import free_port
 from tests.waiting import wait_until
@@ -274,6 +275,11 @@ def test_a_real_job_end_to_end(mode, inputs, tmp_path, request, monkeypatch, cap
         ]  # fmt: skip
         report = _check_student(out, inputs["positives"])
         assert job["metrics"]["student_accuracy"] == report["summary"]["student_accuracy"]
+        # The file describes itself: classes in output order, input, pixel range, version and job.
+        meta = read_onnx_metadata(out / "student.onnx")
+        assert json.loads(meta["condense.class_names"]) == report["evaluation"]["class_names"]
+        assert json.loads(meta["condense.input_shape"]) == [1, 28, 28] and meta["condense.job_id"] == job["id"]
+        assert json.loads(meta["condense.pixel_range"]) == [0, 1] and meta["condense.version"]
         if mode == "scale-out":
             client = Client(deployment.url, deployment.token)
             second = client.wait(other, timeout_s=JOB_TIMEOUT_S)

@@ -263,6 +263,8 @@ def test_form_errors_are_shown_next_to_their_fields_and_nothing_is_queued(api: A
     assert "pickle" in _field_error(page, "teacher") and "torch.jit.save" in _field_error(page, "teacher")
     assert 'aria-invalid="true" ' in page or 'aria-invalid="true">' in page
     assert '<a href="#teacher">Teacher model</a>' in page  # the summary links to the field
+    assert page.count("torch.jit.save") == 2  # the reason once next to the field (plus the field's hint)
+    assert 'name="positives_upload"' in page and 'name="teacher_upload"' not in page  # the refused file is not kept
 
     bad_options = _post_form(client, _form(service_inputs, csrf, budget_ratio="3", seed="-1", epochs="zero"))
     assert bad_options.status_code == 422
@@ -272,6 +274,8 @@ def test_form_errors_are_shown_next_to_their_fields_and_nothing_is_queued(api: A
     assert "integer" in _field_error(page, "epochs")
     assert 'value="3"' in page  # what the user typed stays in the form
     assert '<details open id="more-options">' in page  # the refused advanced field is visible
+    assert 'name="teacher_upload"' in page and 'name="positives_upload"' in page  # both files kept
+    assert "options." not in _text(page) and page.count("must be in (0, 1]") == 1
 
     no_shape = _post_form(client, _form(service_inputs, csrf, input_shape=""))
     assert no_shape.status_code == 422 and "TorchScript" in _field_error(no_shape.get_data(as_text=True), "input_shape")
@@ -284,7 +288,8 @@ def test_form_errors_are_shown_next_to_their_fields_and_nothing_is_queued(api: A
     assert _field_error(page, "teacher") == "choose a file"  # positives are optional (the no-labels mode)
 
     assert api.jobs.metadata.list_jobs() == [] and api.jobs.queue.pending() == 0
-    assert not list(api.jobs.blobs.list("uploads/"))
+    # The files sent with refused forms wait as uploads (kept for the next try; purged after the upload TTL).
+    assert not any(key.key.endswith("job.json") for key in api.jobs.blobs.list("uploads/"))
 
 
 def test_forms_without_the_csrf_token_are_refused(api: ApiFixture, service_inputs) -> None:
@@ -369,7 +374,7 @@ def test_job_page_shows_results_errors_and_the_report_table(api: ApiFixture, ser
         assert f'href="/api/v1/jobs/{job_id}/artifacts/{name}"' in page
     table = _text(re.search(r'<table id="job-report">(.*?)</table>', page, re.S).group(1))
     assert "Accuracy 92.00 % 90.50 % -1.50 points" in table
-    assert "Parameters 270,000 70,000 ×0.259" in table and "MACs 41,000,000 10,000,000 ×0.244" in table
+    assert "Parameters 270,000 70,000 3.9x smaller" in table and "MACs 41,000,000 10,000,000 4.1x fewer" in table
     assert "Latency (batch 1, median) 1.8 ms —" in table
     assert "Quality gate: passed (accuracy drop 1.50 points)" in _text(page)
     assert client.get(f"/jobs/{job_id}/results").get_data(as_text=True).count("data-artifact=") == 3
@@ -401,14 +406,14 @@ def test_comparison_rows_take_what_the_report_has() -> None:
     rows = comparison_rows(flat)
     assert rows == [
         ComparisonRow("Accuracy", "90.00 %", "85.00 %", "-5.00 points"),
-        ComparisonRow("Parameters", "4,000", "1,000", "×0.25"),
+        ComparisonRow("Parameters", "4,000", "1,000", "4.0x smaller", "good"),
         ComparisonRow("MACs", "—", "5", ""),
-        ComparisonRow("Latency (batch 1, median)", "2 ms", "0.5 ms", "×0.25"),
+        ComparisonRow("Latency (batch 1, median)", "2 ms", "0.5 ms", "4.0x faster", "good"),
     ]
     nested = {"before": {"profile": {"macs": 100}}, "after": {"macs": 25, "accuracy": True}}
     assert comparison_rows(nested, {"student_accuracy": 0.5}) == [
         ComparisonRow("Accuracy", "—", "50.00 %", ""),  # a boolean is no accuracy: the metrics' value is used
-        ComparisonRow("MACs", "100", "25", "×0.25"),
+        ComparisonRow("MACs", "100", "25", "4.0x fewer", "good"),
     ]
     profiled = {  # as service/pipeline/report.py writes it: profiles with per-batch latency, and a summary
         "teacher": {"parameters": None, "macs": 400, "latency": {"1": {"median_ms": 2.0}, "32": {"median_ms": 9.0}}},
@@ -418,8 +423,9 @@ def test_comparison_rows_take_what_the_report_has() -> None:
     assert comparison_rows(profiled, {"student_accuracy": 0.75}) == [
         ComparisonRow("Accuracy", "—", "75.00 %", ""),
         ComparisonRow("Parameters", "—", "10", ""),
-        ComparisonRow("MACs", "400", "100", "×0.25"),
-        ComparisonRow("Latency (batch 1, median)", "2 ms", "3 ms", "×1.5"),  # batch 1 when measured, else the first
+        ComparisonRow("MACs", "400", "100", "4.0x fewer", "good"),
+        # batch 1 when measured, else the first
+        ComparisonRow("Latency (batch 1, median)", "2 ms", "3 ms", "1.5x slower", "bad"),
     ]
     assert comparison_rows({"teacher": {"accuracy": float("nan")}, "notes": "x"}) == []
     assert comparison_rows(None) == []

@@ -65,6 +65,63 @@
     setText("job-progress-text", text);
   }
 
+  function utcText(seconds) {
+    var date = new Date(seconds * 1000);
+    return date.getUTCFullYear() + "-" + pad(date.getUTCMonth() + 1) + "-" + pad(date.getUTCDate()) + " " +
+      pad(date.getUTCHours()) + ":" + pad(date.getUTCMinutes()) + ":" + pad(date.getUTCSeconds()) + " UTC";
+  }
+
+  // Started / Finished, shown once the job has them (like the server-rendered page after a reload).
+  function setTime(name, seconds) {
+    if (typeof seconds !== "number" || !isFinite(seconds)) {
+      return;
+    }
+    var time = byId("job-" + name);
+    if (time) {
+      time.textContent = utcText(seconds);
+      time.setAttribute("datetime", new Date(seconds * 1000).toISOString().replace(/\.\d{3}Z$/, "+00:00"));
+    }
+    [byId("job-" + name + "-label"), byId("job-" + name + "-value")].forEach(function (element) {
+      if (element) {
+        element.hidden = false;
+      }
+    });
+  }
+
+  // The job as the API shows it (the session cookie authenticates GETs): the times the events do not carry.
+  function refreshJob(root) {
+    var url = root.getAttribute("data-job-url");
+    if (!url || !window.fetch) {
+      return;
+    }
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      })
+      .then(function (job) {
+        if (job) {
+          setTime("started", job.started_at);
+          setTime("finished", job.finished_at);
+        }
+      })
+      .catch(function () {});
+  }
+
+  // A flash describes the moment of the last redirect ("Job submitted: it is queued."): gone once the job moves on.
+  function clearFlashes() {
+    var flashes = document.querySelector(".flashes");
+    if (flashes) {
+      flashes.parentNode.removeChild(flashes);
+    }
+  }
+
+  function showDelete(visible) {
+    var form = byId("delete-form");
+    if (form) {
+      form.hidden = !visible;
+    }
+  }
+
   function applyState(data) {
     setStatus(data.status);
     if (typeof data.stage === "string" && data.stage) {
@@ -87,8 +144,10 @@
     source.addEventListener("open", function () {
       root.setAttribute("data-live", "open");
     });
+    var shownStatus = byId("job-status") ? byId("job-status").textContent : "";
     source.addEventListener("progress", function (event) {
       var data = parse(event);
+      clearFlashes();
       applyState({ stage: data.stage, progress: data.progress, eta_s: data.eta_s });
       if (typeof data.message === "string") {
         setText("job-detail", data.message);
@@ -96,7 +155,15 @@
     });
     source.addEventListener("status", function (event) {
       var data = parse(event);
+      if (data.status !== shownStatus) {
+        clearFlashes();
+        shownStatus = data.status;
+      }
       setStatus(data.status);
+      showDelete(data.status !== "running");
+      if (data.status === "running") {
+        refreshJob(root);
+      }
       if (typeof data.error === "string" && data.error) {
         setText("job-message", data.error);
       } else if (typeof data.message === "string" && data.message) {
@@ -117,6 +184,8 @@
       }
       applyState(data);
       setText("job-eta", "—");
+      showDelete(true);
+      refreshJob(root);
       var cancel = byId("cancel-form");
       if (cancel) {
         cancel.parentNode.removeChild(cancel);
