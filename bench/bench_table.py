@@ -1,4 +1,4 @@
-"""The PU compression results table (issue 5): every student family distilled on the transfer sets of the
+"""The PU compression results table: every student family distilled on the transfer sets of the
 PU compression paper's CIFAR-10 table, on the benchmark task.
 
 Usage (repository root)::

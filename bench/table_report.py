@@ -162,14 +162,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         "The paper's CIFAR-10 figures (ResNet-34 teacher, ResNet-18 students, 2 % labelled data, ImageNet pool), "
         "for the shape: " + ", ".join(f"{ROW_LABELS[row]} {value:.2f}%" for row, value in PAPER_CIFAR10.items()) + ".",
         "",
-        "Goal (issue 5):",
+        "Goal:",
         "",
         *goal_lines(results),
     ]
     return "\n".join(lines)
 
 
-SECTION_INTRO = """## PU compression table (issue 5)
+SECTION_INTRO = """## PU compression table
 
 The PU compression paper's CIFAR-10 table on the benchmark task, one student per family
 (`python -m bench.bench_table`; see its docstring for every choice). Rows: teacher; KD on the 30,000 labelled

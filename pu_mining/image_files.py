@@ -66,9 +66,11 @@ import hashlib
 import lzma
 import os
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -117,6 +119,7 @@ from storage.hashing import file_sha256
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PIL_FORMATS",
+    "TAR_MEMORY_BUDGET",
     "ImageDecodeError",
     "ImageReader",
     "ImageRecord",
@@ -128,6 +131,9 @@ __all__ = [
     "iter_images",
     "sniff",
 ]
+
+TAR_MEMORY_BUDGET = 64 * 1024**2
+"""Bytes of a compressed tar's early members (out of name order) kept in memory; more wait in a temporary file."""
 
 
 def iter_images(
@@ -494,16 +500,42 @@ class ImageReader(Iterator[ImageRecord]):
     ) -> Iterator[ImageRecord]:
         """Read members in stream order (forward seeks only), yield them in name order.
 
-        Members that arrive before their turn wait in memory: nothing for an archive written in name order, at worst
-        every member's bytes (bounded by ``max_total_bytes``).
+        Members that arrive before their turn wait: nothing for an archive written in name order; otherwise in
+        memory up to :data:`TAR_MEMORY_BUDGET` bytes, and past it in an unlinked temporary file (bounded by
+        ``max_total_bytes``), so an archive in any order costs bounded memory.
         """
         rank = {id(info): position for position, (_, info) in enumerate(members)}
-        waiting: dict[int, bytes] = {}
+        waiting: dict[int, bytes | tuple[int, int]] = {}
+        in_memory = 0
+        spill: IO[bytes] | None = None
         next_rank = 0
-        for parts, info in sorted(members, key=lambda item: item[1].offset_data):
-            waiting[rank[id(info)]] = _read_tar_member(archive, info, self.source, parts)
-            while next_rank in waiting:
-                record = self._member(members[next_rank][0], waiting.pop(next_rank))
-                next_rank += 1
-                if record is not None:
-                    yield record
+        try:
+            for parts, info in sorted(members, key=lambda item: item[1].offset_data):
+                data = _read_tar_member(archive, info, self.source, parts)
+                position = rank[id(info)]
+                if position != next_rank and in_memory + len(data) > TAR_MEMORY_BUDGET:
+                    if spill is None:
+                        spill = tempfile.TemporaryFile(prefix="condense-tar-")  # noqa: SIM115 -- closed below
+                    offset = spill.seek(0, os.SEEK_END)
+                    spill.write(data)
+                    waiting[position] = (offset, len(data))
+                else:
+                    waiting[position] = data
+                    in_memory += len(data)
+                del data
+                while next_rank in waiting:
+                    item = waiting.pop(next_rank)
+                    if isinstance(item, tuple):
+                        if spill is None:
+                            raise RuntimeError("a member was set aside without a temporary file")
+                        spill.seek(item[0])
+                        item = spill.read(item[1])
+                    else:
+                        in_memory -= len(item)
+                    record = self._member(members[next_rank][0], item)
+                    next_rank += 1
+                    if record is not None:
+                        yield record
+        finally:
+            if spill is not None:
+                spill.close()

@@ -18,6 +18,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service.api import api
+from service.api.request_body import CondenseRequest
 from service.context import EXTENSION, ServiceContext, service_context
 from service.errors import ServiceError, error_body
 from service.settings import Settings
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = Settings.from_env()
     app = Flask(__name__)
+    app.request_class = CondenseRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # the non-file form fields (the options JSON)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -51,18 +53,31 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = _error_response(error.status, error.message, error.fields)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="condense"'
+        if error.retry_after_s is not None:
+            response.headers["Retry-After"] = str(error.retry_after_s)
         return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Any:
         limit = settings.max_request_bytes
+        if (request.content_length or 0) <= limit:  # werkzeug's limit on one form field (not a file) in memory
+            field_limit = app.config["MAX_FORM_MEMORY_SIZE"]
+            return _error_response(
+                413,
+                f"a form field is over the {field_limit:,}-byte limit of fields that are not files",
+                [{"field": "options", "reason": f"over the {field_limit:,}-byte limit"}],
+            )
         return _error_response(413, f"the request is over the {limit:,}-byte limit")
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
         if not request.path.startswith("/api/"):
             return error
-        return _error_response(error.code or 500, error.description or error.name)
+        response = _error_response(error.code or 500, error.description or error.name)
+        for name, value in error.get_headers():
+            if name.lower() in ("allow", "retry-after"):  # 405's list of methods (RFC 9110), 429/503's wait
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:

@@ -4,12 +4,14 @@
 (after gunicorn forks its workers, so no database connection is shared across processes). :func:`create_app` hangs
 one off the Flask app; :func:`service_context` finds it.
 
-:func:`current_user` is the one authentication path of the API and the pages. A request's API token comes from the
-``Authorization: Bearer <token>`` header or, without that header, from the pages' signed session cookie
-(:data:`SESSION_TOKEN_KEY`). The cookie counts for the pages (whose forms carry a CSRF token) and for the API's
+:func:`current_user` is the one authentication path of the API and the pages. A request is authenticated by the
+``Authorization: Bearer <token>`` header or, without that header, by the pages' signed session cookie, which carries
+a random session id (:data:`SESSION_ID_KEY`), never the API token: the session lives server-side
+(:class:`storage.access.SessionStore`), expires after ``CONDENSE_SESSION_TTL_S`` and ends at sign-out, so a copy of
+an old cookie stops working. The cookie counts for the pages (whose forms carry a CSRF token) and for the API's
 GET/HEAD requests (the job page's ``EventSource`` and download links cannot send a header); an API write needs the
-header, so a cookie alone never changes anything through the API. The token is checked against the metadata store
-on every request, so a revoked token stops working at once.
+header, so a cookie alone never changes anything through the API. Tokens and sessions are checked against the
+metadata store on every request, so revoking the token a browser signed in with signs it out at once.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ if TYPE_CHECKING:
     from storage import User
 
 __all__ = [
-    "SESSION_TOKEN_KEY",
+    "SESSION_ID_KEY",
     "ServiceContext",
     "current_user",
     "request_token",
     "service_context",
-    "session_token",
+    "session_id",
 ]
 
 EXTENSION = "condense"
-SESSION_TOKEN_KEY = "condense_token"
-"""The session key holding the signed-in browser's API token."""
+SESSION_ID_KEY = "condense_session_id"
+"""The cookie-session key holding the signed-in browser's server-side session id."""
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _USER_KEY = "condense_user"
 
@@ -80,14 +82,14 @@ def service_context(app: App | None = None) -> ServiceContext:
     return target.extensions[EXTENSION]
 
 
-def session_token() -> str | None:
-    """The API token of the signed-in browser session, or None."""
-    token = session.get(SESSION_TOKEN_KEY)
-    return token if isinstance(token, str) and token else None
+def session_id() -> str | None:
+    """The server-side session id of the signed-in browser, or None."""
+    value = session.get(SESSION_ID_KEY)
+    return value if isinstance(value, str) and value else None
 
 
 def request_token() -> str | None:
-    """The current request's API token: the bearer header, else the session cookie where it counts (see above)."""
+    """The current request's credential: the bearer token, else the session id where the cookie counts (above)."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -95,12 +97,18 @@ def request_token() -> str | None:
         return token if scheme.lower() == "bearer" and token else None
     if request.blueprint == "api" and request.method not in _SAFE_METHODS:
         return None
-    return session_token()
+    return session_id()
 
 
 def current_user() -> User | None:
-    """The user the current request's token belongs to (checked once per request), or None."""
+    """The user the current request's token or session belongs to (checked once per request), or None."""
     if _USER_KEY not in g:
-        token = request_token()
-        g.condense_user = service_context().jobs.metadata.authenticate(token) if token else None
+        credential = request_token()
+        metadata = service_context().jobs.metadata
+        if not credential:
+            g.condense_user = None
+        elif request.headers.get("Authorization"):
+            g.condense_user = metadata.authenticate(credential)
+        else:
+            g.condense_user = metadata.session_user(credential)
     return g.condense_user

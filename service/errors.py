@@ -60,6 +60,8 @@ class ServiceError(Exception):
         self.status = status
         self.message = message
         self.fields = [dict(item) for item in fields or ()]
+        self.retry_after_s: int | None = None
+        """Seconds to send as ``Retry-After`` (429 and 503 answers that a client may try again)."""
 
     @classmethod
     def field(cls, status: int, field: str, reason: str) -> ServiceError:

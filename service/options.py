@@ -46,6 +46,8 @@ SELECTIONS: tuple[str, ...] = ("default", "pu", "pu-half", "random", "dfnd")
 """Mining selections as :data:`pu_mining.selection.SELECTIONS` names them (a copy: the API does not load torch)."""
 QUANTIZE_MODES: tuple[str, ...] = ("int8",)
 MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 1000
+MAX_TIME_BUDGET_MIN = 7 * 24 * 60
 _MAX_SIDE = 4096
 _MAX_POOL_NAME = 100
 _MAX_CLASSES = 10_000
@@ -208,8 +210,12 @@ class JobOptions(BaseModel):
         json_schema_extra={"enum": list(STUDENT_FAMILIES)},
     )
     budget_ratio: Number = Field(0.25, gt=0, le=1, description="Student MACs / teacher MACs, in (0, 1].")
-    time_budget_min: Number | None = Field(None, gt=0, description="Wall-clock budget of the training, minutes.")
-    epochs: Integer | None = Field(None, ge=1, description="Training epochs; null: the family's default.")
+    time_budget_min: Number | None = Field(
+        None, gt=0, le=MAX_TIME_BUDGET_MIN, description="Wall-clock budget of the training, minutes (at most a week)."
+    )
+    epochs: Integer | None = Field(
+        None, ge=1, le=MAX_EPOCHS, description="Training epochs, at most 1000; null: the family's default."
+    )
     seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Random seed, for repeatable runs.")
     pool: Annotated[str, BeforeValidator(_pool)] = Field(
         "demo", description="Name of an unlabelled pool to mine (GET /api/v1/pools).", max_length=_MAX_POOL_NAME
@@ -346,8 +352,8 @@ def _field_error(field: str, reason: str) -> PydanticCustomError:
 
 _RANGES = {
     "budget_ratio": "in (0, 1] (a fraction of the teacher's MACs)",
-    "time_budget_min": "> 0 minutes",
-    "epochs": ">= 1",
+    "time_budget_min": f"> 0 and at most {MAX_TIME_BUDGET_MIN} minutes (a week)",
+    "epochs": f"between 1 and {MAX_EPOCHS}",
     "seed": f"between 0 and {MAX_SEED}",
     "max_accuracy_drop": "0-100 percentage points (2 means two points)",
     "holdout_fraction": "in [0, 1)",

@@ -81,6 +81,10 @@ class Settings:
     bind: str = "127.0.0.1:8000"
     sse_max_s: float = 300.0
     sse_keepalive_s: float = 15.0
+    sse_streams: int = 64
+    sse_streams_per_user: int = 4
+    upload_quota_bytes: int = 4 * 1024**3
+    session_ttl_s: float = 43_200.0
     log_level: str = "INFO"
     secure_cookies: bool = False
     demo_pool: bool = True
@@ -134,6 +138,10 @@ class Settings:
             bind=reader.bind("CONDENSE_BIND", cls.bind),
             sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
             sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
+            sse_streams=reader.integer("CONDENSE_SSE_STREAMS", cls.sse_streams, minimum=1),
+            sse_streams_per_user=reader.integer("CONDENSE_SSE_STREAMS_PER_USER", cls.sse_streams_per_user, minimum=1),
+            upload_quota_bytes=reader.size("CONDENSE_UPLOAD_QUOTA_BYTES", cls.upload_quota_bytes),
+            session_ttl_s=reader.number("CONDENSE_SESSION_TTL_S", cls.session_ttl_s, minimum=60.0),
             log_level=reader.choice("CONDENSE_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             secure_cookies=reader.flag("CONDENSE_SECURE_COOKIES", cls.secure_cookies),
             demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),

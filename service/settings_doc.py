@@ -150,7 +150,10 @@ VARIABLES: tuple[Variable, ...] = (
         "CONDENSE_WEB_THREADS",
         "web_threads",
         "`8`",
-        "Threads per gunicorn worker (an open event stream holds one).",
+        (
+            "Threads per gunicorn worker for requests other than event streams (streams get "
+            "`CONDENSE_SSE_STREAMS` more threads of their own)."
+        ),
     ),
     Variable(
         "CONDENSE_BIND",
@@ -169,6 +172,33 @@ VARIABLES: tuple[Variable, ...] = (
         "sse_keepalive_s",
         "`15`",
         "Keep-alive comment interval of an event stream.",
+    ),
+    Variable(
+        "CONDENSE_SSE_STREAMS",
+        "sse_streams",
+        "`64`",
+        (
+            "Event streams one gunicorn worker serves at once, on threads added to `CONDENSE_WEB_THREADS` (so "
+            "streams never take the threads of other requests); past it `/events` answers 503 with `Retry-After`."
+        ),
+    ),
+    Variable(
+        "CONDENSE_SSE_STREAMS_PER_USER",
+        "sse_streams_per_user",
+        "`4`",
+        "Event streams one user may hold open on one gunicorn worker; past it `/events` answers 429 (`Retry-After`).",
+    ),
+    Variable(
+        "CONDENSE_UPLOAD_QUOTA_BYTES",
+        "upload_quota_bytes",
+        "`4G`",
+        "Bytes of uploads one user may keep at once (their jobs' inputs included); past it uploads answer 413.",
+    ),
+    Variable(
+        "CONDENSE_SESSION_TTL_S",
+        "session_ttl_s",
+        "`43200`",
+        "Lifetime of a web sign-in (12 hours); signing out ends it at once.",
     ),
     Variable(
         "CONDENSE_LOG_LEVEL",

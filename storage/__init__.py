@@ -8,6 +8,7 @@ Both come as one interface with an embedded default and a scale-out backend, cho
 This package knows nothing of Flask, PyTorch or the other Condense packages.
 """
 
+from storage.access import JobLimitError, UploadClaimedError, WebSession
 from storage.blobs import (
     MAX_KEY_BYTES,
     BlobInfo,
@@ -51,12 +52,15 @@ __all__ = [
     "BlobStore",
     "Job",
     "JobEvent",
+    "JobLimitError",
     "JobNotFoundError",
     "LocalBlobStore",
     "MetadataSchemaError",
     "MetadataStore",
     "S3BlobStore",
+    "UploadClaimedError",
     "User",
+    "WebSession",
     "hash_token",
     "open_blob_store",
     "open_metadata_store",

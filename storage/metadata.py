@@ -71,6 +71,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
+from storage.access import JobLimitError, SessionStore, access_meta, claim_uploads, upload_claims
+
 __all__ = [
     "FINAL_STATUSES",
     "JOB_STATUSES",
@@ -89,7 +91,7 @@ __all__ = [
     "open_metadata_store",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ROLES: tuple[str, ...] = ("user", "admin")
@@ -136,6 +138,7 @@ api_tokens = sa.Table(
     sa.Column("label", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.Column("expires_at", sa.Double, nullable=True),
     sqlite_autoincrement=True,
 )
 jobs = sa.Table(
@@ -225,10 +228,14 @@ class ApiToken:
     label: str
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -413,6 +420,7 @@ def _token(row: Any) -> ApiToken:
         label=m["label"],
         created_at=m["created_at"],
         revoked_at=m["revoked_at"],
+        expires_at=m["expires_at"],
     )
 
 
@@ -438,6 +446,8 @@ class MetadataStore:
         self._clock = clock or time.time
         self._is_postgres = engine.dialect.name == "postgresql"
         self._init_schema()
+        self.sessions = SessionStore(engine, self._writer, self._now)
+        """Server-side web sessions (:class:`storage.access.SessionStore`)."""
 
     # housekeeping --------------------------------------------------------------------------------
 
@@ -472,11 +482,19 @@ class MetadataStore:
             if self._is_postgres:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_INIT_LOCK)))
             _meta.create_all(conn)
+            access_meta.create_all(conn)
             stored = conn.execute(
                 sa.select(schema_info.c.value).where(schema_info.c.key == "schema_version")
             ).scalar_one_or_none()
             if stored is None:
                 conn.execute(sa.insert(schema_info).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif stored == "1":  # version 2 added token expiry (and the tables of storage.access, created above)
+                conn.execute(sa.text("ALTER TABLE api_tokens ADD COLUMN expires_at DOUBLE PRECISION"))
+                conn.execute(
+                    sa.update(schema_info)
+                    .where(schema_info.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
             elif not stored.isdigit() or int(stored) != SCHEMA_VERSION:
                 raise MetadataSchemaError(
                     f"the database has schema version {stored!r}; this code uses version {SCHEMA_VERSION} "
@@ -529,16 +547,27 @@ class MetadataStore:
 
     # API tokens ----------------------------------------------------------------------------------
 
-    def create_token(self, user_name: str, label: str = "") -> str:
-        """Create an API token for ``user_name`` and return it; this is the only time it is visible."""
+    def create_token(self, user_name: str, label: str = "", *, expires_in_s: float | None = None) -> str:
+        """Create an API token for ``user_name`` and return it; this is the only time it is visible.
+
+        With ``expires_in_s`` the token stops working that many seconds from now; without, it lasts until revoked.
+        """
         user_name = _user_name(user_name)
         label = _text(label, "token label", max_len=200, allow_empty=True)
+        now = self._now()
+        expires_at = None
+        if expires_in_s is not None:
+            expires_at = now + _number(expires_in_s, "expires_in_s", minimum=1.0, maximum=100 * 365 * 86400.0)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._writer.begin() as conn:
             self._require_user(conn, user_name)
             conn.execute(
                 sa.insert(api_tokens).values(
-                    user_name=user_name, token_hash=hash_token(token), label=label, created_at=self._now()
+                    user_name=user_name,
+                    token_hash=hash_token(token),
+                    label=label,
+                    created_at=now,
+                    expires_at=expires_at,
                 )
             )
         return token
@@ -552,7 +581,32 @@ class MetadataStore:
         query = (
             sa.select(users)
             .join(api_tokens, api_tokens.c.user_name == users.c.name)
-            .where(api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None))
+            .where(
+                api_tokens.c.token_hash == hash_token(token),
+                api_tokens.c.revoked_at.is_(None),
+                sa.or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > self._now()),
+            )
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _user(row)
+
+    def session_user(self, session_id: str) -> User | None:
+        """The user of a live web session (:attr:`sessions`) whose sign-in token is still valid, or ``None``."""
+        record = self.sessions.lookup(session_id)
+        if record is None:
+            return None
+        if record.token_hash is None:
+            return self.get_user(record.user_name)
+        query = (
+            sa.select(users)
+            .join(api_tokens, api_tokens.c.user_name == users.c.name)
+            .where(
+                api_tokens.c.token_hash == record.token_hash,
+                users.c.name == record.user_name,
+                api_tokens.c.revoked_at.is_(None),
+                sa.or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > self._now()),
+            )
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
@@ -587,14 +641,38 @@ class MetadataStore:
 
     # jobs ----------------------------------------------------------------------------------------
 
-    def create_job(self, owner: str, spec: Mapping[str, Any]) -> Job:
-        """Create a ``queued`` job owned by ``owner`` (an existing user) with the JSON ``spec``."""
+    def create_job(
+        self,
+        owner: str,
+        spec: Mapping[str, Any],
+        *,
+        upload_ids: Iterable[str] = (),
+        max_active: int | None = None,
+    ) -> Job:
+        """Create a ``queued`` job owned by ``owner`` (an existing user) with the JSON ``spec``.
+
+        In the same transaction, atomically: with ``max_active``, :class:`~storage.access.JobLimitError` if the owner
+        already has that many jobs queued or running; the job claims ``upload_ids``
+        (:class:`~storage.access.UploadClaimedError` if another job has one). Of concurrent calls that would break
+        either rule, exactly the ones that fit succeed.
+        """
         owner = _user_name(owner, "owner")
         spec_json = _dump_json(spec, "spec")
         now = self._now()
         job_id = uuid.uuid4().hex
         with self._writer.begin() as conn:
-            self._require_user(conn, owner)
+            # Serialises job creation per owner on PostgreSQL (SQLite's BEGIN IMMEDIATE serialises all writers).
+            if conn.execute(sa.select(users.c.name).where(users.c.name == owner).with_for_update()).first() is None:
+                raise ValueError(f"no user named {owner!r}")
+            if max_active is not None:
+                active = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(jobs)
+                    .where(jobs.c.owner == owner, jobs.c.status.in_(("queued", "running")))
+                ).scalar_one()
+                if active >= max_active:
+                    raise JobLimitError(owner, int(active), max_active)
+            claim_uploads(conn, job_id, owner, upload_ids, now)
             conn.execute(
                 sa.insert(jobs).values(
                     id=job_id,
@@ -802,6 +880,7 @@ class MetadataStore:
         with self._writer.begin() as conn:
             conn.execute(sa.delete(job_events).where(job_events.c.job_id == job_id))
             conn.execute(sa.delete(artifacts).where(artifacts.c.job_id == job_id))
+            conn.execute(sa.delete(upload_claims).where(upload_claims.c.job_id == job_id))
             return conn.execute(sa.delete(jobs).where(jobs.c.id == job_id)).rowcount == 1
 
     def count_running(self, owner: str) -> int:

@@ -69,4 +69,4 @@ def _authenticate() -> None:
 
 
 # The resources' routes, registered on ``api`` when imported.
-from service.api import artifacts, events, jobs, meta, uploads  # noqa: E402, F401
+from service.api import artifacts, events, jobs, meta, tokens, uploads  # noqa: E402, F401

@@ -17,9 +17,9 @@ _PRESIGN_S = 300
 _MEDIA_TYPES = {
     ".onnx": "application/octet-stream",
     ".json": "application/json",
-    ".html": "text/html; charset=utf-8",
-    ".txt": "text/plain; charset=utf-8",
-    ".csv": "text/csv; charset=utf-8",
+    ".html": "text/html",  # werkzeug adds "; charset=utf-8" to text/* itself
+    ".txt": "text/plain",
+    ".csv": "text/csv",
 }
 
 

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 
 from service.api import api, api_jobs, api_user
-from service.errors import ServiceError
+from service.api.params import whole_number
+from service.api.stream_gate import StreamGate
 
 _EVENT_POLL_S = 0.5
 _EVENT_BATCH = 500
+_MAX_EVENT_ID = 10**18 - 1
+
+
+_GATE_KEY = "condense_stream_gate"
+_GATE_LOCK = threading.Lock()
+
+
+def _stream_gate(settings: Any) -> StreamGate:
+    """This process's count of open event streams (one per app)."""
+    with _GATE_LOCK:
+        gate = current_app.extensions.get(_GATE_KEY)
+        if gate is None:
+            gate = current_app.extensions[_GATE_KEY] = StreamGate(settings.sse_streams, settings.sse_streams_per_user)
+    return gate
 
 
 def _sse(event_id: int | None, kind: str, data: Any) -> str:
@@ -28,11 +44,14 @@ def job_events(job_id: str) -> Any:
     """Server-sent events of one job (see :mod:`service.api`)."""
     jobs, user = api_jobs(), api_user()
     jobs.get(user, job_id)  # 404 for a missing or another user's job
-    after_text = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
-    if not after_text.strip().isdigit():
-        raise ServiceError.field(400, "Last-Event-ID", "must be a whole number (an event id)")
-    after = int(after_text.strip())
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        after = whole_number(header, "Last-Event-ID", default=0, maximum=_MAX_EVENT_ID)
+    else:
+        after = whole_number(request.args.get("after"), "after", default=0, maximum=_MAX_EVENT_ID)
     settings = jobs.settings
+    gate = _stream_gate(settings)
+    gate.admit(user.name)  # 429 / 503 with Retry-After past the stream limits
 
     def stream() -> Iterator[str]:
         last_id = after
@@ -61,4 +80,13 @@ def job_events(job_id: str) -> Any:
                 time.sleep(min(_EVENT_POLL_S, settings.sse_keepalive_s))
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream(), mimetype="text/event-stream", headers=headers)
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
+    released = threading.Event()
+
+    def release() -> None:  # once, when the server closes the response (finished, timed out or disconnected)
+        if not released.is_set():
+            released.set()
+            gate.release(user.name)
+
+    response.call_on_close(release)
+    return response

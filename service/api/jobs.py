@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response, jsonify, request
 
 from service.api import API_PREFIX, api, api_jobs, api_user
+from service.api.params import parse_json, refuse_repeated_parts, whole_number
 from service.errors import ServiceError
 from service.jobs.service import FILE_FIELDS
 from storage import JOB_STATUSES
 
 _JSON_FIELDS = frozenset({"teacher_upload", "positives_upload", "options"})
+_MAX_JSON_BODY = 1024 * 1024
 
 
 def _options_from_form(text: str | None) -> Any:
     if text is None or not text.strip():
         return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ServiceError.field(400, "options", f"not valid JSON ({error})") from None
+    return parse_json(text, "options")
+
+
+def _json_body() -> Any:
+    if (request.content_length or 0) > _MAX_JSON_BODY:
+        raise ServiceError.field(413, "body", f"a JSON body is limited to {_MAX_JSON_BODY:,} bytes")
+    body = parse_json(request.get_data(cache=False), "body")
+    if not isinstance(body, dict):
+        raise ServiceError(400, "the body must be a JSON object")
+    return body
 
 
 @api.post("/jobs")
@@ -29,12 +36,12 @@ def create_job() -> Any:
     """Submit a job: multipart files, or JSON naming earlier uploads (see :mod:`service.api`)."""
     jobs, user = api_jobs(), api_user()
     if request.mimetype == "multipart/form-data":
+        jobs.quota_room(user, "positives", (request.content_length or 0) - 128 * 1024)  # before reading the body
+        refuse_repeated_parts(("options", *FILE_FIELDS))
         options = _options_from_form(request.form.get("options"))
         job = jobs.submit_files(user, options, {name: request.files.get(name) for name in FILE_FIELDS})
     elif request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ServiceError(400, "the body must be a JSON object")
+        body = _json_body()
         unknown = sorted(set(body) - _JSON_FIELDS)
         if unknown:
             raise ServiceError(
@@ -66,11 +73,9 @@ def list_jobs() -> Any:
     status = request.args.get("status") or None
     if status is not None and status not in JOB_STATUSES:
         raise ServiceError.field(400, "status", f"must be one of {', '.join(JOB_STATUSES)}")
-    limit_text = request.args.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-        raise ServiceError.field(400, "limit", "must be a whole number from 1 to 1000")
+    limit = whole_number(request.args.get("limit"), "limit", default=100, minimum=1, maximum=1000)
     jobs = api_jobs()
-    return jsonify({"jobs": [jobs.view(job) for job in jobs.list(api_user(), status, int(limit_text))]})
+    return jsonify({"jobs": [jobs.view(job) for job in jobs.list(api_user(), status, limit)]})
 
 
 @api.get("/jobs/<job_id>")

@@ -33,11 +33,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "No API token, or an invalid / revoked one",
         404: "No such job or artefact (another user's job is a 404 as well)",
         409: "The job's state forbids this (finished, running, upload already used)",
-        413: "An upload is over its size limit",
+        413: "An upload is over its size limit or the user's upload quota (the message says which)",
         415: "Wrong file type: a pickled model, not a model, not an image archive",
         422: "Understood but unusable: invalid options, unsafe or undecodable archive",
-        429: "Too many queued and running jobs for this user",
-        503: "A backend (metadata, blobs, queue) is unreachable",
+        429: "Too many queued and running jobs, or open event streams, for this user (see Retry-After)",
+        503: "A backend (metadata, blobs, queue) is unreachable, or this server's event streams are full",
     }
     return {str(status): _json(_ref("Error"), reasons[status]) for status in statuses}
 
@@ -140,6 +140,78 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
         },
     },
+    "UploadList": {
+        "type": "object",
+        "required": ["uploads", "used_bytes", "quota_bytes"],
+        "properties": {
+            "uploads": {
+                "type": "array",
+                "items": {
+                    "allOf": [
+                        _ref("Upload"),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "job_id": {"type": ["string", "null"], "description": "The job that took it"}
+                            },
+                        },
+                    ]
+                },
+            },
+            "used_bytes": {"type": "integer"},
+            "quota_bytes": {"type": "integer"},
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["id", "label", "created_at", "state"],
+        "properties": {
+            "id": {"type": "integer"},
+            "label": {"type": "string"},
+            "created_at": {"type": "number"},
+            "expires_at": {"type": ["number", "null"]},
+            "revoked_at": {"type": ["number", "null"]},
+            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+        },
+    },
+    "StatusEvent": {
+        "type": "object",
+        "description": "SSE 'event: status' data: the job's new status",
+        "required": ["status", "created_at"],
+        "properties": {
+            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "error": {"type": ["string", "null"]},
+            "created_at": {"type": "number"},
+        },
+    },
+    "ProgressEvent": {
+        "type": "object",
+        "description": "SSE 'event: progress' data: stage, fraction done and ETA",
+        "required": ["created_at"],
+        "properties": {
+            "stage": {"type": "string"},
+            "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "eta_s": {"type": ["number", "null"]},
+            "created_at": {"type": "number"},
+        },
+        "additionalProperties": True,
+    },
+    "CancelRequestedEvent": {
+        "type": "object",
+        "description": "SSE 'event: cancel_requested' data",
+        "properties": {"message": {"type": "string"}, "created_at": {"type": "number"}},
+    },
+    "EndEvent": {
+        "description": "SSE 'event: end' data (no id): the final job, or {id, status: 'deleted'}; the stream closes",
+        "oneOf": [
+            _ref("Job"),
+            {
+                "type": "object",
+                "required": ["id", "status"],
+                "properties": {"id": {"type": "string"}, "status": {"const": "deleted"}},
+            },
+        ],
+    },
     "JobFromUploads": {
         "type": "object",
         "required": ["teacher_upload"],
@@ -235,7 +307,45 @@ _PATHS: dict[str, Any] = {
                 "201": _json({"type": "object", "properties": {"upload": _ref("Upload")}}, "Stored"),
                 **_errors(400, 401, 413),
             },
-        }
+        },
+        "get": {
+            "operationId": "listUploads",
+            "summary": "Your uploads, with the job that took each, and your upload quota",
+            "responses": {"200": _json(_ref("UploadList"), "The uploads"), **_errors(401)},
+        },
+    },
+    "/uploads/{upload_id}": {
+        "parameters": [
+            {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        ],
+        "delete": {
+            "operationId": "deleteUpload",
+            "summary": "Delete an upload no job took (one a job took goes with the job)",
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)},
+        },
+    },
+    "/tokens": {
+        "get": {
+            "operationId": "listTokens",
+            "summary": "Your API tokens (never their secrets), revoked and expired ones marked",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"tokens": {"type": "array", "items": _ref("Token")}}},
+                    "The tokens",
+                ),
+                **_errors(401),
+            },
+        },
+    },
+    "/tokens/{token_id}": {
+        "parameters": [
+            {"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
+        ],
+        "delete": {
+            "operationId": "revokeToken",
+            "summary": "Revoke one of your tokens; browsers signed in with it are signed out",
+            "responses": {"204": {"description": "Revoked"}, **_errors(400, 401, 404)},
+        },
     },
     "/jobs": {
         "get": {
@@ -315,10 +425,44 @@ _PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": {
-                    "description": "An event stream; closes after CONDENSE_SSE_MAX_S (reconnect with Last-Event-ID)",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "description": (
+                        "Server-sent events: a 'retry:' hint first, then per event 'id:' (resume with Last-Event-ID), "
+                        "'event:' (status, progress, cancel_requested, or end without an id) and 'data:' (JSON, "
+                        "the schema of its kind), ': keep-alive' comments between; closes after the 'end' event or "
+                        "after CONDENSE_SSE_MAX_S (reconnect with Last-Event-ID)"
+                    ),
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {"type": "string", "description": "A stream of events (see itemSchema)"},
+                            "itemSchema": {
+                                "type": "object",
+                                "required": ["event", "data"],
+                                "properties": {
+                                    "id": {"type": "integer", "description": "absent on 'end'"},
+                                    "event": {
+                                        "type": "string",
+                                        "enum": ["status", "progress", "cancel_requested", "end"],
+                                    },
+                                    "data": {
+                                        "oneOf": [
+                                            _ref("StatusEvent"),
+                                            _ref("ProgressEvent"),
+                                            _ref("CancelRequestedEvent"),
+                                            _ref("EndEvent"),
+                                        ]
+                                    },
+                                },
+                            },
+                            "x-events": {
+                                "status": _ref("StatusEvent"),
+                                "progress": _ref("ProgressEvent"),
+                                "cancel_requested": _ref("CancelRequestedEvent"),
+                                "end": _ref("EndEvent"),
+                            },
+                        }
+                    },
                 },
-                **_errors(400, 401, 404),
+                **_errors(400, 401, 404, 429, 503),
             },
         },
     },

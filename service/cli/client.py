@@ -251,6 +251,20 @@ class Client:
     def delete(self, job_id: str) -> None:
         self._json("DELETE", f"/jobs/{quote(job_id, safe='')}")
 
+    def tokens(self) -> list[dict]:
+        """This token's user's API tokens (no secrets)."""
+        return self._json("GET", "/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> None:
+        self._json("DELETE", f"/tokens/{int(token_id)}")
+
+    def uploads(self) -> dict:
+        """This user's uploads and quota: ``{"uploads": [...], "used_bytes", "quota_bytes"}``."""
+        return self._json("GET", "/uploads")
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._json("DELETE", f"/uploads/{quote(upload_id, safe='')}")
+
     def events(self, job_id: str, after: int = 0, timeout: float = 120.0) -> Iterator[SseEvent]:
         """The job's server-sent events after event ``after``, until the server closes the stream."""
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}

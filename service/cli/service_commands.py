@@ -11,6 +11,7 @@ from pathlib import Path
 from service.cli.models import parse_input_shape
 from service.cli.option_flags import add_student_option_flags, student_option_values
 from service.options import STUDENT_FAMILIES
+from service.cli.token_commands import add_token_commands
 
 __all__ = ["EXIT_FAILED", "EXIT_GATE", "add_service_commands"]
 
@@ -52,14 +53,6 @@ def _cmd_user_add(args: argparse.Namespace) -> int:
         user = metadata.create_user(args.name, "admin" if args.admin else "user", args.max_running)
     print(f"user {user.name} ({user.role}, at most {user.max_running_jobs} job(s) queued or running)")
     print(f"next: condense token create {user.name}", file=sys.stderr)
-    return 0
-
-
-def _cmd_token_create(args: argparse.Namespace) -> int:
-    with _metadata() as metadata:
-        token = metadata.create_token(args.user, args.label)
-    print(token)
-    print("store it now: it is not shown again (only its hash is kept)", file=sys.stderr)
     return 0
 
 
@@ -233,11 +226,7 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--max-running", type=int, default=2, help="jobs queued + running at once (default 2)")
     add.set_defaults(run=_cmd_user_add)
 
-    token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
-    create = token.add_parser("create", help="create an API token for a user (printed once)")
-    create.add_argument("user")
-    create.add_argument("--label", default="", help="what the token is for (e.g. 'CI')")
-    create.set_defaults(run=_cmd_token_create)
+    add_token_commands(commands)
 
     submit = commands.add_parser("submit", help="submit a compression job to a Condense server")
     _add_server_options(submit)

@@ -31,25 +31,30 @@ from typing import Any
 from service.errors import ServiceError
 from service.options import JobOptions
 
-__all__ = ["PositivesCheck", "TeacherCheck", "check_positives", "check_teacher"]
+__all__ = ["PositivesCheck", "TeacherCheck", "check_classes", "check_pool", "check_positives", "check_teacher"]
 
 
 @dataclass(frozen=True)
 class TeacherCheck:
-    """What the teacher check found: ``format``, the input shape when known, size and SHA-256 of the file."""
+    """What the teacher check found: ``format``, the input shape when known, size and SHA-256 of the file, and
+    ``num_classes`` when the file states it (an ONNX graph's static output width)."""
 
     format: str
     input_shape: tuple[int, int, int] | None
     size: int
     sha256: str
+    num_classes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "format": self.format,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "size": self.size,
             "sha256": self.sha256,
         }
+        if self.num_classes is not None:
+            found["num_classes"] = self.num_classes
+        return found
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,44 @@ def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOpti
             "options.input_shape",
             "a TorchScript teacher does not record its input shape; give input_shape [C, H, W], e.g. [3, 32, 32]",
         )
+    num_classes = None
     if model_format == "onnx":
+        import onnx
+
+        from compression.export.onnx import external_data_tensors
+
+        if isinstance(parsed, onnx.ModelProto) and external_data_tensors(parsed):
+            raise ServiceError.field(
+                422,
+                "teacher",
+                f"{filename}: the ONNX model keeps its weights in external data files, which cannot be uploaded; "
+                "save it as one self-contained file (onnx.save_model(model, path, save_as_external_data=False))",
+            )
         input_shape = _onnx_input_shape(parsed, filename, input_shape)
-    return TeacherCheck(model_format, input_shape, size, upload.sha256)
+        num_classes = _onnx_num_classes(parsed)
+    return TeacherCheck(model_format, input_shape, size, upload.sha256, num_classes)
+
+
+def check_classes(teacher: TeacherCheck, positives: PositivesCheck, *, filename: str) -> None:
+    """422 when the positives have more classes than the teacher's output (when the teacher states it)."""
+    if teacher.num_classes is not None and len(positives.classes) > teacher.num_classes:
+        raise ServiceError.field(
+            422,
+            "positives",
+            f"{filename}: {len(positives.classes)} classes ({', '.join(list(positives.classes)[:10])}), but the "
+            f"teacher outputs {teacher.num_classes}; send at most one folder per class the teacher knows",
+        )
+
+
+def _onnx_num_classes(proto: Any) -> int | None:
+    """The static width of the graph's one ``(N, classes)`` output, or None (dynamic, other shapes)."""
+    outputs = list(proto.graph.output)
+    if len(outputs) != 1:
+        return None
+    dims = list(outputs[0].type.tensor_type.shape.dim)
+    if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
+        return None
+    return int(dims[1].dim_value)
 
 
 def _onnx_input_shape(proto: Any, filename: str, given: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
@@ -225,3 +265,20 @@ def _classes(
         raise ServiceError.field(422, "positives", _clean(str(error), path, filename)) from None
     counts = Counter(indices)
     return {name: counts[index] for index, name in enumerate(class_names)}
+
+
+# -------------------------------------------------------------------------------------------------------- pool
+
+
+def check_pool(blobs: Any, name: str) -> None:
+    """422 on ``options.pool`` when the service has pools and none is named ``name``.
+
+    A service with no pool at all is left to the worker's message (nothing to choose from; an operator adds one).
+    """
+    from pu_mining.pool import PoolStore
+
+    pools = sorted(manifest.name for manifest in PoolStore(blobs).list())
+    if pools and name not in pools:
+        raise ServiceError.field(
+            422, "options.pool", f"no pool named {name!r}; this service has: {', '.join(pools)} (GET /api/v1/pools)"
+        )

@@ -27,8 +27,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -37,11 +35,21 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from service.errors import ServiceError
-from service.jobs.checks import check_positives, check_teacher
+from service.jobs.checks import check_classes, check_pool, check_positives, check_teacher
 from service.jobs.queue import JobQueue
+from service.jobs.scratch import scratch_folder
 from service.options import JobOptions, OptionsError
 from service.settings import Settings
-from storage import Artifact, BlobNotFoundError, BlobStore, Job, MetadataStore, User
+from storage import (
+    Artifact,
+    BlobNotFoundError,
+    BlobStore,
+    Job,
+    JobLimitError,
+    MetadataStore,
+    UploadClaimedError,
+    User,
+)
 
 __all__ = [
     "FILE_FIELDS",
@@ -63,12 +71,13 @@ logger = logging.getLogger(__name__)
 
 SPEC_VERSION = 2
 FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
+"""The two files of a job, named like the API's multipart parts and the web form's file inputs."""
 REQUIRED_FILE_FIELDS: tuple[str, ...] = ("teacher",)
 """Without positives a job runs in the no-labels mode (DFND selection, :mod:`service.pipeline.stages`)."""
-"""The two files of a job, named like the API's multipart parts and the web form's file inputs."""
 _CHUNK = 1024 * 1024
-_HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MULTIPART_SLACK = 64 * 1024  # a multipart body's boundaries and headers around the file
+_HEX_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
+_ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _MAX_FILENAME = 200
 _MAX_ACTIVE_LISTED = 1000
 _MAX_QUEUE_COUNTED = 1000  # a queue position is counted among at most this many queued jobs
@@ -163,13 +172,9 @@ class JobService:
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A fresh folder in the web processes' scratch space, removed afterwards."""
-        self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="req-", dir=self.settings.tmp_dir))
-        try:
+        """A fresh folder in the web processes' scratch space, removed afterwards (:mod:`service.jobs.scratch`)."""
+        with scratch_folder(self.settings.tmp_dir) as folder:
             yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def save_stream(self, stream: IO[bytes], dest: Path, *, limit: int, field: str, filename: str) -> LocalFile:
         """Copy ``stream`` to ``dest`` in chunks; 413 naming ``field`` past ``limit`` bytes."""
@@ -186,20 +191,89 @@ class JobService:
 
     # uploads -----------------------------------------------------------------------------------------------------
 
-    def store_upload(self, user: User, stream: IO[bytes], filename: str | None, *, field: str = "file") -> UploadInfo:
-        """Stream ``stream`` into a new upload of ``user`` (bounded memory); 413 past ``CONDENSE_MAX_UPLOAD_BYTES``."""
+    def upload_usage(self, user: User) -> int:
+        """Bytes of ``user``'s stored uploads (those their jobs took included)."""
+        return sum(info.size for info in self.blobs.list(f"uploads/{user.name}/") if info.key.endswith("/data"))
+
+    def quota_room(self, user: User, field: str, incoming: int | None = None) -> int:
+        """Bytes ``user`` may still upload; 413 naming ``field`` when ``incoming`` bytes would not fit."""
+        quota = self.settings.upload_quota_bytes
+        used = self.upload_usage(user)
+        room = max(quota - used, 0)
+        if incoming is not None and incoming > room:
+            raise self._over_quota(field, used)
+        return room
+
+    def _over_quota(self, field: str, used: int) -> ServiceError:
+        quota = self.settings.upload_quota_bytes
+        return ServiceError.field(
+            413,
+            field,
+            f"over the upload quota of {quota:,} bytes per user ({used:,} in use); delete unused uploads "
+            "(DELETE /api/v1/uploads/{id}) or finished jobs",
+        )
+
+    def list_uploads(self, user: User) -> list[dict[str, Any]]:
+        """The user's complete uploads, oldest first, each with the job that took it (``job_id``, or None)."""
+        found: dict[str, set[str]] = {}
+        for info in self.blobs.list(f"uploads/{user.name}/"):
+            parts = info.key.split("/")
+            if len(parts) == 4:
+                found.setdefault(parts[2], set()).add(parts[3])
+        uploads = []
+        for upload_id, names in found.items():
+            if "info.json" not in names:
+                continue  # still being written
+            prefix = upload_prefix(user.name, upload_id)
+            with contextlib.suppress(BlobNotFoundError, ValueError, KeyError):
+                info = json.loads(self.blobs.get_bytes(prefix + "info.json"))
+                job_id = None
+                if "job.json" in names:
+                    job_id = json.loads(self.blobs.get_bytes(prefix + "job.json")).get("job_id")
+                uploads.append({**info, "id": upload_id, "job_id": job_id})
+        return sorted(uploads, key=lambda item: (item.get("created_at", 0), item["id"]))
+
+    def delete_upload(self, user: User, upload_id: str) -> None:
+        """Delete an upload no job took; 404 if there is none, 409 if a job took it (delete the job instead)."""
+        if not _HEX_ID_RE.match(upload_id):
+            raise ServiceError(404, f"no upload {upload_id}")
+        prefix = upload_prefix(user.name, upload_id)
+        names = {info.key.rsplit("/", 1)[-1] for info in self.blobs.list(prefix)}
+        if "data" not in names and "info.json" not in names:
+            raise ServiceError(404, f"no upload {upload_id}")
+        if "job.json" in names:
+            job_id = json.loads(self.blobs.get_bytes(prefix + "job.json")).get("job_id")
+            raise ServiceError(409, f"upload {upload_id} is an input of job {job_id}; delete the job to delete it")
+        self.blobs.delete_prefix(prefix)
+
+    def store_upload(
+        self,
+        user: User,
+        stream: IO[bytes],
+        filename: str | None,
+        *,
+        field: str = "file",
+        content_length: int | None = None,
+    ) -> UploadInfo:
+        """Stream ``stream`` into a new upload of ``user`` (bounded memory); 413 past ``CONDENSE_MAX_UPLOAD_BYTES``
+        or the user's ``CONDENSE_UPLOAD_QUOTA_BYTES``, checked on ``content_length`` before anything is read."""
         limit = self.settings.max_upload_bytes
+        name = clean_filename(filename, "upload")
+        if content_length is not None and content_length > limit + _MULTIPART_SLACK:
+            raise ServiceError.field(413, field, f"{name}: {content_length:,} bytes, over the {limit:,}-byte limit")
+        room = self.quota_room(user, field, None if content_length is None else content_length - _MULTIPART_SLACK)
         upload_id = uuid.uuid4().hex
         prefix = upload_prefix(user.name, upload_id)
         digest = hashlib.sha256()
         size = 0
-        name = clean_filename(filename, "upload")
         try:
             with self.blobs.open_write(prefix + "data") as handle:
                 while chunk := stream.read(_CHUNK):
                     size += len(chunk)
                     if size > limit:
                         raise ServiceError.field(413, field, f"{name}: over the {limit:,}-byte upload limit")
+                    if size > room:
+                        raise self._over_quota(field, self.settings.upload_quota_bytes - room)
                     digest.update(chunk)
                     handle.write(chunk)
                 if size == 0:
@@ -320,6 +394,7 @@ class JobService:
             reason = "needs positives (the PU classifier learns from them); without them use default, dfnd or random"
             raise ServiceError.field(422, "options.selection", reason)
         self.check_limit(user)
+        check_pool(self.blobs, options.pool)
         if isinstance(teacher, UploadInfo) and isinstance(positives, UploadInfo) and teacher.id == positives.id:
             raise ServiceError.field(400, "positives_upload", "the teacher and the positives are the same upload")
         stored: list[UploadInfo] = []
@@ -339,6 +414,12 @@ class JobService:
                             max_bytes=self.settings.max_upload_bytes,
                             max_files=self.settings.max_positives_files,
                         )
+                    check_classes(teacher_check, positives_check, filename=positives_name)
+                local_bytes = sum(
+                    item.path.stat().st_size for item in (teacher, positives) if isinstance(item, LocalFile)
+                )
+                if local_bytes:
+                    self.quota_room(user, "teacher" if isinstance(teacher, LocalFile) else "positives", local_bytes)
                 if isinstance(teacher, LocalFile):
                     teacher = self._store_local(user, teacher)
                     stored.append(teacher)
@@ -349,7 +430,14 @@ class JobService:
             if positives is not None and positives_check is not None:
                 inputs["positives"] = {**_input_spec(positives), "check": positives_check.as_dict()}
             spec = {"version": SPEC_VERSION, "options": options.to_dict(), "inputs": inputs}
-            job = self.metadata.create_job(user.name, spec)
+            try:
+                upload_ids = [info.id for info in (teacher, positives) if isinstance(info, UploadInfo)]
+                job = self.metadata.create_job(user.name, spec, upload_ids=upload_ids, max_active=user.max_running_jobs)
+            except UploadClaimedError as error:
+                field = "teacher_upload" if error.upload_id == upload_ids[0] else "positives_upload"
+                raise ServiceError.field(409, field, str(error)) from None
+            except JobLimitError as error:
+                raise ServiceError(429, f"{error}; wait for one to finish or cancel one") from None
         except BaseException:
             for info in stored:
                 with contextlib.suppress(Exception):

@@ -390,9 +390,11 @@ def configure_logging(level: str) -> None:
 def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:
     """``condense worker``: run jobs from the queue until SIGINT / SIGTERM. Returns the exit status."""
     from service.jobs.queue import open_queue
+    from service.jobs.scratch import make_private
     from storage import open_metadata_store
 
     configure_logging(settings.log_level)
+    make_private(settings.data_dir)
     metadata = open_metadata_store(settings.database_url)
     blobs = settings.open_blobs()
     queue = open_queue(settings.broker_url)

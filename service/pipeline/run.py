@@ -73,7 +73,7 @@ def run_compression(
 
     progress.stage("load", "loading the teacher and the positives")
     cache_dir = pool_cache_dir or out_dir.parent / ".pool-cache"
-    inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir)
+    inputs = load_inputs(teacher_path, positives_path, options, blob_store, cache_dir, check=progress.check)
 
     progress.stage("mining", f"mining pool {inputs.pool.name} ({len(inputs.pool):,} images)")
     mined = mine_pool(inputs, options, work, progress, num_threads)

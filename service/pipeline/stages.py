@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,23 @@ class Exported:
 
 
 def load_inputs(
-    teacher_path: Path, positives_path: Path | None, options: JobOptions, blob_store: Any, pool_cache_dir: Path
+    teacher_path: Path,
+    positives_path: Path | None,
+    options: JobOptions,
+    blob_store: Any,
+    pool_cache_dir: Path,
+    check: Callable[[], None] | None = None,
 ) -> Inputs:
     """Load the teacher and the positives (converted to its input), hold out a share, open the pool.
 
     Without ``positives_path`` (the no-labels mode) the positives are an empty set named by ``options.class_names``
-    (else ``class_0``, ``class_1``, ...): mining then selects without labels and nothing is held out."""
+    (else ``class_0``, ``class_1``, ...): mining then selects without labels and nothing is held out.
+    ``check`` (raising :class:`~service.options.JobCancelled` when the job should stop) runs before each of these
+    steps, so a cancel during the load stage takes effect at the next step, not after the whole stage. A TorchScript
+    teacher's code runs here, in the worker process (see docs/hardening.md).
+    """
+    step = check or (lambda: None)
+    step()
     from compression import load_teacher
     from pu_mining.pool import PoolStore
     from pu_mining.positives import load_positives, split_holdout
@@ -116,11 +128,13 @@ def load_inputs(
         mean=list(options.mean) if options.mean else None,
         std=list(options.std) if options.std else None,
     )
+    step()
     if positives_path is None:
         positives = no_positives(teacher, options)
         pool = PoolStore(blob_store, cache_dir=pool_cache_dir).open(options.pool)
         return Inputs(teacher, positives, positives, None, pool)
     positives = load_positives(positives_path, teacher.input_shape)
+    step()
     if options.class_names is not None and list(options.class_names) != positives.class_names:
         raise ValueError(
             f"class_names {list(options.class_names)} differ from the positives' classes {positives.class_names}"

@@ -21,9 +21,12 @@ user isolation and cancelling follow one code path. The routes are in :mod:`serv
 | ``GET /pools``, ``GET, POST /tokens``, ``POST /tokens/<id>/revoke`` | see :mod:`service.web.manage` |
 
 **Signing in.** The service has API tokens only. The sign-in form checks the token
-(:meth:`storage.MetadataStore.authenticate`) and keeps it in Flask's session: a cookie signed with
-``CONDENSE_SECRET_KEY`` (:meth:`~service.settings.Settings.session_secret`), ``HttpOnly``, ``SameSite=Strict``, ending
-with the browser session. Every request checks the token again, so revoking it signs the user out at once. The JSON
+(:meth:`storage.MetadataStore.authenticate`) and starts a server-side session (:class:`storage.access.SessionStore`,
+``CONDENSE_SESSION_TTL_S``); Flask's session cookie (signed with ``CONDENSE_SECRET_KEY``,
+:meth:`~service.settings.Settings.session_secret`, ``HttpOnly``, ``SameSite=Strict``, ending with the browser session)
+carries only the session's random id, never the token. Signing out ends the session server-side, so a copy of the old
+cookie stops working; every request checks the session and its token again, so revoking the token signs the user out
+at once. The JSON
 API accepts this cookie for its GET requests only (the page's ``EventSource`` and its download links cannot send an
 ``Authorization`` header); writes through the API still need the header, so the cookie alone never changes anything
 there.
@@ -53,7 +56,7 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service.context import EXTENSION, SESSION_TOKEN_KEY, current_user, service_context, session_token
+from service.context import EXTENSION, SESSION_ID_KEY, current_user, service_context, session_id
 from service.errors import ServiceError
 from service.jobs.service import JobService
 from storage import User
@@ -109,7 +112,7 @@ def web_user() -> User:
 
 
 def csrf_token() -> str:
-    """This session's CSRF token, made on first use (the templates put it in every form)."""
+    """The browser session's CSRF token, made on first use (the templates put it in every form)."""
     token = session.get(_CSRF_KEY)
     if not isinstance(token, str) or not token:
         token = secrets.token_urlsafe(32)
@@ -146,9 +149,11 @@ def _guard() -> Any:
     if request.endpoint in _NO_AUTH_ENDPOINTS:
         return None
     if current_user() is None:
-        if session_token() is not None:
-            session.pop(SESSION_TOKEN_KEY, None)
-            flash("Your API token is no longer valid (revoked?). Sign in again.", "error")
+        if session_id() is not None:
+            session.pop(SESSION_ID_KEY, None)
+            flash(
+                "Your session is no longer valid (signed out, expired, or its token revoked). Sign in again.", "error"
+            )
         wanted = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("web.sign_in", next=wanted), 303)
     return None

@@ -7,12 +7,13 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, session, url_for
 
-from service.context import SESSION_TOKEN_KEY
+from service.context import SESSION_ID_KEY, session_id
 from service.errors import ServiceError
 from service.web import _safe_next, web, web_jobs, web_user
 from service.web.forms import FIELD_LABELS, OPTION_FIELDS, options_from_form, render_form, values_from_options
 from service.web.job_inputs import resolve_files, still_kept
 from service.web.results import ARTIFACT_ORDER, last_event_id, list_figures, results_context
+from storage import hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,13 @@ def sign_in() -> Any:
                 "Paste an API token." if not token else "That API token is not valid (mistyped, revoked or unknown)."
             )
             return render_template("sign_in.html", error=message, next_url=next_url), 401
+        metadata = web_jobs().metadata
+        previous = session_id()
+        if previous is not None:
+            metadata.sessions.end(previous)
         session.clear()  # a fresh session: new CSRF token, nothing carried over from before signing in
-        session[SESSION_TOKEN_KEY] = token
+        ttl_s = web_jobs().settings.session_ttl_s
+        session[SESSION_ID_KEY] = metadata.sessions.create(user.name, ttl_s, token_hash=hash_token(token))
         logger.info("web: %s signed in", user.name)
         flash(f"Signed in as {user.name}.", "info")
         return redirect(next_url or url_for("web.jobs"), 303)
@@ -47,7 +53,10 @@ def sign_in() -> Any:
 
 @web.post("/sign-out")
 def sign_out() -> Any:
-    """Forget the session's token."""
+    """End the session server-side (a copy of the cookie stops working) and forget it."""
+    current = session_id()
+    if current is not None:
+        web_jobs().metadata.sessions.end(current)
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("web.sign_in"), 303)

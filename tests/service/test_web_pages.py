@@ -92,7 +92,8 @@ def _ingest_pool(api: Any, tmp_path: Any) -> None:
     images, _ = fashion_mnist("test")
     np.savez(tmp_path / "fashion.npz", x=images[:30])
     config = PoolConfig(image_size=28, channels=1, embedder=PoolConfig().embedder, embedder_resolution=32)
-    PoolStore(api.jobs.blobs).ingest("fashion-sample", [tmp_path / "fashion.npz"], config=config)
+    # Named as the default pool: jobs submitted with default options are checked against the pools that exist.
+    PoolStore(api.jobs.blobs).ingest("demo", [tmp_path / "fashion.npz"], config=config)
 
 
 def test_no_page_scrolls_sideways_on_a_phone(live_app: LiveApp, browser: Any, service_inputs, tmp_path) -> None:
@@ -133,7 +134,7 @@ def test_no_page_scrolls_sideways_on_a_phone(live_app: LiveApp, browser: Any, se
             assert _overflow(driver) <= 0, f"the refused form at {name} scrolls sideways"
         # The pools page lists the ingested pool, the jobs list the finished job's figures.
         driver.get(live_app.url + "/pools")
-        row = _by_id(driver, "pool-fashion-sample").text
+        row = _by_id(driver, "pool-demo").text
         assert "30" in row and "1" in row
         driver.get(live_app.url + "/jobs")
         row = _by_id(driver, f"job-{done}").text

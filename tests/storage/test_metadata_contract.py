@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from storage import (
     JOB_STATUSES,
+    SCHEMA_VERSION,
     Job,
     JobNotFoundError,
     MetadataSchemaError,
@@ -68,11 +69,11 @@ def test_open_is_idempotent_and_keeps_data(metadata_url: str, clock: FakeClock) 
     with open_metadata_store(metadata_url, clock=clock) as first:
         first.create_user("alice", role="admin")
         job = first.create_job("alice", {"family": "ghost"})
-        assert first.schema_version() == 1
+        assert first.schema_version() == SCHEMA_VERSION
     with open_metadata_store(metadata_url, clock=clock) as second, open_metadata_store(metadata_url) as third:
         assert second.get_user("alice") is not None
         assert third.get_job(job.id) == job
-        assert second.schema_version() == 1
+        assert second.schema_version() == SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(metadata_url: str) -> None:
@@ -95,7 +96,7 @@ def test_postgres_url_spellings_map_to_psycopg3(postgres_url: str) -> None:
         with open_metadata_store(scheme + postgres_url.split("://", 1)[1]) as store:
             assert store.engine.dialect.driver == "psycopg"
             assert store.dialect == "postgresql"
-            assert store.schema_version() == 1
+            assert store.schema_version() == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
