@@ -10,8 +10,8 @@ from pathlib import Path
 
 from service.cli.models import parse_input_shape
 from service.cli.option_flags import add_student_option_flags, student_option_values
-from service.options import STUDENT_FAMILIES
 from service.cli.token_commands import add_token_commands
+from service.options import STUDENT_FAMILIES
 
 __all__ = ["EXIT_FAILED", "EXIT_GATE", "add_service_commands"]
 
