@@ -41,6 +41,7 @@ from service.pipeline.charts import BLUE, GREEN, ORANGE, Svg
 from service.pipeline.charts import escape as _e
 from service.pipeline.charts import finite as _num
 from service.pipeline.report_choices_html import CHOICES_ID, CHOICES_TITLE, choices_section
+from service.text import format_ratio
 
 __all__ = ["render_report_html"]
 
@@ -157,17 +158,7 @@ def _plain(value: Any) -> str:
 
 def _ratio(teacher: Any, student: Any, better: str, worse: str) -> tuple[str, str]:
     """Teacher over student as ``"4.2x smaller"`` (or ``"1.3x larger"``), with a CSS class; empty when unknown."""
-    t, s = _num(teacher), _num(student)
-    if t is None or s is None or t < 0 or s < 0:
-        return "", ""
-    if s == 0:
-        return ("none left", "good") if t > 0 else ("", "")
-    if t == 0:
-        return "", ""
-    r = t / s
-    if r >= 1:
-        return f"{r:.1f}x {better}", "good" if r >= 1.05 else ""
-    return f"{1 / r:.1f}x {worse}", "bad" if 1 / r >= 1.05 else ""
+    return format_ratio(_num(teacher), _num(student), better, worse)
 
 
 # ----------------------------------------------------------------------------------------------------------------
