@@ -27,14 +27,30 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["MAX_SEED", "STUDENT_FAMILIES", "JobCancelled", "JobOptions", "OptionsError"]
+__all__ = [
+    "LATENCY_FAMILIES",
+    "MAX_SEED",
+    "QUANTIZE_MODES",
+    "SELECTIONS",
+    "STUDENT_FAMILIES",
+    "JobCancelled",
+    "JobOptions",
+    "OptionsError",
+]
 
-STUDENT_FAMILIES: tuple[str, ...] = ("ghost", "binary", "adder")
+STUDENT_FAMILIES: tuple[str, ...] = ("ghost", "binary", "adder", "slim", "qnn4", "qnn2", "auto")
+"""``auto`` picks ``slim`` or ``ghost`` by measured latency (:mod:`compression.students.latency_sizing`)."""
+LATENCY_FAMILIES: tuple[str, ...] = ("ghost", "slim", "auto")
+"""Families that can be sized by measured ONNX Runtime latency (binary and adder run no faster there)."""
+SELECTIONS: tuple[str, ...] = ("default", "pu", "pu-half", "random", "dfnd")
+"""Mining selections as :data:`pu_mining.selection.SELECTIONS` names them (a copy: the API does not load torch)."""
+QUANTIZE_MODES: tuple[str, ...] = ("int8",)
 MAX_SEED = 2**31 - 1
 MAX_EPOCHS = 1000
 MAX_TIME_BUDGET_MIN = 7 * 24 * 60
 _MAX_SIDE = 4096
 _MAX_POOL_NAME = 100
+_MAX_CLASSES = 10_000
 
 
 class OptionsError(ValueError):
@@ -97,6 +113,39 @@ def _student(value: object) -> object:
         "families": ", ".join(STUDENT_FAMILIES), "shown": shown})  # fmt: skip
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    def check(value: object) -> object:
+        if value is None or (isinstance(value, str) and value in choices):
+            return value
+        shown = repr(value) if isinstance(value, str) else _kind(value)
+        raise PydanticCustomError(name, "must be one of {choices}, got {shown}", {
+            "choices": ", ".join(choices), "shown": shown})  # fmt: skip
+
+    return check
+
+
+def _boolean(value: object) -> object:
+    if isinstance(value, bool):
+        return value
+    raise PydanticCustomError("boolean", "must be true or false, got {kind}", {"kind": _kind(value)})
+
+
+def _class_names(value: object) -> object:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list | tuple)
+        and 2 <= len(value) <= _MAX_CLASSES
+        and all(isinstance(v, str) and v.strip() and len(v) <= _MAX_POOL_NAME and v.isprintable() for v in value)
+        and len(set(value)) == len(value)
+    ):
+        return tuple(value)
+    raise PydanticCustomError(
+        "class_names", "must be a list of 2-{limit} distinct, non-empty names (1-{length} printable characters)",
+        {"limit": _MAX_CLASSES, "length": _MAX_POOL_NAME},
+    )  # fmt: skip
+
+
 def _pool(value: object) -> object:
     if isinstance(value, str) and value and len(value) <= _MAX_POOL_NAME and value.isprintable():
         return value
@@ -155,7 +204,9 @@ class JobOptions(BaseModel):
 
     student: Annotated[str, BeforeValidator(_student)] = Field(
         "ghost",
-        description="Student family: ghost, binary or adder.",
+        description="Student family: ghost, binary, adder, slim (plain ResNet/VGG for CPUs), qnn4 / qnn2 (4- and "
+        "2-bit weights and activations, widened to a bit-ops budget) or auto (slim or ghost, chosen by measured "
+        "latency).",
         json_schema_extra={"enum": list(STUDENT_FAMILIES)},
     )
     budget_ratio: Number = Field(0.25, gt=0, le=1, description="Student MACs / teacher MACs, in (0, 1].")
@@ -189,6 +240,69 @@ class JobOptions(BaseModel):
     holdout_fraction: Number = Field(
         0.2, ge=0, lt=1, description="Share of each class of the positives held out for evaluation, in [0, 1)."
     )
+
+    selection: Annotated[str, BeforeValidator(_choice("selection", SELECTIONS))] = Field(
+        "default",
+        description="Which mined pool items train the student: default (PU score within per-class quotas), pu, "
+        "pu-half, random or dfnd (the teacher's most confident items, no labels used).",
+        json_schema_extra={"enum": list(SELECTIONS)},
+    )
+    class_names: Annotated[tuple[str, ...] | None, BeforeValidator(_class_names)] = Field(
+        None,
+        description="Names of the teacher's outputs, in order, for a job without positives (no-labels mode); "
+        "null: the positives' class folders, or class_0, class_1, ...",
+    )
+    latency_ratio: Number | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Latency budget: the student at most this fraction of the teacher's ONNX Runtime latency, "
+        "measured on the worker, in (0, 1]; ghost, slim or auto students.",
+    )
+    latency_ms: Number | None = Field(
+        None, gt=0, description="Latency budget: the student at most this many milliseconds per batch of latency_batch."
+    )
+    latency_batch: Integer | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Batch size of the latency budget; null: batches 1 and 32 for latency_ratio, 1 for latency_ms.",
+    )
+    quantize: Annotated[str | None, BeforeValidator(_choice("quantize", QUANTIZE_MODES))] = Field(
+        None,
+        description="int8: also quantize the exported student (static QDQ, per-channel weights) and keep the int8 "
+        "file when it loses at most quantize_max_loss points; null: float only.",
+        json_schema_extra={"enum": [*QUANTIZE_MODES, None]},
+    )
+    quantize_max_loss: Number = Field(
+        0.5,
+        ge=0,
+        lt=100,
+        description="Largest accuracy loss (percentage points; agreement loss without labels) of the int8 file "
+        "against the float student before the float file is kept instead.",
+    )
+    search: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        False,
+        description="Binary students only: search the per-stage widths (evolutionary search under the ops and "
+        "size budget, arXiv:1909.07378) before distilling.",
+    )
+
+    @model_validator(mode="after")
+    def _student_choices(self) -> JobOptions:
+        if self.latency_ratio is not None and self.latency_ms is not None:
+            raise _field_error("latency_ms", "give latency_ratio or latency_ms, not both")
+        latency = self.latency_ratio is not None or self.latency_ms is not None
+        if latency and self.student not in LATENCY_FAMILIES:
+            raise _field_error(
+                "student", f"a latency budget needs one of {', '.join(LATENCY_FAMILIES)}, got {self.student!r}"
+            )
+        if self.latency_batch is not None and not latency:
+            raise _field_error("latency_batch", "needs latency_ratio or latency_ms")
+        if self.search and self.student != "binary":
+            raise _field_error("search", f"the channel search is for binary students, got {self.student!r}")
+        if self.quantize is not None and self.student in ("qnn4", "qnn2"):
+            raise _field_error("quantize", f"{self.student} students are already low-bit (QDQ); leave quantize null")
+        return self
 
     @model_validator(mode="after")
     def _per_channel(self) -> JobOptions:
@@ -243,6 +357,10 @@ _RANGES = {
     "seed": f"between 0 and {MAX_SEED}",
     "max_accuracy_drop": "0-100 percentage points (2 means two points)",
     "holdout_fraction": "in [0, 1)",
+    "latency_ratio": "in (0, 1] (a fraction of the teacher's latency)",
+    "latency_ms": "> 0 milliseconds",
+    "latency_batch": "between 1 and 1024",
+    "quantize_max_loss": "in [0, 100) percentage points",
 }
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 _KNOWN = ", ".join(sorted(JobOptions.model_fields))

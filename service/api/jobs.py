@@ -53,7 +53,10 @@ def create_job() -> Any:
         jobs.parse_options(body.get("options"))
         jobs.check_limit(user)
         teacher_info = jobs.get_upload(user, body.get("teacher_upload"), field="teacher_upload")
-        positives_info = jobs.get_upload(user, body.get("positives_upload"), field="positives_upload")
+        positives_upload = body.get("positives_upload")  # none: the no-labels mode
+        positives_info = (
+            None if positives_upload is None else jobs.get_upload(user, positives_upload, field="positives_upload")
+        )
         test_info = None
         if body.get("test_upload") is not None:
             test_info = jobs.get_upload(user, body.get("test_upload"), field="test_upload")

@@ -218,11 +218,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "JobFromUploads": {
         "type": "object",
-        "required": ["teacher_upload", "positives_upload"],
+        "required": ["teacher_upload"],
         "additionalProperties": False,
         "properties": {
             "teacher_upload": {"type": "string", "description": "Upload id of the model file"},
-            "positives_upload": {"type": "string", "description": "Upload id of the positives archive"},
+            "positives_upload": {
+                "type": "string",
+                "description": "Upload id of the positives archive; leave out for the no-labels mode (DFND selection)",
+            },
             "test_upload": {
                 "type": "string",
                 "description": "Optional upload id of a labelled test set (the positives' format and classes); "
@@ -233,7 +236,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "JobFromFiles": {
         "type": "object",
-        "required": ["teacher", "positives"],
+        "required": ["teacher"],
         "properties": {
             "teacher": {
                 "type": "string",

@@ -220,7 +220,7 @@ class Client:
     def submit(
         self,
         teacher: str | os.PathLike[str],
-        positives: str | os.PathLike[str],
+        positives: str | os.PathLike[str] | None,
         options: dict,
         test: str | os.PathLike[str] | None = None,
         *,
@@ -228,18 +228,22 @@ class Client:
     ) -> dict:
         """Upload the files (a positives or test folder is zipped first) and submit the job; return the job.
 
-        ``test`` is an optional labelled test set. ``on_upload(sent, total)`` sees the bytes sent (at most ten calls
-        a second, and once at the end, after which the server checks the files before it answers)."""
-        teacher_path, positives_path = Path(teacher), Path(positives)
+        ``positives`` None: a job in the no-labels mode (the teacher only). ``test`` is an optional labelled test set.
+        ``on_upload(sent, total)`` sees the bytes sent (at most ten calls a second, and once at the end, after which
+        the server checks the files before it answers)."""
+        teacher_path = Path(teacher)
+        positives_path = None if positives is None else Path(positives)
         if not teacher_path.is_file():
             raise FileNotFoundError(f"no teacher file {teacher_path}")
-        if not positives_path.exists():
+        if positives_path is not None and not positives_path.exists():
             raise FileNotFoundError(f"no positives file or folder {positives_path}")
         test_path = None if test is None else Path(test)
         if test_path is not None and not test_path.exists():
             raise FileNotFoundError(f"no test set file or folder {test_path}")
         with contextlib.ExitStack() as stack:
-            files = {"teacher": teacher_path, "positives": positives_path}
+            files = {"teacher": teacher_path}
+            if positives_path is not None:
+                files["positives"] = positives_path
             if test_path is not None:
                 files["test"] = test_path
             for name in ("positives", "test"):

@@ -1,8 +1,14 @@
 """``condense compress``: one whole compression job on this machine (what a service worker runs for each job).
 
-    condense compress --teacher FILE --positives PATH --pool NAME --student ghost|binary|adder
-                      [--budget RATIO] [--time-budget MINUTES] [--epochs N] [--seed N]
-                      [--max-accuracy-drop POINTS] [--test PATH] --out DIR
+    condense compress --teacher FILE [--positives PATH] --pool NAME
+                      [--student ghost|binary|adder|slim|qnn4|qnn2|auto] [--budget RATIO]
+                      [--latency-ratio R | --latency-ms MS [--latency-batch N]] [--search]
+                      [--selection default|pu|pu-half|random|dfnd] [--quantize int8 [--quantize-max-loss POINTS]]
+                      [--time-budget MINUTES] [--epochs N] [--seed N] [--max-accuracy-drop POINTS] [--test PATH]
+                      --out DIR
+
+Without ``--positives`` the job runs in the no-labels mode: mining selects the teacher's most confident pool items
+(DFND) and the student is distilled with DFND's noise adaptation; ``--class-names`` names the teacher's outputs.
 
 Writes ``student.onnx``, ``report.json`` and ``report.html`` into DIR (see :mod:`service.pipeline`). Run again with
 the same arguments after a kill or Ctrl-C, it resumes from what DIR/work holds. ``--test`` is an optional labelled
@@ -20,6 +26,9 @@ import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from service.cli.option_flags import add_student_option_flags, student_option_values
+from service.options import STUDENT_FAMILIES
 
 if TYPE_CHECKING:
     from service.pipeline.report import Summary
@@ -56,6 +65,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     raw: dict[str, Any] = {"student": args.student, "pool": args.pool, "budget_ratio": args.budget, "seed": args.seed}
+    raw.update(student_option_values(args))
     if args.time_budget is not None:
         raw["time_budget_min"] = args.time_budget
     if args.epochs is not None:
@@ -88,7 +98,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     try:
         summary = run_compression(
             Path(args.teacher),
-            Path(args.positives),
+            None if args.positives is None else Path(args.positives),
             options,
             out,
             blob_store=blobs,
@@ -126,11 +136,14 @@ def add_compress_command(commands: argparse._SubParsersAction) -> None:
     )
     compress.add_argument("--teacher", required=True, help="TorchScript (.pt), torch.export (.pt2) or ONNX file")
     compress.add_argument(
-        "--positives", required=True, help="folder with a subfolder per class, a zip/tar of one, or .npz with x, y"
+        "--positives",
+        help="folder with a subfolder per class, a zip/tar of one, or .npz with x, y; "
+        "leave out for the no-labels mode (DFND selection)",
     )
     compress.add_argument("--pool", default="demo", help="unlabelled pool to mine (see 'condense pool list')")
-    compress.add_argument("--student", default="ghost", choices=["ghost", "binary", "adder"])
+    compress.add_argument("--student", default="ghost", choices=STUDENT_FAMILIES)
     compress.add_argument("--budget", type=float, default=0.25, help="student MACs as a fraction of the teacher's")
+    add_student_option_flags(compress)
     compress.add_argument("--time-budget", type=float, metavar="MINUTES", help="wall-clock budget of the job")
     compress.add_argument("--epochs", type=int, help="training epochs (default: the family's)")
     compress.add_argument("--seed", type=int, default=0)

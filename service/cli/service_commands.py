@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from service.cli.models import parse_input_shape
+from service.cli.option_flags import add_student_option_flags, student_option_values
 from service.cli.token_commands import add_token_commands
+from service.options import STUDENT_FAMILIES
 
 __all__ = ["EXIT_FAILED", "EXIT_GATE", "EXIT_GATE_UNDECIDED", "add_service_commands"]
 
@@ -157,12 +159,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             options[name] = value
+    options.update(student_option_values(args))
     if (args.junit_xml or args.summary_md) and not args.wait:
         raise ValueError("--junit-xml and --summary-md need --wait (they describe the finished job)")
     shown = not args.quiet and (args.wait or sys.stderr.isatty())
     progress = JobProgressBar(sys.stderr) if shown else None
     try:
-        if progress is not None and Path(args.positives).is_dir():
+        if progress is not None and args.positives is not None and Path(args.positives).is_dir():
             progress.preparing(f"zipping the positives folder {Path(args.positives).name}/")
         job = client.submit(
             args.teacher,
@@ -256,9 +259,13 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser("submit", help="submit a compression job to a Condense server")
     _add_server_options(submit)
     submit.add_argument("--teacher", required=True, help="TorchScript (.pt), torch.export (.pt2) or ONNX file")
-    submit.add_argument("--positives", required=True, help="folder / zip / tar with one folder per class, or .npz")
-    submit.add_argument("--student", help="ghost, binary or adder (default ghost)")
+    submit.add_argument(
+        "--positives",
+        help="folder / zip / tar with one folder per class, or .npz; leave out for the no-labels mode (DFND selection)",
+    )
+    submit.add_argument("--student", choices=STUDENT_FAMILIES, help="student family (default ghost)")
     submit.add_argument("--budget-ratio", type=float, help="student MACs as a fraction of the teacher's")
+    add_student_option_flags(submit)
     submit.add_argument("--epochs", type=int)
     submit.add_argument("--time-budget", type=float, metavar="MINUTES")
     submit.add_argument(

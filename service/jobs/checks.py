@@ -128,12 +128,12 @@ def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOpti
     return TeacherCheck(model_format, input_shape, size, upload.sha256, num_classes)
 
 
-def check_classes(teacher: TeacherCheck, positives: PositivesCheck, *, filename: str) -> None:
-    """422 when the positives have more classes than the teacher's output (when the teacher states it)."""
+def check_classes(teacher: TeacherCheck, positives: PositivesCheck, *, filename: str, field: str = "positives") -> None:
+    """422 when labelled images (positives or a test set) have more classes than the teacher's output (if stated)."""
     if teacher.num_classes is not None and len(positives.classes) > teacher.num_classes:
         raise ServiceError.field(
             422,
-            "positives",
+            field,
             f"{filename}: {len(positives.classes)} classes ({', '.join(list(positives.classes)[:10])}), but the "
             f"teacher outputs {teacher.num_classes}; send at most one folder per class the teacher knows",
         )

@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 SPEC_VERSION = 2
 FILE_FIELDS: tuple[str, str] = ("teacher", "positives")
 """The two files of a job, named like the API's multipart parts and the web form's file inputs."""
+REQUIRED_FILE_FIELDS: tuple[str, ...] = ("teacher",)
+"""Without positives a job runs in the no-labels mode (DFND selection, :mod:`service.pipeline.stages`)."""
 OPTIONAL_FILE_FIELDS: tuple[str] = ("test",)
 """The optional file of a job: a labelled test set (the positives' format and classes), never trained on."""
 _CHUNK = 1024 * 1024
@@ -368,7 +370,7 @@ class JobService:
             messages.append(error.message)
             status = error.status
         present = {name: part for name in FILE_FIELDS if (part := parts.get(name)) is not None and part.filename}
-        missing = [name for name in FILE_FIELDS if name not in present]
+        missing = [name for name in REQUIRED_FILE_FIELDS if name not in present]
         if missing:
             problems.extend({"field": name, "reason": "choose a file"} for name in missing)
             messages.append(f"missing file(s): {', '.join(missing)}")
@@ -393,21 +395,25 @@ class JobService:
                     field=name,
                     filename=clean_filename(part.filename, name),
                 )
-            return self.submit(user, options_data, saved["teacher"], saved["positives"], saved.get("test"))
+            return self.submit(user, options_data, saved["teacher"], saved.get("positives"), saved.get("test"))
 
     def submit(
         self,
         user: User,
         options_data: object,
         teacher: JobInput,
-        positives: JobInput,
+        positives: JobInput | None,
         test: JobInput | None = None,
     ) -> Job:
         """Validate everything, then create and queue the job (see the module docstring). ServiceError if refused.
 
-        ``test`` is the optional labelled test set; it is checked like the positives and must have their classes.
+        ``positives`` None is the no-labels mode. ``test`` is the optional labelled test set; it is checked like the
+        positives and must have their classes (without positives: as many classes as the teacher has outputs).
         """
         options = self.parse_options(options_data)
+        if positives is None and options.selection in ("pu", "pu-half"):
+            reason = "needs positives (the PU classifier learns from them); without them use default, dfnd or random"
+            raise ServiceError.field(422, "options.selection", reason)
         self.check_limit(user)
         check_pool(self.blobs, options.pool)
         if isinstance(teacher, UploadInfo) and isinstance(positives, UploadInfo) and teacher.id == positives.id:
@@ -421,14 +427,17 @@ class JobService:
                     teacher_check = check_teacher(
                         teacher_path, filename=teacher_name, max_bytes=self.settings.max_teacher_bytes, options=options
                     )
-                with self._local(positives, scratch, "positives") as (positives_path, positives_name):
-                    positives_check = check_positives(
-                        positives_path,
-                        filename=positives_name,
-                        input_shape=teacher_check.input_shape,
-                        max_bytes=self.settings.max_upload_bytes,
-                        max_files=self.settings.max_positives_files,
-                    )
+                positives_check = None
+                if positives is not None:
+                    with self._local(positives, scratch, "positives") as (positives_path, positives_name):
+                        positives_check = check_positives(
+                            positives_path,
+                            filename=positives_name,
+                            input_shape=teacher_check.input_shape,
+                            max_bytes=self.settings.max_upload_bytes,
+                            max_files=self.settings.max_positives_files,
+                        )
+                    check_classes(teacher_check, positives_check, filename=positives_name)
                 test_check = None
                 if test is not None:
                     with self._local(test, scratch, "test") as (test_path, test_name):
@@ -440,14 +449,15 @@ class JobService:
                             max_files=self.settings.max_positives_files,
                             field="test",
                         )
-                    if set(test_check.classes) != set(positives_check.classes):
+                    if positives_check is None:
+                        check_classes(teacher_check, test_check, filename=test_name, field="test")
+                    elif set(test_check.classes) != set(positives_check.classes):
                         raise ServiceError.field(
                             422,
                             "test",
                             f"the test set's classes ({', '.join(sorted(test_check.classes))}) are not the "
                             f"positives' ({', '.join(sorted(positives_check.classes))})",
                         )
-                check_classes(teacher_check, positives_check, filename=positives_name)
                 local_bytes = sum(
                     item.path.stat().st_size for item in (teacher, positives, test) if isinstance(item, LocalFile)
                 )
@@ -462,10 +472,9 @@ class JobService:
                 if isinstance(test, LocalFile):
                     test = self._store_local(user, test)
                     stored.append(test)
-            job_inputs: dict[str, Any] = {
-                "teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()},
-                "positives": {**_input_spec(positives), "check": positives_check.as_dict()},
-            }
+            job_inputs: dict[str, Any] = {"teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()}}
+            if positives is not None and positives_check is not None:
+                job_inputs["positives"] = {**_input_spec(positives), "check": positives_check.as_dict()}
             if test is not None and test_check is not None:
                 job_inputs["test"] = {**_input_spec(test), "check": test_check.as_dict()}
             spec = {"version": SPEC_VERSION, "options": options.to_dict(), "inputs": job_inputs}
@@ -486,7 +495,7 @@ class JobService:
                 with contextlib.suppress(Exception):
                     self.blobs.delete_prefix(upload_prefix(info.owner, info.id))
             raise
-        for info in (teacher, positives) if test is None else (teacher, positives, test):
+        for info in (item for item in (teacher, positives, test) if item is not None):
             marker = json.dumps({"job_id": job.id}).encode()
             self.blobs.put_bytes(upload_prefix(info.owner, info.id) + "job.json", marker)
         self.metadata.append_event(job.id, "status", {"status": "queued"})

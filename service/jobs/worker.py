@@ -193,7 +193,8 @@ class Worker(Reaper):
             options = JobOptions.from_spec(job.spec)
             inputs = work / "inputs"
             teacher = self._fetch_input(job, "teacher", inputs, names)
-            positives = self._fetch_input(job, "positives", inputs, names)
+            labelled = "positives" in job.spec.get("inputs", {})  # no positives: the no-labels mode
+            positives = self._fetch_input(job, "positives", inputs, names) if labelled else None
             extra: dict[str, Any] = {}
             if job.spec.get("inputs", {}).get("test") is not None:  # the optional labelled test set
                 extra["test_path"] = self._fetch_input(job, "test", inputs, names)

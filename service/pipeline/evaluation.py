@@ -47,13 +47,13 @@ def held_back_count(selected: int) -> int:
 def hold_back_pool_items(mined: Mined, seed: int) -> tuple[Mined, np.ndarray]:
     """``(mined_for_training, held_back_ids)``: pool items mining selected but that are never trained on.
 
-    When the miner held back its own evaluation set (``mined.arrays["evaluation_ids"]``, already outside
+    When the miner held back its own evaluation set (``mined.evaluation_ids``, already outside
     ``mined.ids``), that set is taken as it is. Otherwise a share of the mined items is held back here, stratified
     by teacher class: each class gives the same share of its items (at least one from a class with three or more),
     chosen at random with ``seed``; the rest stays in the transfer set, in its order. Deterministic for a ``seed``.
     """
     ids = np.asarray(mined.ids)
-    held_by_miner = np.asarray(mined.arrays.get("evaluation_ids", np.empty(0, dtype=np.int64)), dtype=np.int64)
+    held_by_miner = np.asarray(mined.evaluation_ids, dtype=np.int64)
     if len(held_by_miner):
         return replace(mined, ids=ids[~np.isin(ids, held_by_miner)]), held_by_miner
     wanted = held_back_count(len(ids))
@@ -73,7 +73,7 @@ def hold_back_pool_items(mined: Mined, seed: int) -> tuple[Mined, np.ndarray]:
         chosen.append(generator.choice(members, size=min(take, len(members)), replace=False))
     held = np.zeros(len(ids), dtype=bool)
     held[np.concatenate(chosen)] = True
-    return replace(mined, ids=ids[~held]), ids[held]
+    return replace(mined, ids=ids[~held], evaluation_ids=ids[held]), ids[held]
 
 
 def _labelled(kind: Any, student: Any, teacher: Any, images: Any, labels: Any, names: list[str]) -> LabelledSet:

@@ -43,6 +43,8 @@ from service.pipeline.charts import finite as _num
 from service.pipeline.figures import GATE_VERDICTS, proportion_text, set_name
 from service.pipeline.figures_html import figures_table, per_class_table
 from service.pipeline.report import Evaluation, Report
+from service.pipeline.report_choices_html import CHOICES_ID, CHOICES_TITLE, choices_section
+from service.text import format_ratio
 
 __all__ = ["render_report_html"]
 
@@ -159,17 +161,7 @@ def _plain(value: Any) -> str:
 
 def _ratio(teacher: Any, student: Any, better: str, worse: str) -> tuple[str, str]:
     """Teacher over student as ``"4.2x smaller"`` (or ``"1.3x larger"``), with a CSS class; empty when unknown."""
-    t, s = _num(teacher), _num(student)
-    if t is None or s is None or t < 0 or s < 0:
-        return "", ""
-    if s == 0:
-        return ("none left", "good") if t > 0 else ("", "")
-    if t == 0:
-        return "", ""
-    r = t / s
-    if r >= 1:
-        return f"{r:.1f}x {better}", "good" if r >= 1.05 else ""
-    return f"{1 / r:.1f}x {worse}", "bad" if 1 / r >= 1.05 else ""
+    return format_ratio(_num(teacher), _num(student), better, worse)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -201,6 +193,7 @@ _SECTION_TITLES = {
     "per-class": "Accuracy per class",
     "training": "Training",
     "mining": "PU mining",
+    CHOICES_ID: CHOICES_TITLE,
     "stages": "Time per stage",
     "manifest": "Reproducibility",
 }
@@ -576,6 +569,7 @@ def render_report_html(report: Report | Mapping[str, Any], thumbnails_png: bytes
         "per-class": _per_class(evaluation),
         "training": _training(report, svg),
         "mining": _mining(report, svg, thumbnails_png),
+        CHOICES_ID: choices_section(report),
         "stages": _stages(report, svg),
         "manifest": _manifest(report),
     }

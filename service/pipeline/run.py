@@ -4,14 +4,17 @@
 :mod:`service.pipeline.stages` in order, each reporting progress through :class:`StageProgress`:
 
 1. **load** the teacher and the positives; a stratified ``holdout_fraction`` of the positives is kept aside to
-   measure the teacher's and the student's accuracy (it is never trained on or mined with);
-2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757);
-   a stratified share of the selected items is held back from training for evaluation
-   (:func:`service.pipeline.evaluation.hold_back_pool_items`);
-3. **distil** a Ghost, binary or adder student sized to ``budget_ratio`` of the teacher's MACs (robust KD);
+   measure the teacher's and the student's accuracy (it is never trained on or mined with); without positives
+   (the no-labels mode) mining selects as DFND does and distillation adds its noise-adaptation term;
+2. **mine** the pool (PU compression, Xu et al. NeurIPS 2019, arXiv:1909.09757) with the ``selection`` option;
+   pool items are held back from training for evaluation (the miner's own ``evaluation_ids``, else a stratified
+   share of the selection: :func:`service.pipeline.evaluation.hold_back_pool_items`);
+3. **distil** a student chosen by :mod:`service.pipeline.student_choice` (MAC, latency or bit-ops budget, ``auto``
+   family, binary channel search) with robust KD;
 4. **evaluate** the student against the teacher on the optional test set, the held-out positives and the
    held-back pool items (:mod:`service.pipeline.evaluation`);
-5. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher;
+5. **export** it to ONNX and verify it in ONNX Runtime; **profile** student and teacher; optionally quantize it to
+   int8 and time teacher and students side by side (:mod:`service.pipeline.deployment`);
 6. **report**: ``student.onnx``, ``report.json`` and ``report.html`` in ``out_dir``
    (:mod:`service.pipeline.report`, :mod:`service.pipeline.report_html`).
 
@@ -41,7 +44,7 @@ __all__ = ["run_compression"]
 
 def run_compression(
     teacher_path: Path,
-    positives_path: Path,
+    positives_path: Path | None,
     options: JobOptions,
     out_dir: Path,
     *,
@@ -61,6 +64,7 @@ def run_compression(
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
+    from service.pipeline.deployment import quantize_and_compare, student_sections
     from service.pipeline.evaluation import evaluate_student, hold_back_pool_items
     from service.pipeline.onnx_metadata import stamp_onnx_metadata, student_metadata
     from service.pipeline.report import build_report, write_report
@@ -69,7 +73,8 @@ def run_compression(
 
     if not isinstance(options, JobOptions):
         raise TypeError(f"options must be JobOptions, got {type(options).__name__}")
-    teacher_path, positives_path, out_dir = Path(teacher_path), Path(positives_path), Path(out_dir)
+    teacher_path, out_dir = Path(teacher_path), Path(out_dir)
+    positives_path = None if positives_path is None else Path(positives_path)
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     progress = StageProgress(on_progress, should_stop)
@@ -82,7 +87,7 @@ def run_compression(
     mined, held_back_ids = hold_back_pool_items(mine_pool(inputs, options, work, progress, num_threads), options.seed)
 
     progress.stage("distill", f"distilling a {options.student} student")
-    distilled = distill_student(inputs, mined, options, work, progress, num_threads)
+    distilled = distill_student(inputs, mined, options, work, progress, num_threads, cache_dir / "students")
 
     progress.stage("evaluate", "evaluating the student against the teacher")
     evaluation = evaluate_student(inputs, distilled, held_back_ids, None if test_path is None else Path(test_path))
@@ -90,10 +95,13 @@ def run_compression(
     progress.stage("export", "exporting and verifying the ONNX student")
     exported = export_and_profile(inputs, distilled, options, out_dir, work)
     onnx_path = out_dir / "student.onnx"
-    metadata = student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, options.student)
+    family = str(distilled.sizing.get("family") or options.student)  # auto: the family it chose
+    metadata = student_metadata(inputs.positives.class_names, inputs.teacher.input_shape, family)
     stamp_onnx_metadata(onnx_path, {**metadata, **({"condense.job_id": job_id} if job_id else {})})
     if "onnx_bytes" in exported.student_profile:
         exported.student_profile["onnx_bytes"] = onnx_path.stat().st_size
+    progress.emit(0.6, "exported; " + ("quantizing to int8 and timing" if options.quantize else "timing side by side"))
+    deployment = quantize_and_compare(inputs, distilled, options, out_dir, work)
     progress.emit(1.0, "exported")
 
     progress.stage("report", "writing the report")
@@ -101,6 +109,7 @@ def run_compression(
     report = build_report(
         options, inputs, mined, distilled, exported, evaluation, held_back_ids, progress.stage_seconds
     )
+    report.student.update(student_sections(distilled, deployment))
     started = time.monotonic()
     thumbnails = mined.arrays["thumbnails"].tobytes() if "thumbnails" in mined.arrays else None
     html = render_report_html(report, thumbnails)

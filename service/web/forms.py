@@ -12,7 +12,7 @@ from flask import render_template
 from service.context import service_context
 from service.errors import ServiceError
 from service.jobs.service import FILE_FIELDS
-from service.options import STUDENT_FAMILIES
+from service.options import QUANTIZE_MODES, SELECTIONS, STUDENT_FAMILIES
 from service.web.job_inputs import KEPT_SUFFIX, form_terms
 
 __all__ = ["FIELD_LABELS", "FILE_FIELDS", "OPTION_FIELDS", "options_from_form", "render_form", "values_from_options"]
@@ -31,6 +31,14 @@ OPTION_FIELDS: tuple[str, ...] = (
     "mean",
     "std",
     "holdout_fraction",
+    "selection",
+    "class_names",
+    "latency_ratio",
+    "latency_ms",
+    "latency_batch",
+    "quantize",
+    "quantize_max_loss",
+    "search",
 )
 """The form's option inputs, each named like its :class:`~service.options.JobOptions` field."""
 
@@ -49,6 +57,14 @@ FIELD_LABELS: dict[str, str] = {
     "mean": "Mean",
     "std": "Standard deviation",
     "holdout_fraction": "Hold-out fraction",
+    "selection": "Selection of mined images",
+    "class_names": "Class names (no positives)",
+    "latency_ratio": "Latency ratio",
+    "latency_ms": "Latency (ms)",
+    "latency_batch": "Latency batch size",
+    "quantize": "Quantize",
+    "quantize_max_loss": "Largest int8 loss",
+    "search": "Search binary widths",
 }
 """The label of each form input (also used in the error summary)."""
 
@@ -56,10 +72,38 @@ _FAMILY_HINTS = {
     "ghost": "Ghost modules, cheap feature maps (GhostNet)",
     "binary": "1-bit weights and activations (BBG)",
     "adder": "additions instead of multiplications (AdderNet)",
+    "slim": "plain ResNet / VGG sized for CPU speed",
+    "qnn4": "4-bit weights and activations, widened (LSQ)",
+    "qnn2": "2-bit weights and activations, widened (LSQ)",
+    "auto": "slim or ghost, whichever meets the latency budget best",
 }
+_SELECTION_HINTS = {
+    "default": "PU score within per-class quotas",
+    "pu": "every PU member (PU-s1)",
+    "pu-half": "the better half of PU (PU-s2)",
+    "random": "a random draw of the same size",
+    "dfnd": "the teacher's most confident items, no labels",
+}
+_STUDENT_OPTION_INPUTS: tuple[tuple[str, str, str, str], ...] = (
+    ("class_names", "Without positives: the teacher's output names in order, comma-separated.", "text",
+     'autocomplete="off" spellcheck="false"'),
+    ("latency_ratio", "The student at most this fraction of the teacher's ONNX Runtime latency (ghost, slim or "
+     "auto), in (0, 1]; empty: sized by MACs.", "number", 'min="0" max="1" step="any"'),
+    ("latency_ms", "Or at most this many milliseconds per batch.", "number", 'min="0" step="any"'),
+    ("latency_batch", "Batch size of the latency budget; empty: 1 and 32 (1 for milliseconds).", "number",
+     'min="1" max="1024" step="1"'),
+    ("quantize", "int8: also hand back student.int8.onnx, verified against the float student.", "select", ""),
+    ("quantize_max_loss", "Keep the float file when int8 loses more than this many points (default 0.5).",
+     "number", 'min="0" max="100" step="any"'),
+    ("search", "Binary students: search the per-stage widths before distilling (takes longer).", "checkbox", ""),
+)  # fmt: skip
 _ADVANCED_FIELDS = ("epochs", "mean", "std", "holdout_fraction")
-_FLOAT_FIELDS = frozenset({"budget_ratio", "time_budget_min", "max_accuracy_drop", "holdout_fraction"})
-_INT_FIELDS = frozenset({"seed", "epochs"})
+_STUDENT_OPTION_FIELDS = ("selection", *(name for name, *_ in _STUDENT_OPTION_INPUTS))
+_FLOAT_FIELDS = frozenset(
+    {"budget_ratio", "time_budget_min", "max_accuracy_drop", "holdout_fraction", "latency_ratio", "latency_ms",
+     "quantize_max_loss"}
+)  # fmt: skip
+_INT_FIELDS = frozenset({"seed", "epochs", "latency_batch"})
 _LIST_FIELDS: dict[str, type] = {"input_shape": int, "mean": float, "std": float}
 _LIST_SPLIT_RE = re.compile(r"[\s,;x×]+")
 
@@ -106,7 +150,11 @@ def options_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
         text = raw.strip()
         if not text:
             continue
-        if name in _FLOAT_FIELDS:
+        if name == "search":  # a checkbox: sent ("on") when ticked
+            options[name] = text.lower() in ("on", "true", "1", "yes")
+        elif name == "class_names":
+            options[name] = [part.strip() for part in text.split(",")]
+        elif name in _FLOAT_FIELDS:
             options[name] = _parse_number(text, float)
         elif name in _INT_FIELDS:
             options[name] = _parse_number(text, int)
@@ -153,7 +201,7 @@ def values_from_options(options: Mapping[str, Any]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name in OPTION_FIELDS:
         value = options.get(name)
-        if value is None:
+        if value is None or value is False:  # an unticked checkbox sends nothing
             continue
         values[name] = ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
     return values
@@ -173,6 +221,9 @@ def render_form(
     if error is not None and not error.fields:
         general = [form_terms(error.message, FIELD_LABELS)]
     advanced_open = any(field_errors.get(name) or values.get(name) for name in _ADVANCED_FIELDS)
+    student_options_open = any(
+        field_errors.get(name) or values.get(name) not in (None, "", "default") for name in _STUDENT_OPTION_FIELDS
+    )
     return render_template(
         "new_job.html",
         values=values,
@@ -184,6 +235,11 @@ def render_form(
         field_errors=field_errors,
         general_errors=general,
         advanced_open=advanced_open,
+        student_options_open=student_options_open,
+        selections=SELECTIONS,
+        selection_hints=_SELECTION_HINTS,
+        quantize_modes=QUANTIZE_MODES,
+        student_option_inputs=_STUDENT_OPTION_INPUTS,
         kept=kept or {},
         kept_suffix=KEPT_SUFFIX,
         source=source,
