@@ -231,8 +231,8 @@ def decide_drop(
         raise ValueError(f"max_drop_points must be between 0 and 100 points, got {max_drop_points!r}")
     if drop_high_points is None:
         return GateDecision("undecided", max_drop_points, None, None, 0, "no images to measure the drop on")
-    shown = "n/a" if drop_points is None else f"{drop_points:.2f}"
-    measured = f"{basis}: accuracy drop {shown} points, at most {drop_high_points:.2f} (upper end of the interval)"
+    shown = "" if drop_points is None else f" {drop_points:.2f} points,"  # no labels: only the bound is known
+    measured = f"{basis}: accuracy drop{shown} at most {drop_high_points:.2f} points (upper end of the interval)"
     if drop_high_points <= max_drop_points + 1e-9:
         outcome: GateOutcome = "passed"
         reason = f"{measured}; allowed {max_drop_points:g}"

@@ -106,10 +106,12 @@ def evaluate_student(
         held_out = _labelled(
             "held_out_positives", student, teacher, inputs.held_out.images, inputs.held_out.labels, names
         )
-    else:
+    elif len(inputs.trainable.labels):
         held_out = _labelled(
             "training_positives", student, teacher, inputs.trainable.images, inputs.trainable.labels, names
         )
+    else:
+        held_out = None  # the no-labels mode: only the agreement on held-back pool items (and a test set, if any)
     pool = None
     if len(held_back_ids):
         images = inputs.pool.image_tensor(held_back_ids)

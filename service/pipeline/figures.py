@@ -150,12 +150,15 @@ def evaluation_rows(evaluation: Evaluation) -> list[FigureRow]:
 
 def summary_lines(summary: Summary, width: int = 20) -> list[str]:
     """The CLI's lines for a job's figures and gate (``condense compress``, ``condense submit --wait``)."""
-    on = set_name(summary.evaluated_on)
-    lines = [
-        f"{'teacher accuracy':<{width}} {proportion_text(summary.teacher_accuracy)} on the {on}",
-        f"{'student accuracy':<{width}} {proportion_text(summary.student_accuracy)} on the {on}",
-        f"{'accuracy drop':<{width}} {drop_text(summary.accuracy_drop)}",
-    ]
+    if summary.evaluated_on is None:  # the no-labels mode without a test set
+        lines = [f"{'accuracy':<{width}} not measured: no labelled images (send --test for an accuracy)"]
+    else:
+        on = set_name(summary.evaluated_on)
+        lines = [
+            f"{'teacher accuracy':<{width}} {proportion_text(summary.teacher_accuracy)} on the {on}",
+            f"{'student accuracy':<{width}} {proportion_text(summary.student_accuracy)} on the {on}",
+            f"{'accuracy drop':<{width}} {drop_text(summary.accuracy_drop)}",
+        ]
     if summary.agreement is not None:
         lines.append(f"{'agreement':<{width}} {proportion_text(summary.agreement)} on held-back pool images")
     if summary.gate is not None:

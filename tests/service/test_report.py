@@ -108,6 +108,17 @@ def test_held_back_pool_items_are_a_stratified_share_never_trained_on() -> None:
 def test_the_miners_own_held_back_set_is_taken_as_it_is() -> None:
     mined = _mined(3000)
     evaluation_ids = np.arange(50_000, 51_200)  # the miner's: outside the transfer set already
-    mined = Mined(mined.ids, {**mined.arrays, "evaluation_ids": evaluation_ids}, {}, 0)
+    mined = Mined(mined.ids, {**mined.arrays, "evaluation_ids": evaluation_ids}, {}, 0, evaluation_ids)
     kept, held = hold_back_pool_items(mined, seed=0)
     assert np.array_equal(held, evaluation_ids) and np.array_equal(kept.ids, mined.ids)
+
+
+def test_without_labelled_images_the_summary_says_accuracy_was_not_measured() -> None:
+    evaluation = make_evaluation(test=None, pool=(3000, 2940))
+    no_labels = type(evaluation)(evaluation.class_names, None, None, evaluation.pool)
+    report = make_report(no_labels, 5.0)
+    assert report.summary.evaluated_on is None and report.gate is not None
+    lines = "\n".join(summary_lines(report.summary))
+    assert "not measured: no labelled images" in lines and "n/a" not in lines
+    assert "98.00 %" in lines and "3,000 images" in lines  # the agreement still carries its count and interval
+    assert report.gate.outcome == "passed" and "held-back pool" in report.gate.basis
