@@ -70,7 +70,8 @@ def make_report(evaluation: Evaluation | None = None, max_accuracy_drop: float |
             "latency": {"1": {"median_ms": 2.1, "p90_ms": 2.4}, "32": {"median_ms": 40.0}}, "format": "torchscript",
         },
         student={
-            "accuracy": headline and headline.student.value, "agreement": None if agreement is None else agreement.value,
+            "accuracy": headline and headline.student.value,
+            "agreement": None if agreement is None else agreement.value,
             "parameters": 258401, "macs": 28100000, "multiplications": 28100000, "additions": 27900000,
             "binary_ops": 0, "weight_bytes": 1055000, "onnx_bytes": 1100000,
             "latency": {"1": {"median_ms": 0.95}, "32": {"median_ms": 21.0}},
