@@ -21,12 +21,5 @@ fi
 
 condense pool demo --quiet
 
-if output=$(condense user add "$admin" --admin 2>&1); then
-  echo "bootstrap: $output"
-else
-  case "$output" in
-    *"already exists"*) echo "bootstrap: user $admin exists; nothing to do" ;;
-    *) echo "$output" >&2; exit 1 ;;
-  esac
-fi
+condense user add "$admin" --admin --if-missing
 echo "bootstrap: done (an API token for $admin: condense token create $admin)"

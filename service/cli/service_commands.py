@@ -7,11 +7,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.cli.models import parse_input_shape
 from service.cli.option_flags import add_student_option_flags, student_option_values
 from service.cli.token_commands import add_token_commands
 from service.options import STUDENT_FAMILIES
+
+if TYPE_CHECKING:
+    from storage import User
 
 __all__ = ["EXIT_FAILED", "EXIT_GATE", "EXIT_GATE_UNDECIDED", "add_service_commands"]
 
@@ -51,10 +55,21 @@ def _metadata():
 
 def _cmd_user_add(args: argparse.Namespace) -> int:
     with _metadata() as metadata:
-        user = metadata.create_user(args.name, "admin" if args.admin else "user", args.max_running)
-    print(f"user {user.name} ({user.role}, at most {user.max_running_jobs} job(s) queued or running)")
+        try:
+            user = metadata.create_user(args.name, "admin" if args.admin else "user", args.max_running)
+        except ValueError:
+            existing = metadata.get_user(args.name) if args.if_missing else None
+            if existing is None:  # a bad name or limit, or the user exists without --if-missing
+                raise
+            print(f"user {existing.name} exists; nothing to do ({_user_line(existing)})")
+            return 0
+    print(f"user {user.name} ({_user_line(user)})")
     print(f"next: condense token create {user.name}", file=sys.stderr)
     return 0
+
+
+def _user_line(user: User) -> str:
+    return f"{user.role}, at most {user.max_running_jobs} job(s) queued or running"
 
 
 def _client(args: argparse.Namespace):
@@ -252,6 +267,11 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="may manage pools")
     add.add_argument("--max-running", type=int, default=2, help="jobs queued + running at once (default 2)")
+    add.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="when the user exists, change nothing and exit 0 (for set-up scripts that run again)",
+    )
     add.set_defaults(run=_cmd_user_add)
 
     add_token_commands(commands)

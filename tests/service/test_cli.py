@@ -132,3 +132,28 @@ def test_distill_bad_inputs_are_one_line_errors(distill_files: dict[str, Path], 
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------------------- condense user add
+
+
+def test_user_add_if_missing_leaves_an_existing_user_alone(tmp_path: Path, monkeypatch, capsys) -> None:
+    from storage import open_metadata_store
+    from tests.service.conftest import make_settings, service_env
+
+    for name, value in service_env(tmp_path / "data").items():
+        monkeypatch.setenv(name, value)
+    assert main(["user", "add", "dora", "--max-running", "3"]) == 0
+    assert "user dora (user, at most 3" in capsys.readouterr().out
+    assert main(["user", "add", "dora", "--admin", "--max-running", "7"]) == 2  # without the flag: refused
+    assert "already exists" in capsys.readouterr().err
+    for _ in range(2):  # a set-up script run twice
+        assert main(["user", "add", "dora", "--admin", "--max-running", "7", "--if-missing"]) == 0
+        assert capsys.readouterr().out.startswith("user dora exists; nothing to do (user, at most 3")
+    assert main(["user", "add", "erin", "--admin", "--if-missing"]) == 0  # a missing user is created as asked
+    assert "user erin (admin" in capsys.readouterr().out
+    assert main(["user", "add", "bad name!", "--if-missing"]) == 2  # bad input is still an error
+    with open_metadata_store(make_settings(tmp_path / "data").database_url) as metadata:
+        dora = metadata.get_user("dora")
+        assert dora is not None and (dora.role, dora.max_running_jobs) == ("user", 3)
+        assert [user.name for user in metadata.list_users()] == ["dora", "erin"]
