@@ -83,5 +83,4 @@ EXPOSE 8000
 # the check off for them (deploy/docker-compose.yml); with plain `docker run`, pass --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/app/deploy/healthcheck.py"]
-ENTRYPOINT ["/app/deploy/entrypoint.sh"]
 CMD ["condense", "serve"]

@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot set-up of a fresh deployment; safe to run again (each step leaves what exists alone):
 #   1. the session-signing key file, when CONDENSE_NEW_SECRET_KEY_FILE names one that does not exist yet (compose:
-#      the web replicas then read it through CONDENSE_SECRET_KEY_FILE, deploy/entrypoint.sh);
+#      the web replicas then read it through CONDENSE_SECRET_KEY_FILE);
 #   2. the demo pool (`condense pool demo`: 4,500 packaged real images, built once, into CONDENSE_BLOB_URL);
 #   3. the first admin user, CONDENSE_ADMIN_USER (default "admin"), when no user of that name exists.
 # No token is made here (it would end up in logs): create one with `condense token create admin`, shown once.

@@ -90,6 +90,7 @@ class Settings:
     demo_pool: bool = True
     pipeline: str | None = None
     s3_endpoint_url: str | None = None
+    session_key_file: Path | None = None
     session_key: str | None = field(default=None, repr=False)
 
     @property
@@ -117,6 +118,7 @@ class Settings:
         data_dir = Path(data_text).expanduser() if data_text else _default_data_dir(env)
         data_dir = data_dir.absolute()
         work_text = reader.text("CONDENSE_WORK_DIR")
+        key_file, session_key = reader.session_key("CONDENSE_SECRET_KEY", "CONDENSE_SECRET_KEY_FILE")
         settings = cls(
             data_dir=data_dir,
             database_url=reader.url("CONDENSE_DATABASE_URL", f"sqlite:///{data_dir}/condense.db", _DB_SCHEMES),
@@ -147,14 +149,16 @@ class Settings:
             demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
             pipeline=reader.pipeline("CONDENSE_PIPELINE"),
             s3_endpoint_url=reader.optional_url("CONDENSE_S3_ENDPOINT_URL", ("http", "https")),
-            session_key=reader.secret("CONDENSE_SECRET_KEY"),
+            session_key_file=key_file,
+            session_key=session_key,
         )
         if reader.errors:
             raise SettingsError("; ".join(reader.errors))
         return settings
 
     def session_secret(self) -> str:
-        """The key signing the web pages' session cookies: ``CONDENSE_SECRET_KEY``, else ``<data dir>/secret_key``.
+        """The key signing the web pages' session cookies: ``CONDENSE_SECRET_KEY`` or the file named by
+        ``CONDENSE_SECRET_KEY_FILE`` (both read by :meth:`from_env`), else ``<data dir>/secret_key``.
 
         The file is created on the first call with a fresh random key (mode 0600, written to a temporary file and
         linked into place, so processes starting together agree on one key and none reads a half-written one).
@@ -337,6 +341,30 @@ class _Reader:
             self.errors.append(f"{name}: must be at least {_MIN_SECRET_CHARS} characters (got {len(value)})")
             return None
         return value
+
+    def session_key(self, name: str, file_name: str) -> tuple[Path | None, str | None]:
+        """``(key file, key)``: the key from variable ``name`` or read from the file ``file_name`` names (a mounted
+        Kubernetes or compose secret; surrounding whitespace dropped). Setting both is an error: two sources of one
+        key could disagree between replicas and sign users out without a word."""
+        path_text = self.text(file_name)
+        if path_text is None:
+            return None, self.secret(name)
+        path = Path(path_text).expanduser().absolute()
+        if self.text(name) is not None:
+            self.errors.append(f"{name} and {file_name} are both set: set only one of them")
+            return path, None
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            self._fail(file_name, path_text, f"cannot read the session key from it ({reason})")
+            return path, None
+        if len(key) < _MIN_SECRET_CHARS:  # the key itself is never repeated in the message
+            self._fail(
+                file_name, path_text, f"holds {len(key)} characters; a session key needs at least {_MIN_SECRET_CHARS}"
+            )
+            return path, None
+        return path, key
 
     def pipeline(self, name: str) -> str | None:
         value = self.text(name)

@@ -211,8 +211,18 @@ VARIABLES: tuple[Variable, ...] = (
         "session_key",
         "made on first start, kept in `<data dir>/secret_key`",
         (
-            "Signs the web pages' session cookies; at least 32 characters. Set it (the same everywhere) when "
-            "several machines with separate data directories serve the pages."
+            "Signs the web pages' session cookies; at least 32 characters. Set it or `CONDENSE_SECRET_KEY_FILE` "
+            "(the same everywhere) when several machines with separate data directories serve the pages."
+        ),
+    ),
+    Variable(
+        "CONDENSE_SECRET_KEY_FILE",
+        "session_key_file",
+        "unset",
+        (
+            "A file holding the session key (a mounted Kubernetes Secret or compose secret; surrounding whitespace "
+            "is dropped), read once at start-up: a file that cannot be read or holds under 32 characters stops "
+            "the command with a message naming it. Setting it and `CONDENSE_SECRET_KEY` both is an error."
         ),
     ),
     Variable(

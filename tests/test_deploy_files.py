@@ -253,12 +253,34 @@ def test_the_probed_path_answers_200_in_the_app(tmp_path):
     assert response.get_json()["status"] == "ok"
 
 
-def test_web_replicas_share_the_session_key_from_the_secret():
-    _, web = _container("web")
-    reference = _env(web)["CONDENSE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
-    assert reference["name"] == "condense-secrets"
-    assert reference["key"] == "CONDENSE_SECRET_KEY"
-    assert not reference.get("optional"), "a missing key must stop the pod, not give each replica its own"
+def _mounted_file(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The volume holding the file ``path`` in ``container``, and the file's path inside that volume."""
+    for mount in container["volumeMounts"]:
+        folder = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(folder):
+            volume = next(volume for volume in pod["volumes"] if volume["name"] == mount["name"])
+            return volume, path.removeprefix(folder)
+    raise AssertionError(f"{path} is on no volume of {container['name']}")
+
+
+def test_web_replicas_read_the_session_key_from_the_mounted_secret(tmp_path):
+    from service.settings import Settings
+
+    pod, web = _container("web")
+    variables = _env(web)
+    assert "CONDENSE_SECRET_KEY" not in variables  # one source of the key (setting both is refused)
+    key_path = variables["CONDENSE_SECRET_KEY_FILE"]["value"]
+    volume, inside = _mounted_file(pod, web, key_path)
+    secret = volume["secret"]
+    assert secret["secretName"] == "condense-secrets"
+    assert secret["items"] == [{"key": "CONDENSE_SECRET_KEY", "path": inside}]
+    assert not secret.get("optional"), "a missing key must stop the pod, not give each replica its own"
+    # What the pod sees: the Secret's value as a file, read by the settings like any mounted secret.
+    mounted = tmp_path / inside
+    mounted.write_text("k" * 64)
+    env = {"CONDENSE_DATA_DIR": str(tmp_path / "data"), "CONDENSE_SECRET_KEY_FILE": str(mounted)}
+    settings = Settings.from_env(env)
+    assert settings.session_secret() == "k" * 64
 
 
 def test_workers_size_their_thread_pools_to_the_cpu_limit():
@@ -327,6 +349,16 @@ def test_compose_bootstraps_before_serving_and_stops_gracefully(compose):
     assert services["worker"]["environment"]["OMP_NUM_THREADS"] == str(services["worker"]["cpus"])
 
 
+def test_compose_services_reading_the_key_file_mount_it(compose):
+    readers = [name for name, service in compose["services"].items()
+               if "CONDENSE_SECRET_KEY_FILE" in (service.get("environment") or {})]  # fmt: skip
+    assert readers == ["app"]  # workers and the bootstrap sign no cookies: they neither need nor mount the key
+    for name in readers:
+        service = compose["services"][name]
+        folder = str(Path(service["environment"]["CONDENSE_SECRET_KEY_FILE"]).parent)
+        assert folder in {entry.split(":")[1] for entry in service["volumes"]}, name
+
+
 def test_compose_keeps_one_session_key_in_a_named_volume(compose):
     services = compose["services"]
     written = services["bootstrap"]["environment"]["CONDENSE_NEW_SECRET_KEY_FILE"]
@@ -341,38 +373,8 @@ def test_compose_keeps_one_session_key_in_a_named_volume(compose):
 # ---------------------------------------------------------------------------------------- the image's own scripts
 
 
-def _entrypoint(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {"PATH": os.environ["PATH"], **env}
-    return subprocess.run(
-        ["sh", str(DEPLOY / "entrypoint.sh"), "sh", "-c", 'printf %s "$CONDENSE_SECRET_KEY"'],
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        cwd=tmp_path,
-    )
-
-
-def test_entrypoint_reads_the_key_file(tmp_path):
-    key = tmp_path / "secret_key"
-    key.write_text("k" * 64 + "\n")
-    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(key))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "k" * 64
-    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(key), CONDENSE_SECRET_KEY="x" * 40)
-    assert result.stdout == "x" * 40  # an explicit key wins
-    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(tmp_path / "missing"))
-    assert result.returncode == 2
-    assert "not a readable file" in result.stderr
-    empty = tmp_path / "empty"
-    empty.write_text("\n")
-    result = _entrypoint(tmp_path, CONDENSE_SECRET_KEY_FILE=str(empty))
-    assert result.returncode == 2
-    assert "is empty" in result.stderr
-
-
 def test_shell_scripts_parse():
-    for script in (DEPLOY / "entrypoint.sh", DEPLOY / "bootstrap.sh"):
+    for script in (DEPLOY / "bootstrap.sh",):
         subprocess.run(["sh", "-n", str(script)], check=True, timeout=10)
     for script in ("container-smoke.sh", "container-scaleout-smoke.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=10)

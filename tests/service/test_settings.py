@@ -96,3 +96,30 @@ def test_docs_settings_table_is_generated_from_the_variables() -> None:
     assert markdown_table() in docs, "docs/settings.md is stale: paste the output of python -m service.settings_doc"
     assert {variable.field for variable in VARIABLES} == {f.name for f in fields(Settings)}
     assert len({variable.name for variable in VARIABLES}) == len(VARIABLES)
+
+
+def test_the_session_key_comes_from_a_file(tmp_path: Path) -> None:
+    """CONDENSE_SECRET_KEY_FILE: a mounted secret is read once; an unusable file or a second source is an error."""
+    key_file = tmp_path / "mounted" / "CONDENSE_SECRET_KEY"
+    key_file.parent.mkdir()
+    key_file.write_text("k" * 48 + "\n")
+    settings = Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path), "CONDENSE_SECRET_KEY_FILE": str(key_file)})
+    assert settings.session_secret() == "k" * 48 and settings.session_key_file == key_file
+    assert not (tmp_path / "secret_key").exists() and "k" * 48 not in str(settings.as_dict())
+    empty, short = tmp_path / "empty", tmp_path / "short"
+    empty.write_text("\n")
+    short.write_text("s" * 31)
+    cases = {
+        str(tmp_path / "missing"): "No such file or directory",
+        str(tmp_path): "Is a directory",
+        str(empty): "holds 0 characters",
+        str(short): "holds 31 characters",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path), "CONDENSE_SECRET_KEY_FILE": path})
+        assert "CONDENSE_SECRET_KEY_FILE" in str(caught.value) and reason in str(caught.value), caught.value
+        assert "s" * 31 not in str(caught.value)  # never the key itself
+    both = {"CONDENSE_SECRET_KEY_FILE": str(key_file), "CONDENSE_SECRET_KEY": "x" * 40}
+    with pytest.raises(SettingsError, match="CONDENSE_SECRET_KEY and CONDENSE_SECRET_KEY_FILE are both set"):
+        Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path), **both})
