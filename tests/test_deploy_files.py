@@ -233,24 +233,35 @@ def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in container.get("env") or []}
 
 
-def test_web_pods_outlive_gunicorns_graceful_timeout_and_probe_health_over_http():
+def test_web_pods_outlive_gunicorns_graceful_timeout_and_probe_over_http():
     pod, web = _container("web")
     assert pod["terminationGracePeriodSeconds"] > _graceful_timeout()
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert web[probe]["httpGet"]["path"] == "/api/v1/health", probe
-        assert web[probe]["httpGet"]["port"] == "http"
+    expected = {"startupProbe": "/api/v1/live", "livenessProbe": "/api/v1/live", "readinessProbe": "/api/v1/health"}
+    for probe, path in expected.items():
+        assert web[probe]["httpGet"] == {"path": path, "port": "http"}, probe
     assert web["ports"][0] == {"name": "http", "containerPort": 8000}
 
 
-def test_the_probed_path_answers_200_in_the_app(tmp_path):
+def test_liveness_holds_and_readiness_fails_while_the_database_is_down(tmp_path):
+    """The probed paths in the app: with the stores reachable both answer 200; with PostgreSQL unreachable the
+    readiness path answers 503 and the liveness path still 200, so the pod leaves the Service but is not restarted."""
+    import socket
+
     from service.app import create_app
     from service.settings import Settings
 
-    app = create_app(Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path)}))
     _, web = _container("web")
-    response = app.test_client().get(web["livenessProbe"]["httpGet"]["path"])
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["status"] == "ok"
+    live, ready = web["livenessProbe"]["httpGet"]["path"], web["readinessProbe"]["httpGet"]["path"]
+    client = create_app(Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path / "up")})).test_client()
+    assert client.get(ready).status_code == 200 and client.get(ready).get_json()["status"] == "ok"
+    assert client.get(live).status_code == 200
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = {"CONDENSE_DATA_DIR": str(tmp_path / "down"), "CONDENSE_DATABASE_URL": f"postgresql://c@127.0.0.1:{port}/x"}
+    client = create_app(Settings.from_env(down)).test_client()
+    assert client.get(ready).status_code == 503
+    assert client.get(live).status_code == 200
 
 
 def _mounted_file(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:

@@ -2,11 +2,11 @@
 
 Thin views over :class:`~service.jobs.service.JobService`, one module per resource (:mod:`service.api.meta`,
 :mod:`~service.api.uploads`, :mod:`~service.api.jobs`, :mod:`~service.api.artifacts`, :mod:`~service.api.events`):
-each parses the request, calls one service method and shapes the answer. Every request except ``GET /health`` and
-``GET /openapi.json`` needs ``Authorization: Bearer <token>`` (tokens from ``condense token create``); GET requests
-without that header may carry the web pages' signed session cookie instead (:func:`service.context.current_user`:
-the job page's event stream and download links). A user sees only their own jobs and uploads, and another user's job
-is a 404, exactly like a missing one. Errors are ``{"error": {"status",
+each parses the request, calls one service method and shapes the answer. Every request except ``GET /live``,
+``GET /health`` and ``GET /openapi.json`` needs ``Authorization: Bearer <token>`` (tokens from
+``condense token create``); GET requests without that header may carry the web pages' signed session cookie instead
+(:func:`service.context.current_user`: the job page's event stream and download links). A user sees only their own
+jobs and uploads, and another user's job is a 404, exactly like a missing one. Errors are ``{"error": {"status",
 "message", "fields"}}`` (see :mod:`service.errors` for the statuses).
 
 Submitting a job, two ways:
@@ -39,7 +39,7 @@ from storage import User
 __all__ = ["API_PREFIX", "api", "api_jobs", "api_user"]
 
 API_PREFIX = "/api/v1"
-_PUBLIC_ENDPOINTS = frozenset({"api.health", "api.openapi"})
+_PUBLIC_ENDPOINTS = frozenset({"api.live", "api.health", "api.openapi"})
 
 api = Blueprint("api", __name__, url_prefix=API_PREFIX)
 

@@ -1,4 +1,8 @@
-"""``GET /health``, ``GET /openapi.json`` (both public) and ``GET /pools``."""
+"""``GET /live``, ``GET /health``, ``GET /openapi.json`` (all public) and ``GET /pools``.
+
+``/live`` is the liveness probe: it answers 200 whenever this process serves requests and touches nothing else, so an
+outage of PostgreSQL, Redis or S3 never restarts web processes. ``/health`` is the readiness probe: it checks them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ from flask import jsonify
 from service.api import api, api_jobs
 
 logger = logging.getLogger(__name__)
+
+
+@api.get("/live")
+def live() -> Any:
+    """This process serves requests (no auth; no store, queue or blob store is touched)."""
+    return jsonify({"status": "alive"})
 
 
 @api.get("/health")

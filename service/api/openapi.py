@@ -258,6 +258,11 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Pool": {"type": "object", "additionalProperties": True, "properties": {"name": {"type": "string"}}},
+    "Liveness": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["alive"]}},
+    },
     "Health": {
         "type": "object",
         "properties": {
@@ -268,10 +273,18 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 _PATHS: dict[str, Any] = {
+    "/live": {
+        "get": {
+            "operationId": "live",
+            "summary": "Liveness: this process serves requests (checks nothing else; the readiness check is /health)",
+            "security": [],
+            "responses": {"200": _json(_ref("Liveness"), "Serving")},
+        }
+    },
     "/health": {
         "get": {
             "operationId": "health",
-            "summary": "Whether the metadata store, blob store and queue are reachable",
+            "summary": "Readiness: whether the metadata store, blob store and queue are reachable",
             "security": [],
             "responses": {
                 "200": _json(_ref("Health"), "All reachable"),

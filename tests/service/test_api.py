@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -51,6 +52,24 @@ def test_health_and_openapi_need_no_token(api: ApiFixture) -> None:
     health = api.client.get("/api/v1/health")
     assert health.status_code == 200 and health.get_json()["checks"] == {"metadata": "ok", "blobs": "ok", "queue": "ok"}
     assert api.client.get("/api/v1/openapi.json").get_json()["openapi"].startswith("3.1")
+
+
+def test_live_answers_while_the_stores_are_unreachable(tmp_path: Path) -> None:
+    """``/live`` (liveness) touches no store; ``/health`` (readiness) reports the unreachable database."""
+    from service.app import create_app
+    from service.context import service_context
+
+    with socket.socket() as probe:  # a port nothing listens on: PostgreSQL refuses at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(tmp_path / "data", CONDENSE_DATABASE_URL=f"postgresql://condense@127.0.0.1:{port}/x")
+    app = create_app(settings)
+    client = app.test_client()
+    live = client.get("/api/v1/live")
+    assert live.status_code == 200 and live.get_json() == {"status": "alive"}
+    assert service_context(app)._jobs is None  # no store was opened for it
+    assert client.get("/api/v1/health").status_code == 503
+    assert client.get("/api/v1/live").status_code == 200
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer cdn_not-a-real-token", "Basic dXNlcjpwdw=="])
