@@ -79,8 +79,9 @@ ENV CONDENSE_DATA_DIR=/data \
 VOLUME ["/data"]
 EXPOSE 8000
 # The health check is for containers that serve HTTP (the default `condense serve`, and gunicorn): it asks
-# /api/v1/health on the port of CONDENSE_BIND. Job-worker containers (`condense worker`) serve no HTTP: compose turns
-# the check off for them (deploy/docker-compose.yml); with plain `docker run`, pass --no-healthcheck.
+# /api/v1/health on the port of CONDENSE_BIND. Job-worker containers (`condense worker`) serve no HTTP: compose gives
+# them the heartbeat check instead (deploy/docker-compose.yml); with plain `docker run`, pass
+# -e CONDENSE_WORKER_HEARTBEAT_FILE=/tmp/condense-worker-alive --health-cmd 'condense worker --check-heartbeat 600'.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/app/deploy/healthcheck.py"]
 CMD ["condense", "serve"]

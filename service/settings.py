@@ -90,6 +90,8 @@ class Settings:
     demo_pool: bool = True
     pipeline: str | None = None
     s3_endpoint_url: str | None = None
+    worker_heartbeat_file: Path | None = None
+    worker_heartbeat_s: float = 5.0
     session_key_file: Path | None = None
     session_key: str | None = field(default=None, repr=False)
 
@@ -149,6 +151,8 @@ class Settings:
             demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
             pipeline=reader.pipeline("CONDENSE_PIPELINE"),
             s3_endpoint_url=reader.optional_url("CONDENSE_S3_ENDPOINT_URL", ("http", "https")),
+            worker_heartbeat_file=reader.path("CONDENSE_WORKER_HEARTBEAT_FILE"),
+            worker_heartbeat_s=reader.number("CONDENSE_WORKER_HEARTBEAT_S", cls.worker_heartbeat_s, minimum=0.1),
             session_key_file=key_file,
             session_key=session_key,
         )
@@ -240,6 +244,10 @@ class _Reader:
 
     def _fail(self, name: str, value: str, expected: str) -> None:
         self.errors.append(f"{name}={value!r}: {expected}")
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return None if value is None else Path(value).expanduser().absolute()
 
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         value = self.text(name)

@@ -132,6 +132,23 @@ VARIABLES: tuple[Variable, ...] = (
         "Uploads (`POST /api/v1/uploads`) that no job took within this are deleted.",
     ),
     Variable(
+        "CONDENSE_WORKER_HEARTBEAT_FILE",
+        "worker_heartbeat_file",
+        "unset (no file)",
+        (
+            "`condense worker` writes this file at start and touches it from its work loop (waiting for jobs and "
+            "during a job's stop checks and progress reports); `condense worker --check-heartbeat MAX_AGE_S` exits 1 "
+            "when it is older, a liveness probe for a process that serves no HTTP. One file per worker process: "
+            "`condense serve` does not pass it to its workers."
+        ),
+    ),
+    Variable(
+        "CONDENSE_WORKER_HEARTBEAT_S",
+        "worker_heartbeat_s",
+        "`5`",
+        "At most how often the heartbeat file is touched (the loop may touch it less often during a long step).",
+    ),
+    Variable(
         "CONDENSE_WORKERS",
         "workers",
         "`1`",

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import runpy
+import shlex
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +306,85 @@ def test_workers_size_their_thread_pools_to_the_cpu_limit():
     assert pod["terminationGracePeriodSeconds"] >= 40  # the worker waits up to 25 s for a job to stop, then syncs
 
 
+def _probe_commands() -> list[tuple[str, list[str]]]:
+    """Every exec probe of the Condense pods and every compose health check that runs a command, with its source."""
+    found = []
+    for name, pod in _condense_pods():
+        for container in pod["containers"]:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if "exec" in (container.get(probe) or {}):
+                    found.append((f"{name} {probe}", container[probe]["exec"]["command"]))
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        test = (service.get("healthcheck") or {}).get("test")
+        if test and test[0] == "CMD" and test[1] == "condense":
+            found.append((f"compose {name} healthcheck", test[1:]))
+    return found
+
+
+def _run_condense(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    assert argv[0] == "condense"
+    command = [os.environ.get("PYTHON", sys.executable), "-m", "service.cli", *argv[1:]]
+    full_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_worker_probes_read_the_heartbeat_file_the_worker_loop_touches():
+    pod, worker = _container("worker")
+    path = _env(worker)["CONDENSE_WORKER_HEARTBEAT_FILE"]["value"]
+    volume, _ = _mounted_file(pod, worker, path)
+    assert "emptyDir" in volume  # the pod's own: one file per worker process
+    for probe in ("startupProbe", "livenessProbe"):
+        command = worker[probe]["exec"]["command"]
+        assert command[:3] == ["condense", "worker", "--check-heartbeat"], probe
+        assert float(command[3]) >= 300, "far above the longest step of a job without a stop check"
+        assert worker[probe]["timeoutSeconds"] >= 10, "a Python process starting on a busy pod"
+    assert worker["startupProbe"]["periodSeconds"] * worker["startupProbe"]["failureThreshold"] >= 120
+
+
+@pytest.mark.parametrize("source_and_command", _probe_commands(), ids=lambda item: item[0])
+def test_each_heartbeat_probe_passes_on_a_fresh_file_and_fails_on_an_old_one(source_and_command, tmp_path):
+    """The probe command exactly as the manifest or compose file writes it, run against a real heartbeat file."""
+    source, command = source_and_command
+    beat = tmp_path / "alive"
+    env = {"CONDENSE_DATA_DIR": str(tmp_path / "data"), "CONDENSE_WORKER_HEARTBEAT_FILE": str(beat)}
+    missing = _run_condense(command, env)
+    assert missing.returncode == 1 and "no heartbeat file" in missing.stderr, (source, missing.stderr)
+    beat.write_text("pid 1\n")
+    fresh = _run_condense(command, env)
+    assert fresh.returncode == 0, (source, fresh.stderr)
+    max_age = float(command[command.index("--check-heartbeat") + 1])
+    old = time.time() - max_age - 5
+    os.utime(beat, (old, old))
+    stale = _run_condense(command, env)
+    assert stale.returncode == 1 and "stuck" in stale.stderr, (source, stale.stderr)
+
+
+def test_every_condense_command_in_the_deploy_files_parses():
+    """The commands the containers, probes and the bootstrap script run, through the CLI's own parser."""
+    from service.cli.main import build_parser
+
+    commands = [(source, argv) for source, argv in _probe_commands()]
+    for name, pod in _condense_pods():
+        for container in pod["containers"]:
+            if container["command"][0] == "condense":
+                commands.append((name, container["command"]))
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        if isinstance(service.get("command"), list) and service["command"][0] == "condense":
+            commands.append((f"compose {name}", service["command"]))
+    for line in (DEPLOY / "bootstrap.sh").read_text().splitlines():
+        if line.strip().startswith("condense "):
+            commands.append(("bootstrap.sh", shlex.split(line.replace("$admin", "admin"))))
+    assert {"bootstrap.sh", "compose worker"} <= {source for source, _ in commands}
+    parser = build_parser()
+    for source, argv in commands:
+        try:
+            parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"{source}: {' '.join(argv)} does not parse")
+
+
 def test_the_bootstrap_job_runs_the_bootstrap_script():
     pod, bootstrap = _container("bootstrap")
     script = Path(bootstrap["command"][0].replace("/app/", f"{ROOT}/", 1))
@@ -356,7 +438,6 @@ def test_compose_bootstraps_before_serving_and_stops_gracefully(compose):
 
     assert seconds(services["app"]["stop_grace_period"]) > _graceful_timeout()
     assert seconds(services["worker"]["stop_grace_period"]) >= 40
-    assert services["worker"]["healthcheck"] == {"disable": True}
     assert services["worker"]["environment"]["OMP_NUM_THREADS"] == str(services["worker"]["cpus"])
 
 
@@ -368,6 +449,14 @@ def test_compose_services_reading_the_key_file_mount_it(compose):
         service = compose["services"][name]
         folder = str(Path(service["environment"]["CONDENSE_SECRET_KEY_FILE"]).parent)
         assert folder in {entry.split(":")[1] for entry in service["volumes"]}, name
+
+
+def test_compose_checks_workers_by_a_heartbeat_file_of_their_own(compose):
+    worker = compose["services"]["worker"]
+    path = worker["environment"]["CONDENSE_WORKER_HEARTBEAT_FILE"]
+    shared = [entry.split(":")[1].rstrip("/") + "/" for entry in worker["volumes"]]
+    assert not any(path.startswith(folder) for folder in shared)  # every replica mounts those same volumes
+    assert worker["healthcheck"]["test"][:4] == ["CMD", "condense", "worker", "--check-heartbeat"]
 
 
 def test_compose_keeps_one_session_key_in_a_named_volume(compose):

@@ -156,6 +156,8 @@ def serve(overrides: Mapping[str, str] | None = None) -> int:
         sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service.app:create_app()",
     ]  # fmt: skip
     worker_command = [sys.executable, "-m", "service.cli", "worker"]
+    # One heartbeat file per process: several workers touching one would hide a stuck one. These are supervised here.
+    worker_env = {name: value for name, value in env.items() if name != "CONDENSE_WORKER_HEARTBEAT_FILE"}
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -163,7 +165,7 @@ def serve(overrides: Mapping[str, str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     web = _start(web_command, env)
-    workers = [_start(worker_command, env) for _ in range(settings.workers)]
+    workers = [_start(worker_command, worker_env) for _ in range(settings.workers)]
     started = [time.monotonic()] * len(workers)
     status = 0
     try:
@@ -176,7 +178,7 @@ def serve(overrides: Mapping[str, str] | None = None) -> int:
             for slot, process in enumerate(workers):
                 if process.poll() is not None and time.monotonic() - started[slot] >= _RESTART_MIN_INTERVAL_S:
                     logger.warning("job worker %d exited with status %s; restarting it", slot, process.returncode)
-                    workers[slot] = _start(worker_command, env)
+                    workers[slot] = _start(worker_command, worker_env)
                     started[slot] = time.monotonic()
     finally:
         for sig, handler in previous.items():

@@ -42,9 +42,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if args.check_heartbeat is not None:
+        return _check_heartbeat(args.check_heartbeat)
     from service.jobs.worker import run_worker
 
     return run_worker(_settings())
+
+
+def _check_heartbeat(max_age_s: float) -> int:
+    """``condense worker --check-heartbeat MAX_AGE_S``: exit 0 when the worker's heartbeat file is fresh, else 1."""
+    from service.jobs.heartbeat import check_heartbeat
+
+    path = _settings().worker_heartbeat_file
+    if path is None:
+        raise ValueError("--check-heartbeat reads the file CONDENSE_WORKER_HEARTBEAT_FILE names, and it is not set")
+    alive, message = check_heartbeat(path, max_age_s)
+    print(f"condense worker: {message}", file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else EXIT_FAILED
 
 
 def _metadata():
@@ -260,6 +274,13 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(run=_cmd_serve)
 
     worker = commands.add_parser("worker", help="run one job worker (for more machines; settings from the env)")
+    worker.add_argument(
+        "--check-heartbeat",
+        type=float,
+        metavar="MAX_AGE_S",
+        help="do not run a worker: exit 0 if the worker's CONDENSE_WORKER_HEARTBEAT_FILE was touched within "
+        "MAX_AGE_S seconds, else 1 (a liveness probe)",
+    )
     worker.set_defaults(run=_cmd_worker)
 
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)

@@ -45,6 +45,10 @@ Faults:
 - **Web process crashed between creating a job and queueing it**: at start-up a worker re-sends the jobs that have
   been waiting longer than a lease (duplicates are dropped at the claim).
 
+Liveness: a worker serves no HTTP. With ``CONDENSE_WORKER_HEARTBEAT_FILE`` set it touches that file from its work
+loop, waiting or running a job (:mod:`service.jobs.heartbeat`); ``condense worker --check-heartbeat MAX_AGE_S`` is
+the probe. (Unrelated to the lease renewal above, which the monitor thread does.)
+
 Known limit: two workers on one machine can briefly share a job's work folder when one stalled past its lease and
 the other took over; the stalled one stops at its next ``should_stop()`` check.
 """
@@ -65,6 +69,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from service.jobs.heartbeat import HeartbeatFile
 from service.jobs.monitor import JobMonitor, ProgressSink, jsonable
 from service.jobs.queue import JobQueue
 from service.jobs.reaper import Reaper
@@ -112,11 +117,13 @@ class Worker(Reaper):
         *,
         pipeline: Pipeline | None = None,
         worker_id: str | None = None,
+        heartbeat_file: HeartbeatFile | None = None,
     ) -> None:
         self.settings = settings
         self.metadata = metadata
         self.blobs = blobs
         self.queue = queue
+        self.heartbeat_file = heartbeat_file
         self._pipeline = pipeline
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = threading.Event()
@@ -128,6 +135,11 @@ class Worker(Reaper):
         if self._pipeline is None:
             self._pipeline = load_pipeline(self.settings.pipeline)
         return self._pipeline
+
+    def beat(self) -> None:
+        """A sign of life of the work loop (:mod:`service.jobs.heartbeat`); call it only from the loop's thread."""
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.beat()
 
     # events ------------------------------------------------------------------------------------------------------
 
@@ -200,14 +212,25 @@ class Worker(Reaper):
                 extra["test_path"] = self._fetch_input(job, "test", inputs, names)
             out_dir.mkdir(parents=True, exist_ok=True)
             self.restore_checkpoints(job.id, out_dir)
+            self.beat()
+            sink = ProgressSink(self, job.id, out_dir)
+
+            def on_progress(event: Any) -> None:
+                self.beat()
+                sink(event)
+
+            def should_stop() -> bool:
+                self.beat()
+                return monitor.should_stop()
+
             result = self.pipeline(
                 teacher,
                 positives,
                 options,
                 out_dir,
                 blob_store=self.blobs,
-                on_progress=ProgressSink(self, job.id, out_dir),
-                should_stop=monitor.should_stop,
+                on_progress=on_progress,
+                should_stop=should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
                 job_id=job.id,  # student.onnx names the job that made it
                 **extra,
@@ -242,6 +265,7 @@ class Worker(Reaper):
         except BlobNotFoundError:
             raise ValueError(f"the job's {role} upload {filename!r} is gone (deleted?)") from None
         names[str(local)] = filename
+        self.beat()
         return local
 
     def _succeed(self, job_id: str, out_dir: Path, result: dict[str, Any]) -> None:
@@ -270,6 +294,7 @@ class Worker(Reaper):
             self.blobs.put_file(key, path)
             self.metadata.add_artifact(job_id, path.name, key, size, sha256)
             stored.append(path.name)
+            self.beat()
         return stored
 
     def _finish(self, job_id: str, status: str, error: str | None, **extra: Any) -> None:
@@ -369,12 +394,20 @@ class Worker(Reaper):
 # ------------------------------------------------------------------------------------------------- the process
 
 
-def _consumer_class() -> type:
+def _consumer_class(beat: Callable[[], None]) -> type:
+    """Huey's consumer whose work loop calls ``beat`` before each read of the queue (:mod:`service.jobs.heartbeat`)."""
     from huey.consumer import Consumer
+    from huey.consumer import Worker as QueueReader
+
+    class _QueueReader(QueueReader):
+        def loop(self, now: Any = None) -> None:
+            beat()
+            super().loop(now)
 
     class _Consumer(Consumer):
         """Huey's consumer; stopping first asks the running job to stop and re-queue, then waits for it."""
 
+        worker_class = _QueueReader
         worker: Worker
 
         def stop(self, graceful: bool = False) -> None:
@@ -399,10 +432,14 @@ def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:
 
     configure_logging(settings.log_level)
     make_private(settings.data_dir)
+    heartbeat_file = None
+    if settings.worker_heartbeat_file is not None:
+        heartbeat_file = HeartbeatFile(settings.worker_heartbeat_file, settings.worker_heartbeat_s)
+        heartbeat_file.start()  # replaces a file an earlier run left; OSError when it cannot be written
     metadata = open_metadata_store(settings.database_url)
     blobs = settings.open_blobs()
     queue = open_queue(settings.broker_url)
-    worker = Worker(settings, metadata, blobs, queue, pipeline=pipeline)
+    worker = Worker(settings, metadata, blobs, queue, pipeline=pipeline, heartbeat_file=heartbeat_file)
     if pipeline is None and settings.pipeline:
         worker._pipeline = load_pipeline(settings.pipeline)  # fail at start-up, not on the first job
     queue.set_handler(worker.run_job)
@@ -411,7 +448,7 @@ def run_worker(settings: Settings, *, pipeline: Pipeline | None = None) -> int:
     if resent:
         logger.info("re-sent %d waiting job(s)", resent)
     worker.start_reaper()
-    consumer = _consumer_class()(
+    consumer = _consumer_class(worker.beat)(
         queue.huey,
         workers=1,
         worker_type="thread",

@@ -1,7 +1,8 @@
 """A test double of ``service.pipeline.run_compression`` for the worker tests (``CONDENSE_PIPELINE``).
 
-Its "teacher" file is JSON telling it what to do: ``{"mode": "ok" | "loop" | "fail" | "crash", "steps": N,
-"step_s": seconds}``; a real model file (not JSON) means a short successful run. It counts steps, checkpointing
+Its "teacher" file is JSON telling it what to do: ``{"mode": "ok" | "loop" | "fail" | "crash" | "hang", "steps": N,
+"step_s": seconds, "hang_s": seconds}`` ("hang": a step that does not return for ``hang_s``, checking nothing, as a
+stuck read would); a real model file (not JSON) means a short successful run. It counts steps, checkpointing
 the count in ``out_dir/work/state.json`` and resuming from it, reports progress after each step, checks
 ``should_stop`` before each, and writes three small artefacts at the end. Its summary is a real one: teacher 92 %,
 student 90 % on 1,000 labelled images, or on 20 when a test set was uploaded (a set too small to decide a gate).
@@ -61,6 +62,8 @@ def run_compression(
         raise ValueError(f"{positives_path}: class 'cat' has no images (test)")
     if mode == "crash":
         raise RuntimeError("the test pipeline crashed")
+    if mode == "hang":
+        time.sleep(float(control.get("hang_s", 60)))
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     state = work / "state.json"

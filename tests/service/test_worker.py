@@ -195,6 +195,50 @@ def test_a_stopped_worker_puts_its_job_back_without_losing_an_attempt(tmp_path: 
         service.close()
 
 
+def _check_heartbeat(service: Service, max_age_s: float) -> subprocess.CompletedProcess:
+    """``condense worker --check-heartbeat MAX_AGE_S`` as a probe runs it: a new process with the worker's settings."""
+    env = {**os.environ, **service.env, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "service.cli", "worker", "--check-heartbeat", str(max_age_s)]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_heartbeat_file_follows_the_work_loop_and_the_probe_reads_it(tmp_path: Path) -> None:
+    """Touched while the worker waits and while a job runs; a job step that never returns stops the touches (while
+    the monitor thread still renews the job's lease), and the probe then fails."""
+    beat = tmp_path / "probe" / "worker-alive"
+    service = Service(tmp_path, CONDENSE_WORKER_HEARTBEAT_FILE=str(beat), CONDENSE_WORKER_HEARTBEAT_S="0.2")
+
+    def touched_again() -> None:
+        before = beat.stat().st_mtime_ns
+        wait_until(lambda: beat.stat().st_mtime_ns > before, "a touch of the heartbeat file", timeout=10)
+
+    try:
+        missing = _check_heartbeat(service, 30)
+        assert missing.returncode == 1 and "no heartbeat file" in missing.stderr
+        service.start_worker("worker")
+        wait_until(beat.exists, "the heartbeat file", timeout=30)
+        touched_again()  # waiting for jobs
+        alive = _check_heartbeat(service, 30)
+        assert alive.returncode == 0, alive.stderr
+        job_id = service.submit({"mode": "ok", "steps": 40, "step_s": 0.1})
+        service.wait(job_id, lambda j: j.status == "running" and (j.progress or 0) > 0)
+        touched_again()  # during the job: the loop's thread is in the pipeline, which checks should_stop
+        assert service.wait(job_id, lambda j: j.is_final).status == "succeeded"
+
+        hung = service.submit({"mode": "hang", "hang_s": 120})
+        service.wait(hung, lambda j: j.status == "running")
+        time.sleep(0.5)
+        stuck_at, lease = beat.stat().st_mtime_ns, service.job(hung).lease_expires_at
+        time.sleep(3.0)
+        assert beat.stat().st_mtime_ns == stuck_at
+        assert (service.job(hung).lease_expires_at or 0) > (lease or 0)  # the monitor thread lives on
+        stuck = _check_heartbeat(service, 2.5)
+        assert stuck.returncode == 1 and "stuck" in stuck.stderr, stuck.stderr
+        assert len(stuck.stderr.strip().splitlines()) == 1
+    finally:
+        service.close()
+
+
 def test_reaper_gives_up_after_max_attempts_and_honours_cancels(tmp_path: Path) -> None:
     clock = FakeClock(time.time())
     service = Service(tmp_path, clock=clock, CONDENSE_MAX_ATTEMPTS="2")
