@@ -76,6 +76,7 @@ class Settings:
     checkpoint_sync_s: float = 300.0
     upload_ttl_s: float = 86_400.0
     workers: int = 1
+    num_threads: int | None = None
     web_workers: int = 2
     web_threads: int = 8
     bind: str = "127.0.0.1:8000"
@@ -137,6 +138,7 @@ class Settings:
             checkpoint_sync_s=reader.number("CONDENSE_CHECKPOINT_SYNC_S", cls.checkpoint_sync_s, minimum=0.0),
             upload_ttl_s=reader.number("CONDENSE_UPLOAD_TTL_S", cls.upload_ttl_s, minimum=60.0),
             workers=reader.integer("CONDENSE_WORKERS", cls.workers, minimum=0),
+            num_threads=reader.count("CONDENSE_NUM_THREADS"),
             web_workers=reader.integer("CONDENSE_WEB_WORKERS", cls.web_workers, minimum=1),
             web_threads=reader.integer("CONDENSE_WEB_THREADS", cls.web_threads, minimum=1),
             bind=reader.bind("CONDENSE_BIND", cls.bind),
@@ -293,6 +295,14 @@ class _Reader:
             self._fail(name, value, f"must be >= {minimum}")
             return default
         return number
+
+    def count(self, name: str) -> int | None:
+        """A whole number >= 1, or None when unset."""
+        if self.text(name) is None:
+            return None
+        errors = len(self.errors)
+        number = self.integer(name, 1, minimum=1)
+        return None if len(self.errors) > errors else number
 
     def number(self, name: str, default: float, *, minimum: float) -> float:
         value = self.text(name)

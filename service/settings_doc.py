@@ -158,6 +158,16 @@ VARIABLES: tuple[Variable, ...] = (
         ),
     ),
     Variable(
+        "CONDENSE_NUM_THREADS",
+        "num_threads",
+        "unset (their defaults: torch follows `OMP_NUM_THREADS`, else the machine's cores; ONNX Runtime the cores)",
+        (
+            "Threads a job worker gives torch and ONNX Runtime for mining and distillation (`run_compression"
+            "(num_threads=...)`). Set it to the CPUs the worker may use (a container's CPU limit): more threads "
+            "than CPUs makes training several times slower under a CPU quota."
+        ),
+    ),
+    Variable(
         "CONDENSE_WEB_WORKERS",
         "web_workers",
         "`2`",

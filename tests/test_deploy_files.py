@@ -300,9 +300,10 @@ def test_web_replicas_read_the_session_key_from_the_mounted_secret(tmp_path):
 def test_workers_size_their_thread_pools_to_the_cpu_limit():
     pod, worker = _container("worker")
     assert worker["resources"]["limits"]["cpu"]
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for variable in ("CONDENSE_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         field = _env(worker)[variable]["valueFrom"]["resourceFieldRef"]
         assert field["resource"] == "limits.cpu", variable
+        assert field["divisor"] == "1", variable  # whole CPUs: 500m becomes 1, never 0
     assert pod["terminationGracePeriodSeconds"] >= 40  # the worker waits up to 25 s for a job to stop, then syncs
 
 
@@ -438,7 +439,8 @@ def test_compose_bootstraps_before_serving_and_stops_gracefully(compose):
 
     assert seconds(services["app"]["stop_grace_period"]) > _graceful_timeout()
     assert seconds(services["worker"]["stop_grace_period"]) >= 40
-    assert services["worker"]["environment"]["OMP_NUM_THREADS"] == str(services["worker"]["cpus"])
+    for variable in ("CONDENSE_NUM_THREADS", "OMP_NUM_THREADS"):
+        assert services["worker"]["environment"][variable] == str(services["worker"]["cpus"]), variable
 
 
 def test_compose_services_reading_the_key_file_mount_it(compose):

@@ -14,7 +14,8 @@ Running a job (:meth:`Worker.run_job`):
 3. The inputs are copied from the blob store to the work folder ``CONDENSE_WORK_DIR/<job id>/`` (a local blob
    store's files are used in place). The pipeline writes its outputs to ``<work>/out/`` and its checkpoints to
    ``<work>/out/work/``.
-4. ``run_compression(teacher, positives, options, out_dir, blob_store=..., on_progress=..., should_stop=...)``
+4. ``run_compression(teacher, positives, options, out_dir, blob_store=..., on_progress=..., should_stop=...,
+   num_threads=CONDENSE_NUM_THREADS)``
    (:mod:`service.pipeline`; ``CONDENSE_PIPELINE=module:function`` replaces it -- tests only). Progress
    events update the job row (stage, progress, ETA) and are appended as ``progress`` events, at most two per
    second plus every stage change.
@@ -232,6 +233,7 @@ class Worker(Reaper):
                 on_progress=on_progress,
                 should_stop=should_stop,
                 pool_cache_dir=self.settings.data_dir / "cache",  # remote pools: downloaded once per machine
+                num_threads=self.settings.num_threads,  # CONDENSE_NUM_THREADS: the CPUs this worker may use
                 job_id=job.id,  # student.onnx names the job that made it
                 **extra,
             )

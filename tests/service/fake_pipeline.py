@@ -48,6 +48,7 @@ def run_compression(
     on_progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
     pool_cache_dir: Path | None = None,
+    num_threads: int | None = None,
     job_id: str | None = None,
     test_path: Path | None = None,
 ) -> dict:
@@ -98,6 +99,7 @@ def run_compression(
         **_summary(options, 1000 if test_path is None else 20),
         "test_set": None if test_path is None else Path(test_path).name,
         "resumed_from": resumed_from,
+        "num_threads": num_threads,  # what the worker passed on (CONDENSE_NUM_THREADS)
         "steps": steps,
         "nan_is_dropped": float("nan"),
     }

@@ -44,6 +44,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "CONDENSE_CHECKPOINT_SYNC_S": "0",
         "CONDENSE_UPLOAD_TTL_S": "3600",
         "CONDENSE_WORKERS": "4",
+        "CONDENSE_NUM_THREADS": "6",
         "CONDENSE_WEB_WORKERS": "3",
         "CONDENSE_WEB_THREADS": "16",
         "CONDENSE_BIND": "0.0.0.0:9000",
@@ -56,6 +57,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     assert settings.max_upload_bytes == 64 * 1024**2 and settings.max_teacher_bytes == 1024**3
     assert (settings.workers, settings.web_workers, settings.web_threads) == (4, 3, 16)
+    assert settings.num_threads == 6 and Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path)}).num_threads is None
     assert settings.checkpoint_sync_s == 0 and settings.log_level == "DEBUG"
     assert settings.work_dir == tmp_path / "scratch" and settings.demo_pool is False
     assert "secret" not in str(settings.as_dict()) and "***" in str(settings.as_dict()["database_url"])
@@ -71,12 +73,13 @@ def test_bad_values_name_each_variable(tmp_path: Path) -> None:
         "CONDENSE_WORKERS": "-1",
         "CONDENSE_PIPELINE": "not a path",
         "CONDENSE_DEMO_POOL": "maybe",
+        "CONDENSE_NUM_THREADS": "0",
     }
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
     message = str(caught.value)
     for name in ("CONDENSE_LEASE_S", "CONDENSE_MAX_UPLOAD_BYTES", "CONDENSE_BROKER_URL", "CONDENSE_BIND",
-                 "CONDENSE_WORKERS", "CONDENSE_PIPELINE", "CONDENSE_DEMO_POOL"):  # fmt: skip
+                 "CONDENSE_WORKERS", "CONDENSE_PIPELINE", "CONDENSE_DEMO_POOL", "CONDENSE_NUM_THREADS"):  # fmt: skip
         assert name in message
 
 

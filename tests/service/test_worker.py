@@ -100,7 +100,7 @@ class Service:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One data folder with one worker subprocess, shared by the tests that need a plain running worker."""
-    service = Service(tmp_path_factory.mktemp("worker-service"))
+    service = Service(tmp_path_factory.mktemp("worker-service"), CONDENSE_NUM_THREADS="3")
     service.start_worker("worker")
     yield service
     service.close()
@@ -116,6 +116,7 @@ def test_job_runs_to_succeeded_and_its_artifacts_download(service: Service) -> N
     assert job.status == "succeeded", job.error
     assert job.progress == 1.0 and job.attempts == 1
     assert job.metrics["student_accuracy"]["value"] == 0.9 and job.metrics["nan_is_dropped"] is None
+    assert job.metrics["num_threads"] == 3  # CONDENSE_NUM_THREADS, passed to the pipeline
     statuses = [data["status"] for kind, data in _events(service, job_id) if kind == "status"]
     assert statuses == ["running", "succeeded"]
     assert any(kind == "progress" and data["stage"] == "train" for kind, data in _events(service, job_id))
