@@ -1,12 +1,14 @@
 """The ``condense`` command line.
 
-Every subcommand reports bad input as one line on stderr and a non-zero exit status, never a traceback.
+Every subcommand reports bad input, and an operating-system error (disk full, permission denied, a folder where a
+file was expected, a lost connection), as one line on stderr and a non-zero exit status, never a traceback.
 Heavy imports (torch, onnxruntime) happen inside the subcommands so ``condense --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from service.cli.models import add_model_commands
 from service.cli.pools import add_pool_commands
 from service.cli.service_commands import add_service_commands
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "build_parser", "describe_os_error", "main"]
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -46,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.cli.client import ApiError
 
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # `condense token create NAME > file` on a full disk fails here, not silently at exit
+        return status
     except ApiError as error:  # the server refused the request, or could not be reached
         print(f"condense {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE if 400 <= error.status < 500 else EXIT_FAILED
@@ -56,6 +60,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:  # e.g. a failed ONNX verification
         print(f"condense {args.command}: failed: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as error:  # disk full, permission denied, a folder where a file was expected, a lost connection
+        _drop_unwritable_stdout()
+        print(f"condense {args.command}: failed: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def describe_os_error(error: OSError) -> str:
+    """``OSError`` as one line without the errno: ``'<path>: No space left on device'``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    paths = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _drop_unwritable_stdout() -> None:
+    """After stdout itself failed (a full disk behind ``>``), discard what it still buffers, so the interpreter's
+    flush at exit does not print a second error."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -157,3 +157,37 @@ def test_user_add_if_missing_leaves_an_existing_user_alone(tmp_path: Path, monke
         dora = metadata.get_user("dora")
         assert dora is not None and (dora.role, dora.max_running_jobs) == ("user", 3)
         assert [user.name for user in metadata.list_users()] == ["dora", "erin"]
+
+
+# --------------------------------------------------------------------------------------- operating-system errors
+
+
+def test_an_unreadable_or_misplaced_path_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        (["submit", "--server", "http://127.0.0.1:9", "--token", "t", "--teacher", "t.pt", "--options", f"@{tmp_path}"],
+         f"condense submit: failed: {tmp_path}: Is a directory"),
+        (["example", str(a_file / "sub")], f"condense example: failed: {a_file / 'sub'}: Not a directory"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err == message
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_behind_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """``condense ... > file`` on a full disk (``/dev/full`` fails every write with ENOSPC): one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "students", "--json"],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == "condense students: failed: No space left on device"
