@@ -4,7 +4,7 @@
 
 ``condense serve`` uses it; ``deploy/gunicorn.conf.py`` re-exports it for containers. Read by gunicorn once at
 start-up, from the same :class:`~service.settings.Settings` as the app: ``CONDENSE_BIND``, ``CONDENSE_WEB_WORKERS``,
-``CONDENSE_WEB_THREADS``, ``CONDENSE_LOG_LEVEL``.
+``CONDENSE_WEB_THREADS``, ``CONDENSE_LOG_LEVEL``, ``CONDENSE_FORWARDED_ALLOW_IPS``.
 
 Threaded workers (``gthread``): an event stream (``GET /jobs/{id}/events``) holds a thread for up to
 ``CONDENSE_SSE_MAX_S``, not a whole process; each worker has ``CONDENSE_WEB_THREADS + CONDENSE_SSE_STREAMS`` threads
@@ -35,7 +35,8 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 # Headers of large multipart uploads can be long; the body itself is bounded by CONDENSE_MAX_*_BYTES in the app.
 limit_request_field_size = 16384
-forwarded_allow_ips = "127.0.0.1"
+# Whose X-Forwarded-Proto is believed (CONDENSE_FORWARDED_ALLOW_IPS): loopback unless the proxies' addresses are given.
+forwarded_allow_ips = _settings.forwarded_allow_ips
 # gunicorn >= 25 opens a control socket under $HOME by default: a read-only home in a container, and two servers on one
 # machine sharing its path. Not used by Condense.
 control_socket_disable = True

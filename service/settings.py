@@ -11,6 +11,7 @@ Each variable, its default and what it sets: :data:`service.settings_doc.VARIABL
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -80,6 +81,7 @@ class Settings:
     web_workers: int = 2
     web_threads: int = 8
     bind: str = "127.0.0.1:8000"
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     sse_max_s: float = 300.0
     sse_keepalive_s: float = 15.0
     sse_streams: int = 64
@@ -142,6 +144,7 @@ class Settings:
             web_workers=reader.integer("CONDENSE_WEB_WORKERS", cls.web_workers, minimum=1),
             web_threads=reader.integer("CONDENSE_WEB_THREADS", cls.web_threads, minimum=1),
             bind=reader.bind("CONDENSE_BIND", cls.bind),
+            forwarded_allow_ips=reader.addresses("CONDENSE_FORWARDED_ALLOW_IPS", cls.forwarded_allow_ips),
             sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
             sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
             sse_streams=reader.integer("CONDENSE_SSE_STREAMS", cls.sse_streams, minimum=1),
@@ -350,6 +353,26 @@ class _Reader:
             self._fail(name, value, "expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path/to.sock")
             return default
         return value
+
+    def addresses(self, name: str, default: str) -> str:
+        """``*``, or comma-separated IP addresses and networks (``10.0.0.0/8``; host bits unset, as gunicorn wants)."""
+        value = self.text(name)
+        if value is None:
+            return default
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if items == ["*"]:
+            return "*"
+        bad = []
+        for item in items:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                bad.append(item)
+        if bad or not items:
+            shown = ", ".join(repr(item) for item in bad) or "nothing"
+            self._fail(name, value, f"expected '*' or IP addresses / networks separated by commas, not {shown}")
+            return default
+        return ",".join(items)
 
     def secret(self, name: str) -> str | None:
         value = self.text(name)

@@ -189,6 +189,16 @@ VARIABLES: tuple[Variable, ...] = (
         ("gunicorn's listening address (`0.0.0.0:8000` in containers, or `unix:/path.sock`; `condense serve --bind`)."),
     ),
     Variable(
+        "CONDENSE_FORWARDED_ALLOW_IPS",
+        "forwarded_allow_ips",
+        "`127.0.0.1,::1`",
+        (
+            "gunicorn's `forwarded_allow_ips`: the proxies (IP addresses or networks such as `10.0.0.0/8`, comma-"
+            "separated; `*` for any) whose `X-Forwarded-Proto` is believed, so a request that reached a "
+            "TLS-terminating proxy over HTTPS counts as HTTPS. Loopback only by default: a proxy on the same machine."
+        ),
+    ),
+    Variable(
         "CONDENSE_SSE_MAX_S",
         "sse_max_s",
         "`300`",

@@ -267,6 +267,32 @@ def test_liveness_holds_and_readiness_fails_while_the_database_is_down(tmp_path)
     assert client.get(live).status_code == 200
 
 
+def _gunicorn_setting(name: str, env: dict[str, str]) -> str:
+    """``name`` from deploy/gunicorn.conf.py loaded in a fresh process with ``env``, checked by gunicorn's own
+    validator (gunicorn refuses to start on a value it rejects)."""
+    script = (
+        "import runpy, sys; from gunicorn.config import Config; "
+        f"value = runpy.run_path('deploy/gunicorn.conf.py')[{name!r}]; "
+        f"config = Config(); config.set({name!r}, value); print(value)"
+    )
+    full_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_gunicorn_believes_forwarded_headers_from_the_configured_proxies_only(tmp_path):
+    data = {"CONDENSE_DATA_DIR": str(tmp_path)}
+    assert _gunicorn_setting("forwarded_allow_ips", data) == "127.0.0.1,::1"
+    configured = {**data, "CONDENSE_FORWARDED_ALLOW_IPS": "10.0.0.0/8,192.168.4.7"}
+    assert _gunicorn_setting("forwarded_allow_ips", configured) == "10.0.0.0/8,192.168.4.7"
+    config = yaml.safe_load((K8S / "condense" / "configmap.yaml").read_text())["data"]
+    shipped = {**data, "CONDENSE_FORWARDED_ALLOW_IPS": config["CONDENSE_FORWARDED_ALLOW_IPS"]}
+    assert _gunicorn_setting("forwarded_allow_ips", shipped) == "127.0.0.1,::1"
+
+
 def _mounted_file(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
     """The volume holding the file ``path`` in ``container``, and the file's path inside that volume."""
     for mount in container["volumeMounts"]:

@@ -126,3 +126,16 @@ def test_the_session_key_comes_from_a_file(tmp_path: Path) -> None:
     both = {"CONDENSE_SECRET_KEY_FILE": str(key_file), "CONDENSE_SECRET_KEY": "x" * 40}
     with pytest.raises(SettingsError, match="CONDENSE_SECRET_KEY and CONDENSE_SECRET_KEY_FILE are both set"):
         Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path), **both})
+
+
+def test_forwarded_allow_ips_takes_addresses_networks_or_a_star(tmp_path: Path) -> None:
+    def read(value: str) -> str:
+        env = {"CONDENSE_DATA_DIR": str(tmp_path), "CONDENSE_FORWARDED_ALLOW_IPS": value}
+        return Settings.from_env(env).forwarded_allow_ips
+
+    assert Settings.from_env({"CONDENSE_DATA_DIR": str(tmp_path)}).forwarded_allow_ips == "127.0.0.1,::1"
+    assert read(" 10.0.0.0/8, 192.168.4.7 ,fd00::/8") == "10.0.0.0/8,192.168.4.7,fd00::/8"
+    assert read("*") == "*"
+    for bad in ("proxy.internal", "10.0.0.1/8", "10.0.0.0/8,*", ","):  # 10.0.0.1/8: host bits set
+        with pytest.raises(SettingsError, match="CONDENSE_FORWARDED_ALLOW_IPS"):
+            read(bad)
