@@ -213,6 +213,11 @@ def test_the_heartbeat_file_follows_the_work_loop_and_the_probe_reads_it(tmp_pat
         before = beat.stat().st_mtime_ns
         wait_until(lambda: beat.stat().st_mtime_ns > before, "a touch of the heartbeat file", timeout=10)
 
+    def untouched_for(seconds: float) -> bool:
+        before = beat.stat().st_mtime_ns
+        time.sleep(seconds)
+        return beat.stat().st_mtime_ns == before
+
     try:
         missing = _check_heartbeat(service, 30)
         assert missing.returncode == 1 and "no heartbeat file" in missing.stderr
@@ -221,17 +226,18 @@ def test_the_heartbeat_file_follows_the_work_loop_and_the_probe_reads_it(tmp_pat
         touched_again()  # waiting for jobs
         alive = _check_heartbeat(service, 30)
         assert alive.returncode == 0, alive.stderr
-        job_id = service.submit({"mode": "ok", "steps": 40, "step_s": 0.1})
+        job_id = service.submit({"mode": "loop", "step_s": 0.05})
         service.wait(job_id, lambda j: j.status == "running" and (j.progress or 0) > 0)
         touched_again()  # during the job: the loop's thread is in the pipeline, which checks should_stop
-        assert service.wait(job_id, lambda j: j.is_final).status == "succeeded"
+        assert service.job(job_id).status == "running"
+        service.metadata.request_cancel(job_id)
+        assert service.wait(job_id, lambda j: j.is_final).status == "cancelled"
 
         hung = service.submit({"mode": "hang", "hang_s": 120})
         service.wait(hung, lambda j: j.status == "running")
-        time.sleep(0.5)
-        stuck_at, lease = beat.stat().st_mtime_ns, service.job(hung).lease_expires_at
-        time.sleep(3.0)
-        assert beat.stat().st_mtime_ns == stuck_at
+        wait_until(lambda: untouched_for(1.0), "the touches to stop", timeout=20)
+        lease = service.job(hung).lease_expires_at
+        assert untouched_for(3.0)
         assert (service.job(hung).lease_expires_at or 0) > (lease or 0)  # the monitor thread lives on
         stuck = _check_heartbeat(service, 2.5)
         assert stuck.returncode == 1 and "stuck" in stuck.stderr, stuck.stderr
