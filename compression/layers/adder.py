@@ -76,7 +76,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from compression.layers import _adder_native
 from compression.layers._adder_torch_kernel import Geometry, adder_backward_kernel, adder_forward_kernel, output_size
 from compression.layers._args import IntOrPair, int_pair
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = [
     "DEFAULT_ETA",
@@ -401,7 +401,7 @@ class AdderConv2d(nn.Module):
     def count_ops(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> OpCounts:
         """Per forward: ``out_numel * in*kh*kw`` MAC positions, two additions each, no multiplications."""
         out_numel = output.numel()
-        macs = out_numel * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        macs = conv_macs(out_numel, self.weight.shape)
         additions = 2 * macs + (out_numel if self.bias is not None else 0)
         return OpCounts(macs=macs, multiplications=0, additions=additions, binary_ops=0)
 

@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.layers._args import int_pair, positive_int
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = [
     "BinaryConv2d",
@@ -379,8 +379,7 @@ class BinaryConv2d(nn.Module):
         """
         del inputs  # the output shape determines everything
         out_numel = int(output.numel())
-        kh, kw = self.kernel_size
-        macs = out_numel * (self.in_channels // self.groups) * kh * kw
+        macs = conv_macs(out_numel, self.weight.shape)
         multiplications = out_numel
         additions = 0
         if self.gate is not None:

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = ["LsqConv2d", "lsq_quantize", "quant_range"]
 
@@ -107,7 +107,7 @@ class LsqConv2d(nn.Conv2d):
 
     def count_ops(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> OpCounts:
         """MACs as a convolution; ``bit_ops = macs * weight_bits * activation_bits`` (low-bit arithmetic)."""
-        macs = output.numel() // output.shape[0] * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        macs = conv_macs(output.numel(), self.weight.shape)
         return OpCounts(macs=macs, bit_ops=macs * self.weight_bits * self.activation_bits)
 
     @classmethod

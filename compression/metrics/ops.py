@@ -1,19 +1,15 @@
 """Operation, parameter and weight-size counts of a model.
 
-Counting follows the convention of :mod:`compression.op_counts`:
+Counting follows the convention and rules of :mod:`compression.op_counts`:
 
 * :func:`count_ops` runs one batch-1 forward pass in eval mode under ``torch.no_grad`` with forward
   hooks. A module that defines ``count_ops(inputs, output) -> OpCounts`` counts itself and its
   descendants are not visited; ``inputs`` is the tuple of positional arguments the module was called
   with (exactly what a PyTorch forward hook receives) and ``output`` its return value.
-  ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (any ``groups``) and ``nn.Linear`` are counted here:
-  ``macs = output elements * (in_channels / groups) * kernel elements`` (``in_features`` for a
-  linear layer), ``multiplications = macs`` and ``additions = macs``. Summing the ``K`` products of a
-  receptive field takes ``K - 1`` additions and adding the bias one more, so ``additions = macs`` is
-  exact with a bias and one per output element too many without -- the "one multiplication plus one
-  addition per MAC" convention of the papers, kept regardless of the bias so that float and adder
-  layers compare like for like. Nothing else is counted (batch norm, activations, pooling, residual
-  additions), per the convention. A module called several times in one forward is counted each time.
+  ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (any ``groups``; :func:`~compression.op_counts.conv_macs`) and
+  ``nn.Linear`` (:func:`~compression.op_counts.matmul_macs`) are counted here as float layers
+  (:func:`~compression.op_counts.float_counts`). Nothing else is counted (batch norm, activations, pooling,
+  residual additions), per the convention. A module called several times in one forward is counted each time.
 * :func:`count_parameters` counts every parameter element (trainable or not), shared ones once.
 * :func:`weight_bytes` is the deploy-time weight storage: ``packed_weight_bytes()`` of modules that
   define it (their parameters and buffers, descendants included, are then not counted again) plus
@@ -25,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs, float_counts, matmul_macs
 
 __all__ = [
     "LayerOps",
@@ -183,13 +178,11 @@ def _defines(module: nn.Module, method: str) -> bool:
 
 
 def _conv_counts(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, output: torch.Tensor) -> OpCounts:
-    macs = output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    return OpCounts(macs=macs, multiplications=macs, additions=macs)
+    return float_counts(conv_macs(output.numel(), module.weight.shape))
 
 
 def _linear_counts(module: nn.Linear, output: torch.Tensor) -> OpCounts:
-    macs = output.numel() * module.in_features
-    return OpCounts(macs=macs, multiplications=macs, additions=macs)
+    return float_counts(matmul_macs(output.numel(), module.in_features))
 
 
 def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
