@@ -53,6 +53,8 @@ class LsqConv2d(nn.Conv2d):
     """A bias-free ``nn.Conv2d`` whose weights (per output channel) and input (per tensor, unsigned: it must follow
     a ReLU) are LSQ-quantized to ``weight_bits`` / ``activation_bits``."""
 
+    initialised: torch.Tensor  # buffer: whether the steps were set from a first batch
+
     def __init__(
         self,
         in_channels: int,
@@ -113,14 +115,21 @@ class LsqConv2d(nn.Conv2d):
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, bits: int = 4) -> LsqConv2d:
         """An LSQ layer with ``conv``'s geometry and weights (float weights are the usual QAT starting point)."""
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.dilation != (1, 1):
-            raise ValueError("only plain, ungrouped, undilated nn.Conv2d layers can become LSQ layers")
+        if (
+            not isinstance(conv, nn.Conv2d)
+            or conv.groups != 1
+            or conv.dilation != (1, 1)
+            or isinstance(conv.padding, str)
+        ):
+            raise ValueError(
+                "only plain, ungrouped, undilated nn.Conv2d layers with integer padding can become LSQ layers"
+            )
         layer = cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size[0],
             conv.stride[0],
-            conv.padding[0],  # type: ignore[index]
+            conv.padding[0],
             weight_bits=bits,
             activation_bits=bits,
         )

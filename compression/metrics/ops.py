@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,12 +177,22 @@ def _defines(module: nn.Module, method: str) -> bool:
     return callable(getattr(module, method, None))
 
 
-def _conv_counts(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, output: torch.Tensor) -> OpCounts:
-    return float_counts(conv_macs(output.numel(), module.weight.shape))
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _linear_counts(module: nn.Linear, output: torch.Tensor) -> OpCounts:
-    return float_counts(matmul_macs(output.numel(), module.in_features))
+def _module_counts(module: nn.Module, args: tuple[Any, ...], output: Any) -> OpCounts:
+    """One call's counts: the module's own ``count_ops`` if it defines one, else the rule of its built-in type."""
+    count_own = getattr(module, "count_ops", None)
+    if callable(count_own):
+        counts = count_own(args, output)
+        if not isinstance(counts, OpCounts):
+            raise TypeError(f"{type(module).__name__}.count_ops must return OpCounts, got {type(counts).__name__}")
+        return counts
+    if isinstance(module, nn.Linear):
+        return float_counts(matmul_macs(output.numel(), module.in_features))
+    if isinstance(module, _CONVOLUTIONS):
+        return float_counts(conv_macs(output.numel(), module.weight.shape))
+    raise TypeError(f"no op-count rule for {type(module).__name__}")  # _counted_modules hooks no other module
 
 
 def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -195,7 +205,7 @@ def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if id(module) in seen:
             continue
         seen.add(id(module))
-        if _defines(module, "count_ops") or isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+        if _defines(module, "count_ops") or isinstance(module, (*_CONVOLUTIONS, nn.Linear)):
             yield name, module
             continue
         if not isinstance(module, _UNCOUNTED_BY_CONVENTION) and any(True for _ in module.parameters(recurse=False)):
@@ -225,14 +235,7 @@ def count_ops(model: nn.Module, inputs: Sequence[int] | torch.Tensor) -> ModelOp
 
     def make_hook(name: str, module: nn.Module) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if _defines(mod, "count_ops"):
-                counts = mod.count_ops(args, output)
-                if not isinstance(counts, OpCounts):
-                    raise TypeError(f"{type(mod).__name__}.count_ops must return OpCounts, got {type(counts).__name__}")
-            elif isinstance(mod, nn.Linear):
-                counts = _linear_counts(mod, output)
-            else:
-                counts = _conv_counts(mod, output)
+            counts = _module_counts(mod, args, output)
             record = records.get(id(mod))
             if record is None:
                 records[id(mod)] = [name, type(mod).__name__, counts, 1]
@@ -270,9 +273,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-most modules defining ``packed_weight_bytes`` (descendants of one are not listed)."""
-    found: list[tuple[str, nn.Module]] = []
+def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module, Callable[[], object]]]:
+    """Top-most modules defining ``packed_weight_bytes``, with that method (descendants of one are not listed)."""
+    found: list[tuple[str, nn.Module, Callable[[], object]]] = []
     stack: list[tuple[str, nn.Module]] = [("", model)]
     seen: set[int] = set()
     while stack:
@@ -280,8 +283,9 @@ def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if id(module) in seen:
             continue
         seen.add(id(module))
-        if _defines(module, "packed_weight_bytes"):
-            found.append((name, module))
+        packed_weight_bytes = getattr(module, "packed_weight_bytes", None)
+        if callable(packed_weight_bytes):
+            found.append((name, module, packed_weight_bytes))
             continue
         stack.extend(
             (f"{name}.{child_name}" if name else child_name, child) for child_name, child in module.named_children()
@@ -294,8 +298,8 @@ def weight_bytes(model: nn.Module) -> int:
     model = check_model(model)
     total = 0
     covered: set[int] = set()
-    for name, module in _packed_modules(model):
-        packed = module.packed_weight_bytes()
+    for name, module, packed_weight_bytes in _packed_modules(model):
+        packed = packed_weight_bytes()
         if isinstance(packed, bool) or not isinstance(packed, int):
             raise TypeError(
                 f"{type(module).__name__}.packed_weight_bytes() must return an int, got {type(packed).__name__}"
