@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
+from bench.task import TASK_CLASS_NAMES as CLASS_NAMES
 from compression import Budget, count_ops, count_parameters, create_student, load_teacher
 from compression.distill import TransferSet, default_config, distill, evaluate_predictions, predict_logits
 from compression.metrics.graph_ops import teacher_macs
@@ -52,7 +53,6 @@ RESULTS_MD = ROOT / "docs" / "results.md"
 FAMILIES = ("ghost", "binary", "adder")
 MINORITY_CLASSES = (2, 4)
 MINORITY_SHARE = 0.1
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
 
 
 @dataclass(frozen=True)

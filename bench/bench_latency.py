@@ -37,7 +37,7 @@ from compression.metrics import count_ops
 from compression.metrics.latency import measure_side_by_side
 from compression.students import Budget
 from compression.students.latency_sizing import DEFAULT_LATENCY_RATIO, LatencyBudget, auto_student
-from tests.fashion_mnist import task_images
+from pu_mining.benchmark_task import task_images
 
 INPUT = (1, 28, 28)
 CLASSES = 5

@@ -29,13 +29,14 @@ import torch
 from bench.bench_pool_ingest import DEFAULT_ROOT, open_benchmark_pool_store, pool_name
 from compression import load_teacher
 from pu_mining.benchmark_pool import REGIMES, build_benchmark_pool
+from pu_mining.benchmark_task import TASK_CLASS_NAMES
 from pu_mining.miner import MiningConfig, MiningResult, ScoredPool, score_pool, select
 from pu_mining.positives import Positives
 from pu_mining.pu_classifier import roc_auc
 from pu_mining.selection import SELECTIONS, self_cross_entropy
 
 TEACHER = Path("bench/artifacts/teacher.pt")
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+CLASS_NAMES = list(TASK_CLASS_NAMES)
 
 
 def benchmark_positives() -> Positives:

@@ -4,7 +4,8 @@ Two regimes, chosen by name (:data:`REGIMES`): ``on-topic`` (the task's images a
 (the task is rare: 1,500 of its images among the same distractors, share 0.03; users' pools look like this).
 
 - **Positives** (what a user uploads): the first 60 Fashion-MNIST (Xiao et al., arXiv:1708.07747) training images of
-  each of classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat) in file order: 300 images with their labels.
+  each of classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat) in file order: 300 images with their labels
+  (the task itself is defined in :mod:`pu_mining.benchmark_task`).
 - **Pool**, 76,997 images, all 28x28 grayscale ``uint8``, from packages only (see :mod:`pu_mining.sources`):
 
   | source | items | what |
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pu_mining.benchmark_task import POSITIVES_PER_CLASS, TASK_CLASSES, first_per_class, positive_indices
 from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits, skimage_crops, sklearn_digits
 
 __all__ = [
@@ -45,8 +47,6 @@ __all__ = [
     "build_benchmark_pool",
 ]
 
-TASK_CLASSES = 5
-POSITIVES_PER_CLASS = 60
 POOL_SKIMAGE_CROPS = 500
 """scikit-image tiles in the pool: enough variety of natural texture while keeping BENCHMARK.md's pool size."""
 WILD_TASK_PER_CLASS = 300
@@ -106,21 +106,10 @@ def build_benchmark_pool(seed: int | None = 0, regime: str = "on-topic") -> Benc
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     fashion_images, fashion_labels = fashion_mnist("train")
     task = np.flatnonzero(fashion_labels < TASK_CLASSES)
-    positive_index = np.sort(
-        np.concatenate([np.flatnonzero(fashion_labels == k)[:POSITIVES_PER_CLASS] for k in range(TASK_CLASSES)])
-    )
-    if len(positive_index) != TASK_CLASSES * POSITIVES_PER_CLASS:
-        raise ValueError("Fashion-MNIST has fewer than 60 training images of some task class")
+    positive_index = positive_indices(fashion_labels)
     task = np.setdiff1d(task, positive_index)  # sorted: file order
     if regime == "wild":
-        after_positives = POSITIVES_PER_CLASS + WILD_TASK_PER_CLASS
-        task = np.sort(
-            np.concatenate(
-                [np.flatnonzero(fashion_labels == k)[POSITIVES_PER_CLASS:after_positives] for k in range(TASK_CLASSES)]
-            )
-        )
-        if len(task) != TASK_CLASSES * WILD_TASK_PER_CLASS:
-            raise ValueError("Fashion-MNIST has too few training images of some task class for the wild pool")
+        task = first_per_class(fashion_labels, WILD_TASK_PER_CLASS, start=POSITIVES_PER_CLASS)
     lookalike = np.flatnonzero(fashion_labels >= TASK_CLASSES)
 
     parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = [

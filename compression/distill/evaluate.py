@@ -57,7 +57,7 @@ def predict_logits(model: Classifier, images: torch.Tensor, batch_size: int = 51
     try:
         outputs = [model(images[start : start + batch_size]).float() for start in range(0, len(images), batch_size)]
     finally:
-        if was_training:
+        if was_training and isinstance(model, nn.Module):
             model.train()
     if not outputs:
         raise ValueError("no images to predict")

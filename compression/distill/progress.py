@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from compression.distill.records import DistillCancelled, DistillProgress, Stage, StoppedReason
+from compression.distill.run_state import RunState
 
 __all__ = ["ProgressMixin", "Stop"]
 
@@ -20,7 +21,7 @@ class Stop(Exception):  # noqa: N818  (internal control flow)
         self.reason = reason
 
 
-class ProgressMixin:
+class ProgressMixin(RunState):
     """``_check_stop`` (budget, ``should_stop``) and throttled :class:`DistillProgress` events."""
 
     def _check_stop(self, teacher_stage: bool = False) -> None:

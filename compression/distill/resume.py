@@ -19,11 +19,12 @@ from compression.distill.checkpoint import (
     write_checkpoint,
 )
 from compression.distill.records import EpochRecord, StoppedReason
+from compression.distill.run_state import RunState
 
 __all__ = ["CheckpointMixin"]
 
 
-class CheckpointMixin:
+class CheckpointMixin(RunState):
     """Save, load and restore the run's state."""
 
     def _path(self, name: str) -> Path | None:

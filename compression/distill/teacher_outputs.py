@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from compression.distill.checkpoint import TEACHER_OUTPUTS_FILE, read_teacher_outputs, write_teacher_outputs
+from compression.distill.run_state import RunState
 
 __all__ = ["TeacherOutputsMixin", "module_device"]
 
 
-class TeacherOutputsMixin:
+class TeacherOutputsMixin(RunState):
     """Fills ``train_logits`` / ``val_logits`` of the run."""
 
     def _teacher_outputs(self) -> None:
@@ -25,14 +26,14 @@ class TeacherOutputsMixin:
             self.train_logits, self.val_logits = cached
             return
         started = time.perf_counter()
-        self.train_logits = self.train.teacher_logits
-        if self.train_logits is None:
-            self.train_logits = self._run_teacher(self.train.images, "train")
-        self.val_logits = self.val.teacher_logits
-        if self.val_logits is None:
-            self.val_logits = self._run_teacher(self.val.images, "validation")
-        self.train_logits = self.train_logits.detach().float().cpu()
-        self.val_logits = self.val_logits.detach().float().cpu()
+        train_logits = self.train.teacher_logits
+        if train_logits is None:
+            train_logits = self._run_teacher(self.train.images, "train")
+        val_logits = self.val.teacher_logits
+        if val_logits is None:
+            val_logits = self._run_teacher(self.val.images, "validation")
+        self.train_logits = train_logits.detach().float().cpu()
+        self.val_logits = val_logits.detach().float().cpu()
         if self.train_logits.shape[1] != self.val_logits.shape[1]:
             raise ValueError("the teacher's training and validation logits have different class counts")
         self.teacher_forward_s += time.perf_counter() - started

@@ -95,7 +95,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,6 +125,7 @@ from compression.distill.records import (
     StoppedReason,
 )
 from compression.distill.resume import CheckpointMixin
+from compression.distill.run_state import Teacher
 from compression.distill.sampling import class_weighted_order
 from compression.distill.schedule import learning_rate
 from compression.distill.stages import float_twin, has_low_bit_layers, load_float_twin_
@@ -149,8 +150,6 @@ __all__ = [
     "distill",
     "infer_family",
 ]
-
-Teacher = Callable[[torch.Tensor], torch.Tensor]
 
 
 def infer_family(student: nn.Module) -> str:
@@ -235,7 +234,7 @@ def _teacher_in_eval_mode(teacher: Teacher) -> Iterator[None]:
     try:
         yield
     finally:
-        if was_training:
+        if was_training and isinstance(teacher, nn.Module):
             teacher.train()
 
 
@@ -262,41 +261,41 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
                 f"{tuple(train.images.shape[1:])}"
             )
         self.config = config
-        self.on_progress: Callable[[DistillProgress], None] | None = None
-        self.should_stop: Callable[[], bool] | None = None
-        self.checkpoint_dir: Path | None = None
+        self.on_progress = None
+        self.should_stop = None
+        self.checkpoint_dir = None
         self.has_adder_layers = any(isinstance(module, AdderConv2d) for module in student.modules())
         self.device = next((p.device for p in student.parameters()), torch.device("cpu"))
         self.batch_size = min(config.batch_size, len(train))
         self.steps_per_epoch = len(train) // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.metric_name: Literal["accuracy", "agreement"] = "accuracy" if self.val.has_labels else "agreement"
+        self.metric_name = "accuracy" if self.val.has_labels else "agreement"
         # Position and bookkeeping (all checkpointed).
         self.epoch = 0  # index of the epoch being trained
         self.step_in_epoch = 0  # steps of that epoch already done
         self.global_step = 0
         self.epoch_loss_sum = 0.0
         self.epoch_started_elapsed = 0.0
-        self.history: list[EpochRecord] = []
-        self.best_metric: float | None = None
+        self.history = []
+        self.best_metric = None
         self.best_epoch = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_evaluation: dict[str, Any] | None = None
+        self.best_state = None
+        self.best_evaluation = None
         self.elapsed_before = 0.0
         self.teacher_forward_s = 0.0
         self.train_s = 0.0
         self.validate_s = 0.0
         self.last_validation_s = 0.0
-        self.resumed_from_step: int | None = None
-        self.fingerprint: dict[str, Any] | None = None
+        self.resumed_from_step = None
+        self.fingerprint = None
         # Timing of this invocation.
         self.started = time.perf_counter()
         self.steps_this_run = 0
         self.train_s_this_run = 0.0
         self.last_checkpoint_time = self.started
         self.last_checkpoint_step = 0
-        self.last_emit: dict[str, float] = {}
-        self.latest_val: tuple[float | None, float | None] = (None, None)
+        self.last_emit = {}
+        self.latest_val = (None, None)
 
     # ----------------------------------------------------------------------------------------------- driver
 
@@ -412,7 +411,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         if self.noise_adaptation is not None:
             parameters += list(self.noise_adaptation.parameters())
         if config.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            self.optimizer = torch.optim.SGD(
                 parameters,
                 lr=config.lr,
                 momentum=config.momentum,

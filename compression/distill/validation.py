@@ -10,11 +10,12 @@ import torch
 
 from compression.distill.evaluate import evaluate_predictions
 from compression.distill.records import DistillCancelled, EpochRecord
+from compression.distill.run_state import RunState
 
 __all__ = ["ValidationMixin"]
 
 
-class ValidationMixin:
+class ValidationMixin(RunState):
     """Validation of the run's student on its validation set; the best state by the validation metric."""
 
     def _validate(self, *, epoch: int, train_loss: float | None, steps: int, partial: bool, epoch_s: float) -> None:

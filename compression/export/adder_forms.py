@@ -34,6 +34,10 @@ ADDER_EXPORT_FORMS = ("slices", "patch_conv", "patch_conv_chunked")
 class AdderPatchConv(nn.Module):
     """``-||x_patch - w||_1`` with patches from a one-hot depthwise convolution (export form, no autograd use)."""
 
+    one_hot: torch.Tensor  # buffers
+    weight_rows: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, layer: AdderConv2d, chunk: int | None = None) -> None:
         super().__init__()
         if layer.dilation != (1, 1):

@@ -173,8 +173,8 @@ class OnnxExport:
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -420,6 +420,8 @@ def _run_dynamo_export(model: nn.Module, example: torch.Tensor, path: Path, opse
         optimize=False,
         verbose=False,
     )
+    if program is None:  # only the TorchScript exporter (dynamo=False) writes without returning a program
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
     program.model = onnxscript.optimizer.optimize(
         program.model,
         input_size_limit=FOLDED_CONSTANT_ELEMENT_LIMIT,

@@ -83,10 +83,10 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 class _ChunkBox(NamedTuple):
     """A chunk of output positions that forms a regular grid: images ``[n0, n0+images)``, output rows
     ``[h0, h0+rows)``, output columns ``[w0, w0+columns)``. In the row-major ``[N * Ho * Wo]`` order of
-    output positions it is the contiguous range ``[start, start + count)``."""
+    output positions it is the contiguous range ``[start, start + positions)``."""
 
     start: int
-    count: int
+    positions: int
     n0: int
     images: int
     h0: int
@@ -101,7 +101,7 @@ class _Patches:
     The input is copied once into ``padded`` (``[N, Hp, Wp, C]``, zero borders). For a chunk that is a
     regular grid of output positions (:class:`_ChunkBox`), its patches are one strided view of
     ``padded`` of shape ``[images, rows, columns, kh, kw, C]``; :meth:`gather` copies it into a reused
-    ``[count, kh * kw * C]`` buffer (so ``K`` is ordered ``(i, j, c)``), and :meth:`scatter_add`
+    ``[positions, kh * kw * C]`` buffer (so ``K`` is ordered ``(i, j, c)``), and :meth:`scatter_add`
     adds patch gradients back with one strided ``add_`` per kernel offset (offsets overlap each other,
     but within one offset every output position hits a different input pixel, so each ``add_`` is safe).
     """
@@ -160,8 +160,8 @@ class _Patches:
         return image.as_strided([*size, self.channels], [*strides, s_c], offset)
 
     def gather(self, box: _ChunkBox, buffer: torch.Tensor) -> torch.Tensor:
-        """Copy the box's patches into ``buffer`` and return them as ``[count, kh * kw * C]``."""
-        patches = buffer[: box.count]
+        """Copy the box's patches into ``buffer`` and return them as ``[positions, kh * kw * C]``."""
+        patches = buffer[: box.positions]
         kh, kw = self.kernel
         grid = patches.view(box.images, box.rows, box.columns, kh, kw, self.channels)
         grid.copy_(self._grid_view(self.padded, box, with_taps=True))
@@ -201,10 +201,10 @@ def adder_forward_kernel(x: torch.Tensor, weight: torch.Tensor, geometry: Geomet
     out_rows = x.new_empty(patches.positions, out_channels)
     patch_budget, _ = _chunk_budgets(x.device)
     boxes = patches.boxes(patch_budget // patches.patch_size)
-    patch_buffer = x.new_empty(max(box.count for box in boxes), patches.patch_size)
+    patch_buffer = x.new_empty(max(box.positions for box in boxes), patches.patch_size)
     for box in boxes:
         chunk = patches.gather(box, patch_buffer)
-        out_rows[box.start : box.start + box.count] = torch.cdist(chunk, weight_rows, p=1)
+        out_rows[box.start : box.start + box.positions] = torch.cdist(chunk, weight_rows, p=1)
     out_rows.neg_()
     out = out_rows.view(x.shape[0], patches.out_h, patches.out_w, out_channels).permute(0, 3, 1, 2)
     return out.contiguous()
@@ -226,7 +226,7 @@ def adder_backward_kernel(
 
     patch_budget, clamp_budget = _chunk_budgets(x.device)
     boxes = patches.boxes(patch_budget // patches.patch_size)
-    patch_buffer = x.new_empty(max(box.count for box in boxes), patches.patch_size)
+    patch_buffer = x.new_empty(max(box.positions for box in boxes), patches.patch_size)
     grad_times_patches = x.new_zeros(out_channels, patches.patch_size) if need_weight_grad else None
     if need_input_grad:
         inner_rows = max(1, clamp_budget // (out_channels * patches.patch_size))
@@ -237,13 +237,13 @@ def adder_backward_kernel(
 
     for box in boxes:
         chunk = patches.gather(box, patch_buffer)
-        chunk_grad = grad_rows[box.start : box.start + box.count]
+        chunk_grad = grad_rows[box.start : box.start + box.positions]
         if grad_times_patches is not None:
             grad_times_patches.addmm_(chunk_grad.T, chunk)  # (G^T X)[o, k]
         if need_input_grad:
-            patch_grad = patch_grad_buffer[: box.count]
-            for first in range(0, box.count, inner_rows):
-                last = min(first + inner_rows, box.count)
+            patch_grad = patch_grad_buffer[: box.positions]
+            for first in range(0, box.positions, inner_rows):
+                last = min(first + inner_rows, box.positions)
                 # clamp(W[o,k] - X[r,k], -1, 1) for every (r, o, k), then contract o against G[r, o].
                 hard_tanh = clamp_buffer[: last - first]
                 torch.sub(weight_rows.unsqueeze(0), chunk[first:last].unsqueeze(1), out=hard_tanh)

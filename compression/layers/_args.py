@@ -22,9 +22,18 @@ def int_pair(name: str, value: object, *, minimum: int) -> tuple[int, int]:
         items = tuple(value)
     else:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    pair: list[int] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if item < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return (int(items[0]), int(items[1]))
+        pair.append(int(item))
+    return (pair[0], pair[1])
+
+
+def conv2d_pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """One of an ``nn.Conv2d``'s ``kernel_size`` / ``stride`` / ``padding`` / ``dilation`` (always two ints, typed
+    ``tuple[int, ...]`` by torch) as the ``(height, width)`` pair the layers here take."""
+    height, width = values
+    return height, width

@@ -66,17 +66,17 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 from compression.layers import _adder_native
 from compression.layers._adder_torch_kernel import Geometry, adder_backward_kernel, adder_forward_kernel, output_size
-from compression.layers._args import IntOrPair, int_pair
-from compression.op_counts import OpCounts
+from compression.layers._args import IntOrPair, conv2d_pair, int_pair
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = [
     "DEFAULT_ETA",
@@ -151,11 +151,24 @@ def _check_arguments(x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) 
     return out_h, out_w
 
 
+class _AdderContext(Protocol):
+    """The autograd context as :class:`_AdderConv2dFunction` uses it (torch's ``FunctionCtx`` type declares neither
+    the attributes stored on it nor ``saved_tensors`` / ``needs_input_grad``)."""
+
+    geometry: Geometry
+    layout: _adder_native.NativeLayout | None
+    native: _adder_native.NativeKernel
+    needs_input_grad: tuple[bool, ...]
+    saved_tensors: tuple[torch.Tensor, ...]
+
+    def save_for_backward(self, *tensors: torch.Tensor) -> None: ...
+
+
 class _AdderConv2dFunction(torch.autograd.Function):
     """Adder convolution with the paper's full-precision weight and HardTanh input gradients."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    def forward(ctx: _AdderContext, x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         ctx.geometry = geometry
         native = _native_for(x)
         if native is None:
@@ -168,7 +181,9 @@ class _AdderConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(
+        ctx: _AdderContext, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         need_input_grad, need_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         layout = ctx.layout
         if layout is None:
@@ -376,16 +391,17 @@ class AdderConv2d(nn.Module):
             raise ValueError(f"AdderConv2d: groups={conv.groups} is unsupported (only groups=1)")
         if conv.padding_mode != "zeros":
             raise ValueError(f"AdderConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
-        padding = conv.padding
-        if isinstance(padding, str):
-            padding = _string_padding(padding, conv.kernel_size, conv.dilation)
+        if isinstance(conv.padding, str):
+            padding = _string_padding(conv.padding, conv.kernel_size, conv.dilation)
+        else:
+            padding = conv2d_pair(conv.padding)
         layer = cls(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
+            conv2d_pair(conv.kernel_size),
+            stride=conv2d_pair(conv.stride),
             padding=padding,
-            dilation=conv.dilation,
+            dilation=conv2d_pair(conv.dilation),
             bias=conv.bias is not None,
         )
         layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -401,7 +417,7 @@ class AdderConv2d(nn.Module):
     def count_ops(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> OpCounts:
         """Per forward: ``out_numel * in*kh*kw`` MAC positions, two additions each, no multiplications."""
         out_numel = output.numel()
-        macs = out_numel * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        macs = conv_macs(out_numel, self.weight.shape)
         additions = 2 * macs + (out_numel if self.bias is not None else 0)
         return OpCounts(macs=macs, multiplications=0, additions=additions, binary_ops=0)
 

@@ -81,8 +81,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.layers._args import int_pair, positive_int
-from compression.op_counts import OpCounts
+from compression.layers._args import IntOrPair, conv2d_pair, int_pair, positive_int
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = [
     "BinaryConv2d",
@@ -92,8 +92,6 @@ __all__ = [
     "sign_pm1",
     "unpack_sign_bits",
 ]
-
-_PairArg = int | tuple[int, int]
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
@@ -190,14 +188,17 @@ class BinaryConv2d(nn.Module):
     then weights; e.g. the two-step training of ReActNet, Liu et al., ECCV 2020, arXiv:2003.03488).
     """
 
+    packed_sign_bits: torch.Tensor | None  # buffers of the deploy form (:meth:`to_deploy`), else None
+    deploy_scale: torch.Tensor | None
+
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: _PairArg,
-        stride: _PairArg = 1,
-        padding: _PairArg | str = 0,
-        dilation: _PairArg = 1,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: IntOrPair | str = 0,
+        dilation: IntOrPair = 1,
         groups: int = 1,
         bias: bool = False,
         *,
@@ -301,10 +302,10 @@ class BinaryConv2d(nn.Module):
         layer = cls(
             conv.in_channels,
             conv.out_channels,
-            tuple(conv.kernel_size),
-            stride=tuple(conv.stride),
-            padding=conv.padding if isinstance(conv.padding, str) else tuple(conv.padding),
-            dilation=tuple(conv.dilation),
+            conv2d_pair(conv.kernel_size),
+            stride=conv2d_pair(conv.stride),
+            padding=conv.padding if isinstance(conv.padding, str) else conv2d_pair(conv.padding),
+            dilation=conv2d_pair(conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             gated_residual=gated_residual,
@@ -343,9 +344,12 @@ class BinaryConv2d(nn.Module):
         return self
 
     def _deployed_conv(self, x_in: torch.Tensor) -> torch.Tensor:
-        signs = unpack_sign_bits(self.packed_sign_bits, self.weight.shape, x_in.dtype)
+        packed, scale = self.packed_sign_bits, self.deploy_scale
+        if packed is None or scale is None:
+            raise RuntimeError("BinaryConv2d: the deploy form is used before to_deploy()")
+        signs = unpack_sign_bits(packed, self.weight.shape, x_in.dtype)
         out = F.conv2d(x_in, signs, None, self.stride, self.padding, self.dilation, self.groups)
-        return out * self.deploy_scale.view(1, -1, 1, 1)
+        return out * scale.view(1, -1, 1, 1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -379,8 +383,7 @@ class BinaryConv2d(nn.Module):
         """
         del inputs  # the output shape determines everything
         out_numel = int(output.numel())
-        kh, kw = self.kernel_size
-        macs = out_numel * (self.in_channels // self.groups) * kh * kw
+        macs = conv_macs(out_numel, self.weight.shape)
         multiplications = out_numel
         additions = 0
         if self.gate is not None:

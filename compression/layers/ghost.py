@@ -36,12 +36,10 @@ import math
 import torch
 from torch import nn
 
-from compression.layers._args import int_pair, positive_int
+from compression.layers._args import IntOrPair, int_pair, positive_int
 from compression.layers.squeeze_excite import SqueezeExcite
 
 __all__ = ["GhostBottleneck", "GhostModule"]
-
-_PairArg = int | tuple[int, int]
 
 
 def _odd_int(name: str, value: object) -> int:
@@ -86,10 +84,10 @@ class GhostModule(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: _PairArg = 1,
+        kernel_size: IntOrPair = 1,
         ratio: int = 2,
         dw_size: int = 3,
-        stride: _PairArg = 1,
+        stride: IntOrPair = 1,
         relu: bool = True,
     ) -> None:
         super().__init__()

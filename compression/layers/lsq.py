@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs
 
 __all__ = ["LsqConv2d", "lsq_quantize", "quant_range"]
 
@@ -52,6 +52,8 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, low: int, high: int, grad_
 class LsqConv2d(nn.Conv2d):
     """A bias-free ``nn.Conv2d`` whose weights (per output channel) and input (per tensor, unsigned: it must follow
     a ReLU) are LSQ-quantized to ``weight_bits`` / ``activation_bits``."""
+
+    initialised: torch.Tensor  # buffer: whether the steps were set from a first batch
 
     def __init__(
         self,
@@ -107,20 +109,27 @@ class LsqConv2d(nn.Conv2d):
 
     def count_ops(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> OpCounts:
         """MACs as a convolution; ``bit_ops = macs * weight_bits * activation_bits`` (low-bit arithmetic)."""
-        macs = output.numel() // output.shape[0] * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        macs = conv_macs(output.numel(), self.weight.shape)
         return OpCounts(macs=macs, bit_ops=macs * self.weight_bits * self.activation_bits)
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, bits: int = 4) -> LsqConv2d:
         """An LSQ layer with ``conv``'s geometry and weights (float weights are the usual QAT starting point)."""
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.dilation != (1, 1):
-            raise ValueError("only plain, ungrouped, undilated nn.Conv2d layers can become LSQ layers")
+        if (
+            not isinstance(conv, nn.Conv2d)
+            or conv.groups != 1
+            or conv.dilation != (1, 1)
+            or isinstance(conv.padding, str)
+        ):
+            raise ValueError(
+                "only plain, ungrouped, undilated nn.Conv2d layers with integer padding can become LSQ layers"
+            )
         layer = cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size[0],
             conv.stride[0],
-            conv.padding[0],  # type: ignore[index]
+            conv.padding[0],
             weight_bits=bits,
             activation_bits=bits,
         )

@@ -1,7 +1,8 @@
 """Bit-operations: the cost measure of quantized networks.
 
 ``bit-ops = MACs x weight bits x activation bits`` per layer (the measure Widening and Squeezing, arXiv:2002.00555,
-and the QNN literature use to compare networks of mixed precision): LSQ layers count themselves
+and the QNN literature use to compare networks of mixed precision), priced per layer by
+:func:`compression.op_counts.layer_bit_ops`: LSQ layers count themselves
 (:attr:`~compression.op_counts.OpCounts.bit_ops`), binary layers cost one bit-op per XNOR-popcount step, and every
 other counted layer (float convolutions, linear layers) costs 32 x 32 bit-ops per MAC.
 """
@@ -13,10 +14,9 @@ from collections.abc import Sequence
 from torch import nn
 
 from compression.metrics.ops import ModelOps, count_ops
+from compression.op_counts import FLOAT_BITS, layer_bit_ops
 
 __all__ = ["FLOAT_BITS", "bit_ops_of", "count_bit_ops"]
-
-FLOAT_BITS = 32
 
 
 def count_bit_ops(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -26,13 +26,4 @@ def count_bit_ops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 def bit_ops_of(ops: ModelOps) -> int:
     """Total bit-ops of an already counted model."""
-    total = 0
-    for layer in ops.layers:
-        counts = layer.counts
-        if counts.bit_ops:
-            total += counts.bit_ops
-        elif counts.binary_ops:
-            total += counts.binary_ops + (counts.macs - counts.binary_ops) * FLOAT_BITS * FLOAT_BITS
-        else:
-            total += counts.macs * FLOAT_BITS * FLOAT_BITS
-    return total
+    return sum(layer_bit_ops(layer.counts) for layer in ops.layers)

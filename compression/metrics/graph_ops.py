@@ -7,7 +7,9 @@ Here the count comes from the operations that run:
   sees every aten matmul/convolution; MACs are its FLOPs / 2 (it counts a multiply-accumulate as two FLOPs);
 * ONNX: shape inference on the graph (where it cannot find a shape, one run of the graph in ONNX Runtime with
   the tensors in question as extra outputs), then ``Conv`` (``C_in / groups * kH * kW`` per output element),
-  ``Gemm`` and ``MatMul`` (the reduced dimension per output element) are summed.
+  ``Gemm`` and ``MatMul`` (the reduced dimension per output element) are summed, by the rules of
+  :mod:`compression.op_counts` (:func:`~compression.op_counts.conv_macs`, :func:`~compression.op_counts.matmul_macs`)
+  that count our own layers.
 
 Both count the layers that dominate a classifier's cost (convolutions, fully connected layers); element-wise
 operations (activations, normalisation, pooling) are left out, as the papers' MAC figures leave them out. The
@@ -23,6 +25,8 @@ import numpy as np
 import onnx
 import torch
 from onnx import shape_inference
+
+from compression.op_counts import conv_macs, matmul_macs
 
 __all__ = ["image_input", "onnx_macs", "teacher_macs", "torch_macs"]
 
@@ -58,14 +62,14 @@ def onnx_macs(model: onnx.ModelProto | str, input_shape: tuple[int, int, int]) -
         if node.op_type == "Conv":
             weight, output = shapes.get(node.input[1]), shapes.get(node.output[0])
             if weight is not None and output is not None:
-                total += math.prod(output) * math.prod(weight[1:])  # C_in / groups * kernel per output element
+                total += conv_macs(math.prod(output), weight)
         elif node.op_type in ("Gemm", "MatMul"):
             left, output = shapes.get(node.input[0]), shapes.get(node.output[0])
             if left is not None and output is not None and left:
                 reduced = left[-1]
                 if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
                     reduced = left[0]
-                total += math.prod(output) * reduced
+                total += matmul_macs(math.prod(output), reduced)
     return int(total)
 
 

@@ -1,19 +1,15 @@
 """Operation, parameter and weight-size counts of a model.
 
-Counting follows the convention of :mod:`compression.op_counts`:
+Counting follows the convention and rules of :mod:`compression.op_counts`:
 
 * :func:`count_ops` runs one batch-1 forward pass in eval mode under ``torch.no_grad`` with forward
   hooks. A module that defines ``count_ops(inputs, output) -> OpCounts`` counts itself and its
   descendants are not visited; ``inputs`` is the tuple of positional arguments the module was called
   with (exactly what a PyTorch forward hook receives) and ``output`` its return value.
-  ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (any ``groups``) and ``nn.Linear`` are counted here:
-  ``macs = output elements * (in_channels / groups) * kernel elements`` (``in_features`` for a
-  linear layer), ``multiplications = macs`` and ``additions = macs``. Summing the ``K`` products of a
-  receptive field takes ``K - 1`` additions and adding the bias one more, so ``additions = macs`` is
-  exact with a bias and one per output element too many without -- the "one multiplication plus one
-  addition per MAC" convention of the papers, kept regardless of the bias so that float and adder
-  layers compare like for like. Nothing else is counted (batch norm, activations, pooling, residual
-  additions), per the convention. A module called several times in one forward is counted each time.
+  ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (any ``groups``; :func:`~compression.op_counts.conv_macs`) and
+  ``nn.Linear`` (:func:`~compression.op_counts.matmul_macs`) are counted here as float layers
+  (:func:`~compression.op_counts.float_counts`). Nothing else is counted (batch norm, activations, pooling,
+  residual additions), per the convention. A module called several times in one forward is counted each time.
 * :func:`count_parameters` counts every parameter element (trainable or not), shared ones once.
 * :func:`weight_bytes` is the deploy-time weight storage: ``packed_weight_bytes()`` of modules that
   define it (their parameters and buffers, descendants included, are then not counted again) plus
@@ -25,8 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs, float_counts, matmul_macs
 
 __all__ = [
     "LayerOps",
@@ -182,14 +177,22 @@ def _defines(module: nn.Module, method: str) -> bool:
     return callable(getattr(module, method, None))
 
 
-def _conv_counts(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, output: torch.Tensor) -> OpCounts:
-    macs = output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    return OpCounts(macs=macs, multiplications=macs, additions=macs)
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _linear_counts(module: nn.Linear, output: torch.Tensor) -> OpCounts:
-    macs = output.numel() * module.in_features
-    return OpCounts(macs=macs, multiplications=macs, additions=macs)
+def _module_counts(module: nn.Module, args: tuple[Any, ...], output: Any) -> OpCounts:
+    """One call's counts: the module's own ``count_ops`` if it defines one, else the rule of its built-in type."""
+    count_own = getattr(module, "count_ops", None)
+    if callable(count_own):
+        counts = count_own(args, output)
+        if not isinstance(counts, OpCounts):
+            raise TypeError(f"{type(module).__name__}.count_ops must return OpCounts, got {type(counts).__name__}")
+        return counts
+    if isinstance(module, nn.Linear):
+        return float_counts(matmul_macs(output.numel(), module.in_features))
+    if isinstance(module, _CONVOLUTIONS):
+        return float_counts(conv_macs(output.numel(), module.weight.shape))
+    raise TypeError(f"no op-count rule for {type(module).__name__}")  # _counted_modules hooks no other module
 
 
 def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -202,7 +205,7 @@ def _counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if id(module) in seen:
             continue
         seen.add(id(module))
-        if _defines(module, "count_ops") or isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+        if _defines(module, "count_ops") or isinstance(module, (*_CONVOLUTIONS, nn.Linear)):
             yield name, module
             continue
         if not isinstance(module, _UNCOUNTED_BY_CONVENTION) and any(True for _ in module.parameters(recurse=False)):
@@ -232,14 +235,7 @@ def count_ops(model: nn.Module, inputs: Sequence[int] | torch.Tensor) -> ModelOp
 
     def make_hook(name: str, module: nn.Module) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if _defines(mod, "count_ops"):
-                counts = mod.count_ops(args, output)
-                if not isinstance(counts, OpCounts):
-                    raise TypeError(f"{type(mod).__name__}.count_ops must return OpCounts, got {type(counts).__name__}")
-            elif isinstance(mod, nn.Linear):
-                counts = _linear_counts(mod, output)
-            else:
-                counts = _conv_counts(mod, output)
+            counts = _module_counts(mod, args, output)
             record = records.get(id(mod))
             if record is None:
                 records[id(mod)] = [name, type(mod).__name__, counts, 1]
@@ -277,9 +273,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-most modules defining ``packed_weight_bytes`` (descendants of one are not listed)."""
-    found: list[tuple[str, nn.Module]] = []
+def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module, Callable[[], object]]]:
+    """Top-most modules defining ``packed_weight_bytes``, with that method (descendants of one are not listed)."""
+    found: list[tuple[str, nn.Module, Callable[[], object]]] = []
     stack: list[tuple[str, nn.Module]] = [("", model)]
     seen: set[int] = set()
     while stack:
@@ -287,8 +283,9 @@ def _packed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if id(module) in seen:
             continue
         seen.add(id(module))
-        if _defines(module, "packed_weight_bytes"):
-            found.append((name, module))
+        packed_weight_bytes = getattr(module, "packed_weight_bytes", None)
+        if callable(packed_weight_bytes):
+            found.append((name, module, packed_weight_bytes))
             continue
         stack.extend(
             (f"{name}.{child_name}" if name else child_name, child) for child_name, child in module.named_children()
@@ -301,8 +298,8 @@ def weight_bytes(model: nn.Module) -> int:
     model = check_model(model)
     total = 0
     covered: set[int] = set()
-    for name, module in _packed_modules(model):
-        packed = module.packed_weight_bytes()
+    for name, module, packed_weight_bytes in _packed_modules(model):
+        packed = packed_weight_bytes()
         if isinstance(packed, bool) or not isinstance(packed, int):
             raise TypeError(
                 f"{type(module).__name__}.packed_weight_bytes() must return an int, got {type(packed).__name__}"

@@ -197,7 +197,8 @@ def search_binary_widths(
     for name, value, minimum in (("population", population, 2), ("generations", generations, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    input_shape = tuple(int(size) for size in images.shape[1:])
+    image_channels, image_height, image_width = (int(size) for size in images.shape[1:])
+    input_shape = (image_channels, image_height, image_width)
     started = time.perf_counter()
     default_width = fit_width(architecture, mac_budget, num_classes, input_shape)
     default_model = info.constructor(num_classes=num_classes, input_shape=input_shape, width=default_width)
@@ -303,7 +304,7 @@ def search_binary_widths(
 def _stage_widths(model: nn.Module) -> tuple[int, int, int]:
     if not isinstance(model, CifarResNet):
         raise TypeError(f"expected a CifarResNet, got {type(model).__name__}")
-    return tuple(stage[-1].conv2.out_channels for stage in model.stages)  # type: ignore[return-value]
+    return model.stage_widths
 
 
 def _mutate(widths: tuple[int, ...], rng: random.Random, stages: int) -> tuple[int, int, int]:

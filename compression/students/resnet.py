@@ -92,17 +92,22 @@ class CifarResNet(PooledLinearHead):
         layer_family = get_family(family)
         self.family = layer_family.name
         blocks_per_stage = (depth - 2) // 6
+        widths: tuple[int, int, int]
         if stage_widths is None:
-            stage_widths = tuple(scaled_channels(base, width) for base in (16, 32, 64))
+            widths = (scaled_channels(16, width), scaled_channels(32, width), scaled_channels(64, width))
         elif len(stage_widths) != 3 or any(
             isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in stage_widths
         ):
             raise ValueError(f"stage_widths must be three ints >= 1 (channels per stage), got {stage_widths!r}")
+        else:
+            first, second, third = stage_widths
+            widths = (first, second, third)
+        self.stage_widths = widths
 
-        self.stem, _ = make_stem(channels, stage_widths[0], min(height, width_px), layer_family.make_activation())
+        self.stem, _ = make_stem(channels, widths[0], min(height, width_px), layer_family.make_activation())
         stages: list[nn.Module] = []
-        in_ch = stage_widths[0]
-        for index, out_ch in enumerate(stage_widths):
+        in_ch = widths[0]
+        for index, out_ch in enumerate(widths):
             blocks = []
             for block_index in range(blocks_per_stage):
                 stride = 2 if index > 0 and block_index == 0 else 1

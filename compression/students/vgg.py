@@ -47,7 +47,10 @@ class VGG(PooledLinearHead):
         self.input_shape = (channels, height, width_px)
         layer_family = get_family(family)
         self.family = layer_family.name
-        conv_widths = [scaled_channels(c, width) for c in layout if c != "M"]
+        conv_channels = [item for item in layout if item != "M"]
+        if not conv_channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in conv_channels):
+            raise ValueError(f"layout must hold channel counts (ints >= 1) and 'M' (max-pool), got {layout!r}")
+        conv_widths = [scaled_channels(int(c), width) for c in conv_channels]
         # The first conv is the full-precision stem (it also reduces large inputs 4x).
         self.stem, _ = make_stem(channels, conv_widths[0], min(height, width_px), layer_family.make_activation())
         layers: list[nn.Module] = []

@@ -83,7 +83,7 @@ from compression.teachers.archive import DEFAULT_MAX_TEACHER_BYTES, Archive, Upl
 from compression.teachers.detect import TEACHER_FORMATS, TeacherFormat, detect, detect_teacher_format
 from compression.teachers.errors import EXPORT_INSTRUCTIONS, PickledModelError, TeacherLoadError, describe_exception
 from compression.teachers.onnx_teacher import load_onnx
-from compression.teachers.preprocessing import InputSpec, check_input_shape, check_pixel_range
+from compression.teachers.preprocessing import InputSpec, as_float_tuple, check_input_shape, check_pixel_range
 from compression.teachers.torch_export import load_torch_export
 from compression.teachers.torchscript import load_torchscript
 
@@ -357,7 +357,12 @@ def load_teacher(
         raise upload.fail(f"the {model_format} loader failed ({describe_exception(exc)})") from exc
 
     shape = _resolve_input_shape(upload, model_format, loaded.input_dims, given_shape)
-    InputSpec(shape, mean=mean, std=std)  # the caller's own values alone: a plain TypeError / ValueError
+    # The caller's own values alone first: a plain TypeError / ValueError.
+    InputSpec(
+        shape,
+        mean=None if mean is None else as_float_tuple(mean, "mean"),
+        std=None if std is None else as_float_tuple(std, "std"),
+    )
     resolved_mean, mean_origin = _resolve_normalisation(upload, "mean", mean, loaded.mean, loaded.mean_origin)
     resolved_std, std_origin = _resolve_normalisation(upload, "std", std, loaded.std, loaded.std_origin)
     try:
@@ -389,7 +394,7 @@ def load_teacher(
 def _images_digest(images: torch.Tensor) -> str:
     flat = images.detach().cpu().contiguous().reshape(-1)
     digest = hashlib.sha256(f"{images.dtype}|{tuple(images.shape)}|".encode())
-    digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    digest.update(flat.view(torch.uint8).numpy().data)
     return digest.hexdigest()
 
 

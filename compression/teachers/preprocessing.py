@@ -39,6 +39,7 @@ __all__ = [
     "TORCHSCRIPT_STD_ATTRIBUTE",
     "InputSpec",
     "adapt_images",
+    "as_float_tuple",
     "check_input_shape",
     "check_pixel_range",
 ]
@@ -74,7 +75,9 @@ def check_input_shape(input_shape: object, what: str = "input_shape") -> tuple[i
     return (values[0], values[1], values[2])
 
 
-def _as_float_tuple(values: object, what: str) -> tuple[float, ...]:
+def as_float_tuple(values: object, what: str) -> tuple[float, ...]:
+    """``values`` (a sequence of numbers or a 0/1-d tensor) as a tuple of finite floats; TypeError / ValueError
+    naming ``what`` otherwise."""
     if isinstance(values, torch.Tensor):
         if values.ndim > 1:
             raise ValueError(f"{what} must be one number per channel, got a tensor of shape {tuple(values.shape)}")
@@ -106,8 +109,8 @@ class InputSpec:
     def __post_init__(self) -> None:
         shape = check_input_shape(self.input_shape)
         channels = shape[0]
-        mean = (0.0,) * channels if self.mean is None else _as_float_tuple(self.mean, "mean")
-        std = (1.0,) * channels if self.std is None else _as_float_tuple(self.std, "std")
+        mean = (0.0,) * channels if self.mean is None else as_float_tuple(self.mean, "mean")
+        std = (1.0,) * channels if self.std is None else as_float_tuple(self.std, "std")
         for name, values in (("mean", mean), ("std", std)):
             if len(values) != channels:
                 raise ValueError(

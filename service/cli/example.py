@@ -39,7 +39,8 @@ from typing import Any
 __all__ = ["CLASS_FOLDERS", "add_example_command", "build_teacher", "train_example_teacher", "write_positives"]
 
 CLASS_FOLDERS = ("0-tshirt", "1-trouser", "2-pullover", "3-dress", "4-coat")
-"""Folder names of the positives, one per class, in the teacher's output order."""
+"""Folder names of the positives, one per class of the benchmark task (``pu_mining.benchmark_task.TASK_CLASS_NAMES``)
+in the teacher's output order."""
 DEFAULT_TRAIN_IMAGES = 20_000
 DEFAULT_PER_CLASS = 20
 _BATCH = 128
@@ -68,15 +69,6 @@ def build_teacher() -> Any:
     return ExampleTeacher()
 
 
-def _task_split(split: str) -> tuple[Any, Any]:
-    """Images (uint8 ``[n, 28, 28]``) and labels of Fashion-MNIST classes 0-4 of ``split``, in file order."""
-    from pu_mining.sources import fashion_mnist
-
-    images, labels = fashion_mnist(split)
-    keep = labels < len(CLASS_FOLDERS)
-    return images[keep], labels[keep]
-
-
 def train_example_teacher(
     images: int = DEFAULT_TRAIN_IMAGES, seed: int = 0, on_progress: Callable[[int, int, float], None] | None = None
 ) -> tuple[Any, float, float]:
@@ -87,17 +79,19 @@ def train_example_teacher(
     import torch
     from torch import nn
 
+    from pu_mining.benchmark_task import images_to_tensor, task_split
+
     if isinstance(images, bool) or not isinstance(images, int):
         raise TypeError(f"images must be an int, got {type(images).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if on_progress is not None and not callable(on_progress):
         raise TypeError("on_progress must be callable or None")
-    train_x, train_y = _task_split("train")
+    train_x, train_y, _ = task_split("train")
     if not _BATCH <= images <= len(train_x):
         raise ValueError(f"images must be in [{_BATCH}, {len(train_x)}], got {images}")
     torch.manual_seed(seed)
-    x = torch.from_numpy(train_x[:images]).float().div_(255).unsqueeze(1)
+    x = images_to_tensor(train_x[:images])
     y = torch.from_numpy(train_y[:images])
     net = build_teacher()
     optimiser = torch.optim.Adam(net.parameters(), lr=_MAX_LR)
@@ -117,32 +111,32 @@ def train_example_teacher(
             on_progress(min(start + _BATCH, len(x)), len(x), loss.item())
     seconds = time.monotonic() - started
     net.eval()
-    test_x, test_y = _task_split("test")
+    test_x, test_y, _ = task_split("test")
     correct = 0
     with torch.no_grad():
         for start in range(0, len(test_x), 1000):
-            chunk = torch.from_numpy(test_x[start : start + 1000]).float().div_(255).unsqueeze(1)
+            chunk = images_to_tensor(test_x[start : start + 1000])
             correct += int((net(chunk).argmax(1) == torch.from_numpy(test_y[start : start + 1000])).sum())
     return net, correct / len(test_x), seconds
 
 
 def write_positives(path: Path, per_class: int = DEFAULT_PER_CLASS) -> int:
     """Write a zip of ``per_class`` training PNGs per class in class folders to ``path``; return the image count."""
-    import numpy as np
     from PIL import Image
 
     if isinstance(per_class, bool) or not isinstance(per_class, int):
         raise TypeError(f"per_class must be an int, got {type(per_class).__name__}")
     if not 2 <= per_class <= 1000:
         raise ValueError(f"per_class must be in [2, 1000] (some are held out to measure accuracy), got {per_class}")
+    from pu_mining.benchmark_task import per_class_indices
     from pu_mining.sources import fashion_mnist
 
     images, labels = fashion_mnist("train")  # file names carry the index in the training file
     buffer = io.BytesIO()
     count = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for label, folder in enumerate(CLASS_FOLDERS):
-            for index in np.flatnonzero(labels == label)[:per_class]:
+        for folder, indices in zip(CLASS_FOLDERS, per_class_indices(labels, per_class), strict=True):
+            for index in indices:
                 png = io.BytesIO()
                 Image.fromarray(images[index]).save(png, format="PNG")
                 archive.writestr(f"{folder}/train-{index:05d}.png", png.getvalue())

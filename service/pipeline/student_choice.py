@@ -69,6 +69,7 @@ def choose_student(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The untrained student for ``options`` and the ``sizing`` record (see the module docstring)."""
     from compression import Budget, create_student
+    from compression.op_counts import float_bit_ops
 
     shape, classes = tuple(teacher.input_shape), teacher.num_classes
     saved = _saved_choice(work, options)
@@ -79,7 +80,7 @@ def choose_student(
         student, record = _latency_sized(teacher, options, latency, work, cache_dir)
         return student, _save_choice(work, options, record)
     if options.student in ("qnn4", "qnn2"):
-        teacher_bit_ops = teacher_macs * 32 * 32
+        teacher_bit_ops = float_bit_ops(teacher_macs)
         ratio = options.budget_ratio / QNN_BIT_OPS_DIVISOR
         student = create_student(
             options.student, num_classes=classes, input_shape=shape, budget=Budget(teacher_bit_ops, ratio, "bitops")

@@ -18,7 +18,7 @@ from compression.metrics import (
     measure_onnx_latency,
     weight_bytes,
 )
-from compression.op_counts import OpCounts
+from compression.op_counts import OpCounts, conv_macs, float_counts, layer_bit_ops, matmul_macs
 from compression.profiling import ModelProfile, profile
 
 # --------------------------------------------------------------------------------------------------
@@ -125,6 +125,17 @@ def test_hand_computed_conv_and_linear_counts() -> None:
     assert ops.multiplications == ops.additions == ops.macs  # one mul + one add per MAC, bias or not
     assert ops.binary_ops == 0
     assert ops.input_shape == (3, 32, 32)
+
+
+def test_counting_rules_by_hand() -> None:
+    # grouped 3x3 convolution, 16 -> 32 channels in 4 groups: weight [32, 4, 3, 3], 8x8 output
+    assert conv_macs(32 * 8 * 8, (32, 4, 3, 3)) == 32 * 8 * 8 * 4 * 9
+    assert conv_macs(10 * 20, torch.Size([10, 3, 5])) == 10 * 20 * 15  # Conv1d
+    assert matmul_macs(7, 256) == 1792
+    assert float_counts(5) == OpCounts(macs=5, multiplications=5, additions=5)
+    assert layer_bit_ops(OpCounts(macs=100, bit_ops=1600)) == 1600  # a 4-bit x 4-bit layer prices itself
+    assert layer_bit_ops(OpCounts(macs=100, binary_ops=90)) == 90 + 10 * 32 * 32  # binary, 10 float MACs
+    assert layer_bit_ops(float_counts(100)) == 100 * 32 * 32
 
 
 def test_resnet20_total() -> None:

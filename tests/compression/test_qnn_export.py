@@ -41,6 +41,13 @@ def test_lsq_layer_uses_only_bits_wide_integers(bits: int) -> None:
     assert len(torch.unique(levels.round())) <= 2**bits
 
 
+def test_only_integer_padding_converts_to_lsq() -> None:
+    layer = LsqConv2d.from_conv2d(torch.nn.Conv2d(4, 8, 3, padding=1), bits=2)
+    assert (layer.padding, layer.weight_bits, layer.activation_bits) == ((1, 1), 2, 2)
+    with pytest.raises(ValueError, match="integer padding"):
+        LsqConv2d.from_conv2d(torch.nn.Conv2d(4, 8, 3, padding="same"))
+
+
 def test_bit_ops_budget_widens_lower_bit_students() -> None:
     teacher = create_student("resnet20", num_classes=5, input_shape=INPUT, width=2.0)
     budget = Budget(count_bit_ops(teacher, INPUT), 1 / 64, "bitops")

@@ -76,6 +76,17 @@ def test_bad_arguments_are_rejected(kwargs: dict, error: type[Exception]) -> Non
         create_student("resnet20", **kwargs)
 
 
+def test_explicit_stage_widths_and_vgg_layouts() -> None:
+    model = create_student("binary_resnet20", num_classes=5, input_shape=(1, 28, 28), stage_widths=(8, 12, 20))
+    assert model.stage_widths == (8, 12, 20)
+    assert [stage[-1].conv2.out_channels for stage in model.stages] == [8, 12, 20]
+    assert create_student("resnet20", width=0.5).stage_widths == (8, 16, 32)
+    with pytest.raises(ValueError, match="layout must hold channel counts"):
+        create_student("vgg16", layout=(64, "M", "X"))
+    with pytest.raises(ValueError, match="layout must hold channel counts"):
+        create_student("vgg16", layout=(64, "M", 0))
+
+
 def test_family_layers_keep_stem_and_classifier_full_precision() -> None:
     for family in ("binary", "adder"):
         model = _make(family)

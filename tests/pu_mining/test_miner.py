@@ -29,9 +29,9 @@ from pu_mining.selection import (
 )
 from pu_mining.sources import animal_mnist, fashion_mnist, mnist_digits
 from storage import LocalBlobStore
-from tests.fashion_mnist import task_images
+from tests.fashion_mnist import TASK_CLASS_NAMES, task_images
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+CLASSES = list(TASK_CLASS_NAMES)
 
 
 class SmallCNN(nn.Module):

@@ -32,18 +32,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 
 from pu_mining.pool import PoolStore
 from pu_mining.positives import load_positives, split_holdout
-from pu_mining.sources import fashion_mnist
 from service.cli import main
 from service.cli.client import Client
 from service.cli.demo_pool import DEMO_POOL, demo_pool_config, ensure_demo_pool
 from service.pipeline.onnx_metadata import read_onnx_metadata
 from storage import LocalBlobStore, open_blob_store, open_metadata_store
+from tests.fashion_mnist import task_images
 from tests.servers import free_port
 from tests.waiting import wait_until
 
@@ -230,10 +229,9 @@ def _check_student(out: Path, positives: Path) -> dict:
     assert report["student"]["macs"] <= 0.25 * report["teacher"]["macs"] * 1.05
     assert report["manifest"]["pool"]["name"] == DEMO_POOL and report["mining"]["pool_items"] > 0
     # Real test images: four epochs on a few hundred images is no benchmark, but it must have learnt something.
-    images, labels = fashion_mnist("test")
-    keep = np.flatnonzero(labels < 5)[:1000]
-    test_feed = {session.get_inputs()[0].name: images[keep, None].astype(np.float32) / 255}
-    test_accuracy = float((session.run(None, test_feed)[0].argmax(1) == labels[keep]).mean())
+    test_images, test_labels = task_images("test", 1000)
+    test_feed = {session.get_inputs()[0].name: test_images.numpy()}
+    test_accuracy = float((session.run(None, test_feed)[0].argmax(1) == test_labels.numpy()).mean())
     assert test_accuracy > 0.25, f"no better than chance (0.2): {test_accuracy:.2%}"
     print(f"student: held-out accuracy {accuracy:.2%} (report {report['student']['accuracy']:.2%}), "
           f"{test_accuracy:.2%} on 1,000 Fashion-MNIST test images; stages {report['stages_s']}")  # fmt: skip
