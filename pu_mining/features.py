@@ -12,7 +12,8 @@ scripting, the ``GraphModule`` of a ``torch.export`` program has no submodule hi
 no modules at all. So every teacher is brought to ONNX, which has a single tensor-level dataflow graph:
 
 - torch models (``nn.Module``, ScriptModule, ``torch.fx`` / ``torch.export`` ``GraphModule``; a
-  :class:`~compression.teachers.Teacher`'s ``module``) are exported once with the TorchScript-based exporter
+  :class:`~compression.teachers.Teacher`'s ``module``) are exported once by
+  :func:`~compression.export.in_memory.torch_to_onnx` with the TorchScript-based exporter
   (``torch.onnx.export(..., dynamo=False)``: tens of milliseconds, and it accepts ScriptModules), in eval mode
   (``TrainingMode.EVAL``; a module that refuses ``train()``, like the ``torch.export`` ``GraphModule``, is
   exported as it is). The ONNX logits are checked against the torch model's on a probe batch.
@@ -20,23 +21,7 @@ no modules at all. So every teacher is brought to ONNX, which has a single tenso
   file is re-read and must still match the SHA-256 recorded at load time) are used directly. Files with
   external data are refused.
 
-How the taps are found (:func:`find_feature_stages`):
-
-1. The graph is run once in ONNX Runtime (optimisations off, so tensor names survive) on a probe batch, with
-   every node output added as a graph output (as in :mod:`compression.metrics.graph_ops`), to learn each
-   tensor's shape.
-2. Candidates are the float tensors ``(N, C, h, w)`` (batch dimension = the probe's) that depend on the image
-   input and feed the logits (the first graph output), excluding the input itself, ``1 x 1`` maps (already
-   pooled), maps whose aspect ratio disagrees with the input's by more than a pixel (catches channels-last
-   tensors) and maps with fewer than ``max(min_channels, C_in + 1)`` channels (the raw image, its normalised
-   copies).
-3. Candidates are grouped by spatial size ``(h, w)``; each group is one stage. From a group the tap is the
-   topologically last *bottleneck* tensor -- one that every path from the input to the logits passes through,
-   i.e. a block output such as the ReLU after a residual addition, never a tensor inside a block or on a
-   shortcut branch. Tensors reached only through ``Shape`` / ``Size`` (metadata, not data) do not count as
-   paths. A group without any bottleneck (unusual: e.g. a branch that skips a whole resolution) falls back to
-   its topologically last tensor (``FeatureStage.bottleneck`` is then False).
-4. Stages are ordered from the first (finest) to the last; ``stages=k`` keeps the last ``k``.
+How the taps are found: :mod:`pu_mining.feature_stages` (:func:`find_feature_stages`).
 
 The taps are then served by one ONNX Runtime session on a copy of the graph whose only outputs are
 ``GlobalAveragePool`` + ``Flatten`` of each tap (the classifier head is pruned), checked on the probe batch
@@ -51,12 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
-import warnings
-from collections import defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +47,16 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from compression.export.onnx import external_data_tensors
-from compression.metrics.graph_ops import image_input
+from compression.export.in_memory import check_input_shape, floating_dtype, torch_to_onnx
 from compression.teachers import Teacher, check_pixel_range
+from pu_mining.feature_stages import (
+    DEFAULT_MIN_CHANNELS,
+    PROBE_BATCH,
+    FeatureStage,
+    analyse_stages,
+    find_feature_stages,
+    session_options,
+)
 
 __all__ = [
     "DEFAULT_MIN_CHANNELS",
@@ -79,310 +67,9 @@ __all__ = [
     "torch_to_onnx",
 ]
 
-#: Feature maps with fewer channels than this (or not more than the input's) are not stages.
-DEFAULT_MIN_CHANNELS = 4
 DEFAULT_BATCH_SIZE = 256
 
-_PROBE_BATCH = 2
-_METADATA_OPS = frozenset({"Shape", "Size"})
-_ORT_FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-}
 _TAP_PREFIX = "condense_tap"
-
-
-@dataclass(frozen=True)
-class FeatureStage:
-    """One feature tap: the ONNX tensor ``name`` (produced by an ``op_type`` node) of shape
-    ``(N, channels, height, width)``; ``bottleneck``: every input-to-logits path passes through it."""
-
-    name: str
-    op_type: str
-    channels: int
-    height: int
-    width: int
-    bottleneck: bool
-
-
-# --------------------------------------------------------------------------------------------------
-# torch -> ONNX
-
-
-def _floating_dtype(module: nn.Module) -> torch.dtype:
-    for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.float32
-
-
-def _check_shape(input_shape: object) -> tuple[int, int, int]:
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str) or len(input_shape) != 3:
-        raise TypeError(f"input_shape must be a sequence (C, H, W), got {input_shape!r}")
-    if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in input_shape):
-        raise ValueError(f"input_shape must hold three positive ints (C, H, W), got {input_shape!r}")
-    channels, height, width = (int(d) for d in input_shape)
-    return channels, height, width
-
-
-def torch_to_onnx(
-    module: nn.Module, input_shape: Sequence[int], *, fixed_batch_size: int | None = None
-) -> onnx.ModelProto:
-    """Export a torch model (``nn.Module``, ScriptModule, ``GraphModule``) to an in-memory ONNX model.
-
-    TorchScript-based exporter (``dynamo=False``), eval mode (a module that refuses ``train()`` is exported
-    as it is), input ``input`` of shape ``(batch, *input_shape)`` with a dynamic batch unless
-    ``fixed_batch_size`` is given, output ``logits``.
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    shape = _check_shape(input_shape)
-    batch = fixed_batch_size or _PROBE_BATCH
-    example = torch.zeros((batch, *shape), dtype=_floating_dtype(module))
-    dynamic = None if fixed_batch_size else {"input": {0: "batch"}}
-
-    def export(training: torch.onnx.TrainingMode) -> bytes:
-        buffer = io.BytesIO()
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                (example,),
-                buffer,
-                dynamo=False,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes=dynamic,
-                training=training,
-            )
-        return buffer.getvalue()
-
-    try:
-        data = export(torch.onnx.TrainingMode.EVAL)
-    except NotImplementedError:  # e.g. torch.export's GraphModule: "Calling train() is not supported yet."
-        data = export(torch.onnx.TrainingMode.PRESERVE)
-    return onnx.load_from_string(data)
-
-
-# --------------------------------------------------------------------------------------------------
-# graph analysis
-
-
-def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
-    return [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim
-    ]
-
-
-def _topological_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Kahn's algorithm, stable in the file's node order (ONNX requires topological order; this tolerates
-    files that break it)."""
-    producer: dict[str, int] = {}
-    for index, node in enumerate(graph.node):
-        for name in node.output:
-            if name:
-                producer[name] = index
-    consumers: dict[int, list[int]] = defaultdict(list)
-    missing = [0] * len(graph.node)
-    for index, node in enumerate(graph.node):
-        for name in {n for n in node.input if n in producer}:
-            consumers[producer[name]].append(index)
-            missing[index] += 1
-    ready = deque(index for index, count in enumerate(missing) if count == 0)
-    order: list[int] = []
-    while ready:
-        index = ready.popleft()
-        order.append(index)
-        for consumer in sorted(consumers[index]):
-            missing[consumer] -= 1
-            if missing[consumer] == 0:
-                ready.append(consumer)
-    if len(order) != len(graph.node):
-        raise ValueError("the ONNX graph has a cycle")
-    return [graph.node[index] for index in order]
-
-
-def _dataflow(
-    nodes: list[onnx.NodeProto], input_name: str, output_name: str
-) -> tuple[list[str], dict[str, int], dict[str, str], set[str]]:
-    """Tensors on an input-to-output data path in topological order, their positions, producing op types,
-    and the bottleneck tensors among them (every input-to-output path passes through them)."""
-    data_nodes = [node for node in nodes if node.op_type not in _METADATA_OPS]
-    descendants = {input_name}
-    for node in data_nodes:
-        if any(name in descendants for name in node.input):
-            descendants.update(name for name in node.output if name)
-    ancestors = {output_name}
-    for node in reversed(data_nodes):
-        if any(name in ancestors for name in node.output):
-            ancestors.update(name for name in node.input if name)
-    relevant = descendants & ancestors
-    if output_name not in relevant:
-        raise ValueError(f"the graph output {output_name!r} does not depend on the image input {input_name!r}")
-    order = [input_name]
-    op_types = {input_name: "input"}
-    for node in data_nodes:
-        for name in node.output:
-            if name in relevant:
-                order.append(name)
-                op_types[name] = node.op_type
-    position = {name: index for index, name in enumerate(order)}
-    last_use = dict(position)  # position of the last tensor computed (partly) from each tensor
-    for node in data_nodes:
-        outputs = [position[name] for name in node.output if name in relevant]
-        if not outputs:
-            continue
-        for name in node.input:
-            if name in relevant:
-                last_use[name] = max(last_use[name], max(outputs))
-    bottlenecks: set[str] = set()
-    reach = -1  # the furthest position any earlier tensor is still used at
-    for index, name in enumerate(order):
-        if reach <= index:
-            bottlenecks.add(name)
-        reach = max(reach, last_use[name])
-    return order, position, op_types, bottlenecks
-
-
-def _session_options(num_threads: int | None, optimise: bool) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimise:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if num_threads is not None:
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-    return options
-
-
-def _probe_batch(input_dtype: type[np.floating[Any]], batch: int, shape: tuple[int, int, int]) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.uniform(0.0, 1.0, size=(batch, *shape)).astype(input_dtype)
-
-
-def _run_all(
-    proto: onnx.ModelProto, names: list[str], feed: np.ndarray, num_threads: int | None
-) -> tuple[dict[str, np.ndarray], str]:
-    probe = onnx.ModelProto.FromString(proto.SerializeToString())
-    existing = {value.name for value in probe.graph.output}
-    for name in names:
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = ort.InferenceSession(
-        probe.SerializeToString(), _session_options(num_threads, optimise=False), providers=["CPUExecutionProvider"]
-    )
-    input_name = session.get_inputs()[0].name
-    values = session.run(names, {input_name: feed})
-    return dict(zip(names, values, strict=True)), input_name
-
-
-def _check_proto(proto: onnx.ModelProto) -> None:
-    if external_data_tensors(proto):
-        raise ValueError("the ONNX model references external data files (refused: use one self-contained file)")
-    if not proto.graph.output:
-        raise ValueError("the ONNX model has no outputs")
-
-
-def _resolve_shape(dims: list[int | None], given: Sequence[int] | None) -> tuple[tuple[int, int, int], int | None]:
-    batch, *chw = dims
-    if given is None:
-        if any(d is None for d in chw):
-            raise ValueError(f"the model's input (C, H, W) = {tuple(chw)} is not static; pass input_shape=(C, H, W)")
-        shape = (int(chw[0] or 0), int(chw[1] or 0), int(chw[2] or 0))
-    else:
-        shape = _check_shape(given)
-        for axis, (stated, wanted) in enumerate(zip(chw, shape, strict=True)):
-            if stated is not None and stated != wanted:
-                raise ValueError(
-                    f"input_shape {shape} disagrees with the model's input at axis {'CHW'[axis]}: {stated}"
-                )
-    return shape, batch
-
-
-def find_feature_stages(
-    proto: onnx.ModelProto,
-    input_shape: Sequence[int] | None = None,
-    *,
-    min_channels: int = DEFAULT_MIN_CHANNELS,
-    num_threads: int | None = None,
-) -> list[FeatureStage]:
-    """The stages of an ONNX classifier: per spatial resolution, its last bottleneck feature map (see the
-    module docstring for the rules). ``input_shape`` ``(C, H, W)`` is read from the graph when static."""
-    if not isinstance(proto, onnx.ModelProto):
-        raise TypeError(f"proto must be an onnx.ModelProto, got {type(proto).__name__}")
-    stages, _ = _analyse(proto, input_shape, min_channels=min_channels, num_threads=num_threads)
-    return stages
-
-
-def _analyse(
-    proto: onnx.ModelProto,
-    input_shape: Sequence[int] | None,
-    *,
-    min_channels: int,
-    num_threads: int | None,
-) -> tuple[list[FeatureStage], dict[str, Any]]:
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels must be a positive int, got {min_channels!r}")
-    _check_proto(proto)
-    image = image_input(proto)
-    shape, fixed_batch = _resolve_shape(_static_dims(image), input_shape)
-    input_type = _ORT_FLOAT_TYPES.get(_ort_type(image))
-    if input_type is None:
-        raise ValueError(f"the ONNX input {image.name!r} is not a float tensor")
-    output_name = proto.graph.output[0].name
-    nodes = _topological_nodes(proto.graph)
-    order, _, op_types, bottlenecks = _dataflow(nodes, image.name, output_name)
-    batch = fixed_batch or _PROBE_BATCH
-    feed = _probe_batch(input_type, batch, shape)
-    values, _ = _run_all(proto, order[1:], feed, num_threads)
-    channels_in, height_in, width_in = shape
-    least_channels = max(min_channels, channels_in + 1)
-    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for name in order[1:]:
-        value = values[name]
-        if value.ndim != 4 or value.dtype.kind != "f" or value.shape[0] != batch:
-            continue
-        _, channels, height, width = (int(d) for d in value.shape)
-        if height * width <= 1 or channels < least_channels:
-            continue
-        if abs(height * width_in - width * height_in) > max(height_in, width_in):
-            continue  # aspect ratio off by more than a pixel: not an NCHW map of this image
-        groups[(height, width)].append(name)
-    stages = []
-    for (height, width), names in groups.items():
-        chosen = [name for name in names if name in bottlenecks]
-        name = (chosen or names)[-1]
-        stages.append(
-            FeatureStage(
-                name=name,
-                op_type=op_types[name],
-                channels=int(values[name].shape[1]),
-                height=height,
-                width=width,
-                bottleneck=bool(chosen),
-            )
-        )
-    position = {name: index for index, name in enumerate(order)}
-    stages.sort(key=lambda stage: position[stage.name])
-    probe = {
-        "feed": feed,
-        "values": values,
-        "output": values[output_name],
-        "input_shape": shape,
-        "fixed_batch_size": fixed_batch,
-        "input_type": input_type,
-    }
-    return stages, probe
-
-
-def _ort_type(value: onnx.ValueInfoProto) -> str:
-    elem = value.type.tensor_type.elem_type
-    return {
-        onnx.TensorProto.FLOAT: "tensor(float)",
-        onnx.TensorProto.DOUBLE: "tensor(double)",
-        onnx.TensorProto.FLOAT16: "tensor(float16)",
-    }.get(elem, "")
 
 
 def _tap_model(proto: onnx.ModelProto, stages: list[FeatureStage]) -> tuple[onnx.ModelProto, list[str], str]:
@@ -408,10 +95,6 @@ def _tap_model(proto: onnx.ModelProto, stages: list[FeatureStage]) -> tuple[onnx
     graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs)
     graph.output.append(logits_copy)
     return model, outputs, logits_copy.name
-
-
-# --------------------------------------------------------------------------------------------------
-# the callable
 
 
 class FeatureTaps:
@@ -567,7 +250,7 @@ def feature_taps(
     torch_model: nn.Module | None = None
     if isinstance(model, Teacher):
         teacher = model
-        if input_shape is not None and _check_shape(input_shape) != teacher.input_shape:
+        if input_shape is not None and check_input_shape(input_shape) != teacher.input_shape:
             raise ValueError(f"input_shape {tuple(input_shape)} disagrees with the teacher's {teacher.input_shape}")
         input_shape = teacher.input_shape
         proto = _teacher_onnx(teacher)
@@ -576,7 +259,7 @@ def feature_taps(
         if input_shape is None:
             raise ValueError("input_shape=(C, H, W) is required for a torch module")
         torch_model = model
-        proto = torch_to_onnx(model, _check_shape(input_shape))
+        proto = torch_to_onnx(model, check_input_shape(input_shape))
     elif isinstance(model, onnx.ModelProto):
         proto = model
     elif isinstance(model, bytes):
@@ -588,7 +271,7 @@ def feature_taps(
             "model must be a Teacher, torch.nn.Module, onnx.ModelProto, bytes or ONNX file path, "
             f"got {type(model).__name__}"
         )
-    found, probe = _analyse(proto, input_shape, min_channels=min_channels, num_threads=num_threads)
+    found, probe = analyse_stages(proto, input_shape, min_channels=min_channels, num_threads=num_threads)
     if not found:
         raise ValueError(
             "no 4-d feature maps (N, C, h, w) with h * w > 1 and enough channels found: not a convolutional model?"
@@ -601,7 +284,7 @@ def feature_taps(
             torch_model.eval()
         try:
             with torch.no_grad():
-                expected = torch_model(torch.from_numpy(probe["feed"]).to(_floating_dtype(torch_model)))
+                expected = torch_model(torch.from_numpy(probe["feed"]).to(floating_dtype(torch_model)))
         finally:
             if was_training:
                 with contextlib.suppress(NotImplementedError):
@@ -611,7 +294,7 @@ def feature_taps(
         _check_agreement("the ONNX export's logits and the torch model's", expected.float().numpy(), probe["output"])
     tap_proto, output_names, logits_name = _tap_model(proto, found)
     session = ort.InferenceSession(
-        tap_proto.SerializeToString(), _session_options(num_threads, optimise=True), providers=["CPUExecutionProvider"]
+        tap_proto.SerializeToString(), session_options(num_threads, optimise=True), providers=["CPUExecutionProvider"]
     )
     input_name = session.get_inputs()[0].name
     pooled = session.run(output_names, {input_name: probe["feed"]})
@@ -621,7 +304,7 @@ def feature_taps(
     if probe["fixed_batch_size"] is None:  # a batch size other than the export's: catches a baked-in batch
         single = session.run(output_names, {input_name: probe["feed"][:1]})
         for stage, value, batched in zip(found, single, pooled, strict=True):
-            _check_agreement(f"the pooled tap {stage.name!r} at batch sizes 1 and {_PROBE_BATCH}", batched[:1], value)
+            _check_agreement(f"the pooled tap {stage.name!r} at batch sizes 1 and {PROBE_BATCH}", batched[:1], value)
     return FeatureTaps(
         stages=found,
         onnx_model=proto,

@@ -1,32 +1,8 @@
 """The pool's vector index: cosine nearest neighbours of L2-normalised embeddings, with FAISS.
 
 FAISS (Johnson, Douze & Jégou, "Billion-scale similarity search with GPUs", arXiv:1702.08734; Douze et al., "The
-Faiss library", arXiv:2401.08281) with inner-product metric on unit vectors, i.e. cosine similarity. Three kinds:
-
-| kind | FAISS index | search | chosen for N (:func:`choose_index_kind`) |
-|---|---|---|---|
-| ``"flat"`` | ``IndexFlatIP`` | exact, one BLAS product per query batch | up to :data:`FLAT_MAX_VECTORS` |
-| ``"hnsw"`` | ``IndexHNSWFlat`` (Malkov & Yashunin, arXiv:1603.09320) | graph walk, ``ef_search`` | up to 2M |
-| ``"ivf"`` | ``IndexIVFFlat`` (Jégou et al., TPAMI 2011) | ``nprobe`` of ``nlist`` cells | above 2M |
-
-Thresholds (measurements on 2 cores in ``docs/pool_index.md``, ``bench/bench_faiss.py``): exact search over
-50,000 x 1,280-d vectors is one BLAS product per query batch (about 1,000 queries/s at 100k vectors), needs no
-training and no tuning, so pools up to :data:`FLAT_MAX_VECTORS` are searched exactly. Above that HNSW: the best
-queries/s at a given recall (1M vectors: about 2,000 queries/s at recall@100 0.98), incremental adds without any
-training and no drift as the pool grows; but it is slow to build (every insertion is a search: about 4 minutes for
-1M on 2 cores), its links cost ``2 * M * 4`` bytes per vector on top of the vectors and only the vectors can be
-memory-mapped. Past :data:`HNSW_MAX_VECTORS` IVF: it builds 3-5x faster, serves its inverted lists straight
-from a memory-mapped file and costs only 8 bytes per vector for the ids.
-
-Parameters:
-
-- IVF: ``nlist = 4 * sqrt(N)`` cells (the FAISS guideline is 4-16 sqrt(N)), clipped to 16..65,536 and to at most
-  ``N / 39`` (FAISS's minimum of 39 training points per centroid), where N is the first batch's size; k-means on
-  at most :data:`IVF_TRAIN_POINTS_PER_CELL` points per cell, :data:`IVF_KMEANS_ITERATIONS` iterations. Default
-  ``nprobe = 0.8 * sqrt(nlist)`` (:func:`default_nprobe`): recall@100 reached 0.95 at about ``0.7 * sqrt(nlist)``
-  cells at both 100k and 1M vectors.
-- HNSW: ``M = 32`` links per node, ``efConstruction = 64``, ``efSearch = 128`` (FAISS searches with
-  ``max(efSearch, k)``): recall@100 0.98-0.99 at 1M vectors.
+Faiss library", arXiv:2401.08281) with inner-product metric on unit vectors, i.e. cosine similarity. Three kinds
+(``flat``, ``hnsw``, ``ivf``), chosen by the number of vectors, and their parameters: :mod:`pu_mining.index_kinds`.
 
 **Dimension reduction** (``reduce_dim``): embeddings are 1,280-d (EfficientNet-Lite0); ``build_index`` projects them
 to :data:`DEFAULT_REDUCED_DIM` = 256 dimensions for the approximate kinds (``reduce_dim="auto"``), which makes
@@ -50,23 +26,10 @@ unbalanced and too large, so queries scan more vectors at the same ``nprobe`` an
 regions. :meth:`VectorIndex.retrain_advice` checks both (growth over :data:`RETRAIN_GROWTH`, IVF list imbalance over
 :data:`RETRAIN_IMBALANCE`, projection energy on recent batches) and says why.
 
-**Files**: ``save(path)`` writes the FAISS index to ``path`` and the metadata (kind, dimensions, parameters,
-embedder fingerprint, training size, file size) to the JSON sidecar ``path + ".json"``, each through a temporary
-file in the same folder and ``os.replace`` (atomic on POSIX; a reader that has memory-mapped the old file keeps its
-own inode). The index is replaced before the sidecar, and ``load`` checks the sidecar against the file (size,
-kind, dimensions, count), so a reader racing a writer gets a ValueError rather than mismatched metadata.
-``load(path, mmap=True)`` maps what FAISS can map, read-only (checked on FAISS 1.15.1):
-
-| kind | read flags | what stays on disk |
-|---|---|---|
-| ``ivf`` | ``IO_FLAG_MMAP | IO_FLAG_READ_ONLY`` | inverted lists (vectors, ids): ``OnDiskInvertedLists`` |
-| ``flat``, ``hnsw`` | ``IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY`` | the vectors (``IndexFlatCodes`` storage) |
-
-HNSW links, ``IndexIDMap`` ids and the projection are always read into memory. ``IO_FLAG_MMAP`` alone reads flat
-and HNSW indexes fully into memory, and combining it with ``IO_FLAG_MMAP_IFC`` fails for IVF ("mmap only supported
-for File objects"), hence one flag per kind. A memory-mapped index is read-only: ``add`` raises a RuntimeError
-instead of letting FAISS abort the whole process (it does, on a memory-mapped vector). ``mmap=False`` reads
-everything into memory and allows adds.
+**Files**: :meth:`VectorIndex.save` writes the FAISS index and a JSON sidecar, each atomically;
+:meth:`VectorIndex.load` checks one against the other and memory-maps what FAISS can, read-only
+(:mod:`pu_mining.index_files`). A memory-mapped index is read-only: ``add`` raises a RuntimeError instead of
+letting FAISS abort the whole process. ``mmap=False`` reads everything into memory and allows adds.
 
 Threads: FAISS uses OpenMP; set ``faiss.omp_set_num_threads(n)`` for the process. A ``VectorIndex`` is not safe to
 ``add`` to while another thread searches it.
@@ -74,15 +37,37 @@ Threads: FAISS uses OpenMP; set ``faiss.omp_set_num_threads(n)`` for the process
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import faiss
 import numpy as np
+
+from pu_mining.index_files import (
+    INDEX_FILE_FORMAT,
+    INDEX_FILE_VERSION,
+    read_index_files,
+    unwrap_index,
+    write_index_files,
+)
+from pu_mining.index_kinds import (
+    DEFAULT_REDUCED_DIM,
+    FLAT_MAX_VECTORS,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    HNSW_MAX_VECTORS,
+    INDEX_KINDS,
+    IVF_KMEANS_ITERATIONS,
+    IVF_TRAIN_POINTS_PER_CELL,
+    MAX_NLIST,
+    IndexKind,
+    check_int,
+    choose_index_kind,
+    default_nlist,
+    default_nprobe,
+)
 
 __all__ = [
     "DEFAULT_REDUCED_DIM",
@@ -96,26 +81,6 @@ __all__ = [
     "default_nprobe",
 ]
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
-INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
-
-FLAT_MAX_VECTORS = 50_000
-"""Up to this many vectors the index is exact (see the module docstring)."""
-HNSW_MAX_VECTORS = 2_000_000
-"""Up to this many vectors HNSW, above it IVF (memory and build time; see the module docstring)."""
-DEFAULT_REDUCED_DIM = 256
-
-MIN_NLIST = 16
-MAX_NLIST = 65_536
-IVF_MIN_POINTS_PER_CELL = 39
-IVF_TRAIN_POINTS_PER_CELL = 64
-IVF_KMEANS_ITERATIONS = 10
-NPROBE_SQRT_FACTOR = 0.8
-"""Default ``nprobe = 0.8 * sqrt(nlist)``, at least :data:`MIN_NPROBE` (see :func:`default_nprobe`)."""
-MIN_NPROBE = 8
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 64
-HNSW_EF_SEARCH = 128
 PROJECTION_SAMPLE = 100_000
 """Rows of the first batch the projection is computed from (a deterministic random sample beyond that)."""
 
@@ -125,48 +90,6 @@ RETRAIN_ENERGY_DROP = 0.05
 
 NORM_TOLERANCE = 1e-2
 """Rows must have L2 norm 1 within this tolerance (the index is cosine)."""
-
-_FORMAT = "condense-vector-index"
-_FORMAT_VERSION = 1
-_SIDECAR_SUFFIX = ".json"
-
-
-def choose_index_kind(n_vectors: int) -> IndexKind:
-    """``"flat"`` up to :data:`FLAT_MAX_VECTORS`, ``"hnsw"`` up to :data:`HNSW_MAX_VECTORS`, else ``"ivf"``."""
-    n_vectors = _check_int(n_vectors, "n_vectors", low=0)
-    if n_vectors <= FLAT_MAX_VECTORS:
-        return "flat"
-    if n_vectors <= HNSW_MAX_VECTORS:
-        return "hnsw"
-    return "ivf"
-
-
-def default_nlist(n_vectors: int) -> int:
-    """``4 * sqrt(N)`` IVF cells, clipped to 16..65,536 and to ``N / 39`` (at least 1)."""
-    n_vectors = _check_int(n_vectors, "n_vectors", low=1)
-    nlist = min(MAX_NLIST, max(MIN_NLIST, round(4 * math.sqrt(n_vectors))))
-    return max(1, min(nlist, n_vectors // IVF_MIN_POINTS_PER_CELL))
-
-
-def default_nprobe(nlist: int) -> int:
-    """``0.8 * sqrt(nlist)`` cells probed, at least 8 and at most ``nlist``.
-
-    Measured (``docs/pool_index.md``): recall@100 = 0.95 needed about 24 of 1,265 cells at 100k vectors and about
-    42 of 4,000 at 1M, i.e. ``~0.7 * sqrt(nlist)``; 0.8 leaves a margin (29 and 51 cells).
-    """
-    nlist = _check_int(nlist, "nlist", low=1)
-    return min(nlist, max(MIN_NPROBE, math.ceil(NPROBE_SQRT_FACTOR * math.sqrt(nlist))))
-
-
-# --------------------------------------------------------------------------------------------------------- checks
-
-
-def _check_int(value: object, what: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{what} must be in {low}..{high if high is not None else 'inf'}, got {value}")
-    return int(value)
 
 
 def _check_vectors(vectors: object, dim: int, what: str = "vectors") -> np.ndarray:
@@ -246,11 +169,11 @@ class VectorIndex:
         ef_search: int = HNSW_EF_SEARCH,
         fingerprint: str | None = None,
     ) -> None:
-        self._dim = _check_int(dim, "dim", low=1)
+        self._dim = check_int(dim, "dim", low=1)
         if kind not in INDEX_KINDS:
             raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
         if reduce_dim is not None:
-            reduce_dim = _check_int(reduce_dim, "reduce_dim", low=1, high=self._dim)
+            reduce_dim = check_int(reduce_dim, "reduce_dim", low=1, high=self._dim)
             if reduce_dim == self._dim:
                 reduce_dim = None
         if fingerprint is not None and not isinstance(fingerprint, str):
@@ -262,14 +185,14 @@ class VectorIndex:
         self._fingerprint = fingerprint
         self._params: dict[str, Any] = {}
         if kind == "ivf":
-            self._params["nlist"] = None if nlist is None else _check_int(nlist, "nlist", low=1, high=MAX_NLIST)
-            self._params["nprobe"] = None if nprobe is None else _check_int(nprobe, "nprobe", low=1)
+            self._params["nlist"] = None if nlist is None else check_int(nlist, "nlist", low=1, high=MAX_NLIST)
+            self._params["nprobe"] = None if nprobe is None else check_int(nprobe, "nprobe", low=1)
             if self._params["nlist"] is not None and self._params["nprobe"] is not None:
                 self._params["nprobe"] = min(self._params["nprobe"], self._params["nlist"])
         elif kind == "hnsw":
-            self._params["m"] = _check_int(m, "m", low=2, high=512)
-            self._params["ef_construction"] = _check_int(ef_construction, "ef_construction", low=1)
-            self._params["ef_search"] = _check_int(ef_search, "ef_search", low=1)
+            self._params["m"] = check_int(m, "m", low=2, high=512)
+            self._params["ef_construction"] = check_int(ef_construction, "ef_construction", low=1)
+            self._params["ef_search"] = check_int(ef_search, "ef_search", low=1)
         self._trained_on = 0
         self._energy: float | None = None
         self._read_only = False
@@ -424,13 +347,13 @@ class VectorIndex:
             if self._kind != "ivf":
                 raise ValueError(f"nprobe applies to kind 'ivf', not {self._kind!r}")
             high = self._params["nlist"] or MAX_NLIST
-            self._params["nprobe"] = _check_int(nprobe, "nprobe", low=1, high=high)
+            self._params["nprobe"] = check_int(nprobe, "nprobe", low=1, high=high)
             if self._core is not None:
                 self._core.nprobe = self._params["nprobe"]
         if ef_search is not None:
             if self._kind != "hnsw":
                 raise ValueError(f"ef_search applies to kind 'hnsw', not {self._kind!r}")
-            self._params["ef_search"] = _check_int(ef_search, "ef_search", low=1)
+            self._params["ef_search"] = check_int(ef_search, "ef_search", low=1)
             if self._core is not None:
                 self._core.hnsw.efSearch = self._params["ef_search"]
 
@@ -440,7 +363,7 @@ class VectorIndex:
         than ``k`` results exist the id is -1 and the score ``-inf``."""
         self._check_fingerprint(fingerprint)
         array = _check_vectors(queries, self._dim, "queries")
-        k = _check_int(k, "k", low=1)
+        k = check_int(k, "k", low=1)
         if self._index is None or self.ntotal == 0 or len(array) == 0:
             return np.full((len(array), k), -np.inf, dtype=np.float32), np.full((len(array), k), -1, dtype=np.int64)
         scores, ids = self._index.search(array, k)
@@ -490,8 +413,8 @@ class VectorIndex:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
+            "format": INDEX_FILE_FORMAT,
+            "version": INDEX_FILE_VERSION,
             "kind": self._kind,
             "dim": self._dim,
             "index_dim": self.index_dim,
@@ -504,7 +427,8 @@ class VectorIndex:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` and its metadata to ``path + ".json"``, each atomically.
+        """Write the index to ``path`` and its metadata to ``path + ".json"``, each atomically
+        (:func:`~pu_mining.index_files.write_index_files`).
 
         RuntimeError for a memory-mapped index: FAISS writes memory-mapped IVF lists as a reference to the file
         they map, not as data."""
@@ -512,46 +436,14 @@ class VectorIndex:
             raise ValueError("nothing to save: the index has not been built (add vectors first)")
         if self._read_only:  # FAISS would write a memory-mapped IVF as a reference to the file it maps
             raise RuntimeError("this index was loaded memory-mapped (read-only); load it with mmap=False to save it")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        try:
-            faiss.write_index(self._index, temporary)
-            size = os.path.getsize(temporary)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        meta = {**self.metadata(), "index_bytes": size}
-        _atomic_write_text(_sidecar(target), json.dumps(meta, indent=1, sort_keys=True))
+        write_index_files(self._index, path, self.metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = True) -> VectorIndex:
-        """Read an index written by :meth:`save`. ``mmap=True`` maps it read-only where FAISS can (module
-        docstring); ValueError for a missing or inconsistent file pair."""
-        target = Path(path)
-        sidecar = _sidecar(target)
-        if not target.is_file() or not sidecar.is_file():
-            raise ValueError(f"{target} and its metadata {sidecar.name} must both exist")
-        try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"unreadable index metadata {sidecar}: {error}") from error
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{sidecar} is not a {_FORMAT} v{_FORMAT_VERSION} metadata file")
-        kind = meta.get("kind")
-        if kind not in INDEX_KINDS:
-            raise ValueError(f"{sidecar}: unknown kind {kind!r}")
-        if meta.get("index_bytes") != target.stat().st_size:
-            raise ValueError(f"{target} does not match its metadata (size differs): was it replaced meanwhile?")
-        flags = 0
-        if mmap:
-            flags = (faiss.IO_FLAG_MMAP if kind == "ivf" else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
-        try:
-            index = faiss.read_index(str(target), flags)
-        except RuntimeError as error:
-            raise ValueError(f"cannot read FAISS index {target}: {str(error).splitlines()[0]}") from error
+        """Read an index written by :meth:`save`. ``mmap=True`` maps it read-only where FAISS can
+        (:mod:`pu_mining.index_files`); ValueError for a missing or inconsistent file pair."""
+        index, meta = read_index_files(path, mmap)
+        kind = meta["kind"]
         params = dict(meta.get("params") or {})
         reduce_dim = params.pop("reduce_dim", None)
         self = cls.__new__(cls)
@@ -565,48 +457,14 @@ class VectorIndex:
         self._read_only = bool(mmap)
         self._keep = []
         self._index = index
-        self._core = _unwrap(index, kind, self._dim, self.index_dim)
+        self._core = unwrap_index(index, kind, self._dim, self.index_dim)
         if int(index.ntotal) != meta.get("ntotal"):
-            raise ValueError(f"{target} holds {index.ntotal} vectors, its metadata says {meta.get('ntotal')}")
+            raise ValueError(f"{Path(path)} holds {index.ntotal} vectors, its metadata says {meta.get('ntotal')}")
         if kind == "ivf":
             self._core.nprobe = int(params["nprobe"])
         elif kind == "hnsw":
             self._core.hnsw.efSearch = int(params["ef_search"])
         return self
-
-
-def _unwrap(index: faiss.Index, kind: str, dim: int, index_dim: int) -> faiss.Index:
-    """The core FAISS index under the optional ``IndexPreTransform`` and ``IndexIDMap``, checked against
-    ``kind`` and the dimensions."""
-    top = faiss.downcast_index(index)
-    if int(top.d) != dim:
-        raise ValueError(f"the FAISS index has dimension {top.d}, its metadata says {dim}")
-    inner = top
-    if isinstance(inner, faiss.IndexPreTransform):
-        inner = faiss.downcast_index(inner.index)
-    if isinstance(inner, faiss.IndexIDMap):
-        inner = faiss.downcast_index(inner.index)
-    expected = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}[kind]
-    if not isinstance(inner, expected) or int(inner.d) != index_dim:
-        raise ValueError(f"the FAISS index ({type(inner).__name__}, d={inner.d}) is not the {kind!r} its metadata says")
-    if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError("the FAISS index does not use the inner-product metric")
-    return inner
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + _SIDECAR_SUFFIX)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def build_index(

@@ -1,7 +1,9 @@
-"""Verified ONNX export of compressed students (see :mod:`compression.export.onnx`)."""
+"""Verified ONNX export of compressed students (see :mod:`compression.export.onnx`), and the in-memory ONNX graph
+of a torch teacher for analysis (:mod:`compression.export.in_memory`)."""
 
 from __future__ import annotations
 
+from compression.export.in_memory import torch_to_onnx
 from compression.export.onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -27,5 +29,6 @@ __all__ = [
     "OnnxVerificationError",
     "check_standard_domains",
     "export_onnx",
+    "torch_to_onnx",
     "verify_onnx",
 ]
