@@ -44,8 +44,8 @@ CLASSES = 5
 
 
 def example_teacher() -> nn.Module:
-    """The architecture of ``condense example``'s teacher (service/example_cli.py), rebuilt here."""
-    from service.example_cli import build_teacher
+    """The architecture of ``condense example``'s teacher (service/cli/example.py), rebuilt here."""
+    from service.cli.example import build_teacher
 
     return build_teacher()
 

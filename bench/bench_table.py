@@ -462,7 +462,7 @@ def run_table(
             "macs": reference,
             "multiplications": reference,
         },
-        "mining": {key: value for key, value in mining.items() if key not in ("ids", "scores")},
+        "mining": {key: value for key, value in mining.items() if key not in ("ids", "scores", "strategy_ids")},
         "pool_ids_sha256": {
             row: hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest()[:16] for row, ids in pool_ids.items()
         },
