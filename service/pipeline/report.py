@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 REPORT_FORMAT = 2
-GATE_CONFIDENCE_EACH = 0.975
-"""Without a test set the gate takes the tighter of two upper bounds, each at 97.5 %: together they hold at 95 %."""
+GATE_CONFIDENCE_EACH = 0.95
+"""Without a test set the gate takes the larger of the available 95 % upper bounds: it holds whenever one of them does."""
 _PACKAGES = ("condense", "torch", "torchvision", "onnx", "onnxruntime", "faiss-cpu", "numpy")
 
 LabelledKind = Literal["test", "held_out_positives", "training_positives"]
@@ -370,10 +370,12 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
     """The gate's verdict (None without ``max_accuracy_drop``), computed from the evaluation's upper bounds.
 
     - With a test set: the upper end of the teacher-minus-student paired 95 % interval on it.
-    - Without: the tighter of (a) the upper end of the paired interval on the held-out positives and (b) the upper
-      end of the disagreement rate on the held-back pool images (an upper bound on the drop,
-      :func:`~compression.metrics.intervals.disagreement_drop_bound`), each at 97.5 % so that both hold together
-      with at least 95 % (Bonferroni). Figures on training positives are never used.
+    - Without: the larger of (a) the upper end of the paired 95 % interval on the held-out positives and (b) the
+      95 % upper end of the disagreement rate on the held-back pool images (an upper bound on the drop,
+      :func:`~compression.metrics.intervals.disagreement_drop_bound`, valid only where those images stand for the
+      task's: mining precision below 1 or a shifted distribution can bias it low, as measured on the benchmark's
+      wild pool). The larger bound holds with at least 95 % whenever either one is valid, so a biased pool bound
+      cannot pass a student alone. Figures on training positives are never used.
 
     ``passed`` when that upper end is within the limit, ``failed`` when the drop's estimate is over it,
     ``undecided`` ("too few images to decide") otherwise.
@@ -402,8 +404,8 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
             basis = "no evaluation images"
             decision = decide_drop(max_drop_points, None, None, 0, basis)
         else:
-            high, images, where = min(bounds)
-            basis = f"{where}, the tighter 97.5 % upper bound"
+            high, images, where = max(bounds)
+            basis = f"{where}, the larger 95 % upper bound" if len(bounds) > 1 else f"{where}, 95 % upper bound"
             decision = decide_drop(max_drop_points, estimate, high, images, basis)
     return Gate(
         decision.outcome,

@@ -25,7 +25,7 @@ def labelled(kind: Any, images: int, teacher_right: int, student_right: int) -> 
 
 
 def make_evaluation(
-    *, test: tuple[int, int, int] | None = (2000, 1900, 1860), held_out: tuple[int, int, int] = (60, 57, 56),
+    *, test: tuple[int, int, int] | None = (2000, 1900, 1860), held_out: tuple[int, int, int] | None = (60, 57, 56),
     pool: tuple[int, int] | None = (1200, 1152),
 ) -> Evaluation:  # fmt: skip
     """Test set, held-out positives and held-back pool as ``(images, teacher right, student right)`` and
@@ -33,7 +33,7 @@ def make_evaluation(
     return Evaluation(
         CLASSES,
         None if test is None else labelled("test", *test),
-        labelled("held_out_positives", *held_out),
+        None if held_out is None else labelled("held_out_positives", *held_out),
         None if pool is None else AgreementSet("held_back_pool", MEANINGS["held_back_pool"], pool[0],
                                                proportion(pool[1], pool[0])),
     )  # fmt: skip

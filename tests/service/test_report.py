@@ -49,19 +49,24 @@ def test_gate_uses_the_test_set_when_given() -> None:
     assert quality_gate(None, evaluation) is None
 
 
-def test_gate_without_a_test_set_takes_the_tighter_bound_at_97_5_percent() -> None:
-    # 60 held-out positives (a wide interval) but 5,000 held-back pool images with 99 % agreement:
-    # the disagreement bound (Wilson upper end of 50/5000 at 97.5 %) decides
+def test_gate_without_a_test_set_needs_every_bound_within_the_limit() -> None:
+    # 5,000 held-back pool images with 99 % agreement would pass a 2-point limit alone, but 60 held-out positives
+    # cannot support it: the larger bound decides, so a pool bound biased low cannot pass the student by itself
     evaluation = make_evaluation(test=None, held_out=(60, 57, 56), pool=(5000, 4950))
     gate = quality_gate(2.0, evaluation)
-    bound = wilson_interval(50, 5000, 0.975)[1] * 100
-    assert gate is not None and gate.outcome == "passed"
-    assert gate.accuracy_drop_high == pytest.approx(bound) and "5,000 held-back pool images" in gate.basis
+    assert gate is not None and gate.outcome == "undecided" and "held-out positives, 60 images" in gate.basis
     assert gate.accuracy_drop == pytest.approx(100 / 60)  # the estimate: the held-out positives' drop
-    assert disagreement_drop_bound(4950, 5000) == pytest.approx(bound / 100)
-    # without the pool the held-out positives decide, and 60 images cannot support a 2-point limit
-    alone = quality_gate(2.0, make_evaluation(test=None, held_out=(60, 57, 56), pool=None))
-    assert alone is not None and alone.outcome == "undecided" and "too few images to decide" in alone.reason
+    assert "the larger 95 % upper bound" in gate.basis
+    # with many held-out positives agreeing, both bounds are tight and the pool's (the larger here) decides
+    tight = make_evaluation(test=None, held_out=(3000, 2900, 2900), pool=(5000, 4950))
+    bound = wilson_interval(50, 5000, 0.95)[1] * 100
+    passed = quality_gate(2.0, tight)
+    assert passed is not None and passed.outcome == "passed"
+    assert passed.accuracy_drop_high == pytest.approx(bound) and "5,000 held-back pool images" in passed.basis
+    assert disagreement_drop_bound(4950, 5000, 0.95) == pytest.approx(bound / 100)
+    # the pool alone (no labelled images held out) decides with its own bound
+    alone = quality_gate(2.0, make_evaluation(test=None, held_out=None, pool=(5000, 4950)))
+    assert alone is not None and alone.outcome == "passed" and alone.basis.endswith("95 % upper bound")
 
 
 def test_a_tiny_evaluation_is_undecided_and_says_so() -> None:
