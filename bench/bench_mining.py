@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=MiningConfig.epochs)
     parser.add_argument("--candidate-budget", type=int, default=None, help="default: 200 x the positives")
+    parser.add_argument(
+        "--no-embedding-stage", action="store_true", help="the PU classifier on the teacher's stages alone"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -166,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.prior != "estimate":
         prior = float(args.prior)
     config = MiningConfig(
-        prior=prior, epochs=args.epochs, num_threads=args.threads, candidate_budget=args.candidate_budget
+        prior=prior,
+        epochs=args.epochs,
+        num_threads=args.threads,
+        candidate_budget=args.candidate_budget,
+        embedding_stage=not args.no_embedding_stage,
     )
     scored = score_pool(teacher, positives, pool, config, on_progress=lambda event: print(event, flush=True))
     candidate_scores = scored.scores if scored.scores is not None else np.zeros(len(scored.candidate_ids))
