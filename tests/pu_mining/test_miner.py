@@ -156,6 +156,17 @@ def test_errors_and_cancel(teacher, pool, positives) -> None:
         MiningConfig(prior=1.5)
     with pytest.raises(TypeError, match="Positives"):
         mine(teacher, positives.images, pool)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="embedding_stage"):
+        MiningConfig(embedding_stage="yes")  # type: ignore[arg-type]
+
+
+def test_the_embedding_stage_changes_the_classifier_not_the_prior(teacher, pool, positives) -> None:
+    both = score_pool(teacher, positives, pool, MiningConfig(num_threads=1))
+    teacher_only = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, embedding_stage=False))
+    assert both.prior == teacher_only.prior  # estimated on the teacher's stages either way
+    assert both.scores is not None and teacher_only.scores is not None
+    assert not np.allclose(both.scores, teacher_only.scores)  # the classifier saw one more stage
+    np.testing.assert_array_equal(both.candidate_ids, teacher_only.candidate_ids)
 
 
 def test_budget_covering_the_pool_makes_every_item_a_candidate(teacher, pool, positives) -> None:
