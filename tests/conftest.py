@@ -1,9 +1,11 @@
 """Shared fixtures: fixed seeds and a small thread count so timings in the suite stay predictable; the real servers
-of ``tests/servers.py`` (moto S3, PostgreSQL, Redis), registered here once for every test folder."""
+of ``tests/servers.py`` (moto S3, PostgreSQL, Redis), registered here once for every test folder; the trained teacher
+of ``tests/teachers.py``, trained once per session (``trained_teacher_path``, ``trained_teacher``)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # OpenMP threads that spin while waiting starve the worker and server subprocesses the service tests start on a
 # 2-core machine (measured: a training step 4.7 s instead of 0.27 s); the condense CLI sets the same default.
@@ -12,6 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 import torch
 
+from compression import load_teacher
+from compression.teachers import Teacher
 from tests.servers import (  # noqa: F401 -- fixtures, registered for the whole suite
     postgres_server,
     postgres_url,
@@ -21,6 +25,7 @@ from tests.servers import (  # noqa: F401 -- fixtures, registered for the whole 
     s3_env,
     s3_server,
 )
+from tests.teachers import INPUT_SHAPE, save_trained_teacher
 
 
 @pytest.fixture(autouse=True)
@@ -28,21 +33,33 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def trained_teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TorchScript file of the suite's teacher (tests/teachers.py), trained once per session; read it, never write."""
+    return save_trained_teacher(tmp_path_factory.mktemp("trained-teacher") / "teacher.pt")
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(trained_teacher_path: Path) -> Teacher:
+    """The trained teacher loaded as an upload is (:func:`compression.load_teacher`, inputs 1 x 28 x 28)."""
+    return load_teacher(trained_teacher_path, input_shape=INPUT_SHAPE)
+
+
 _SERVER_FIXTURES = frozenset(
     {"postgres_server", "postgres_url", "redis_server", "redis_url", "s3_server", "s3_bucket", "s3_env"}
 )
 
 
-# Tests that took 2 s or more (call + setup) in a full run of the suite: they train, export, mine or embed for real.
-# Marked here, by node id, so that `pytest -m "not slow and not servers and not browser"` stays the fast part.
+# Tests that use the trained teacher: the first one trains it (seconds), and they mine or distil with it.
+_SLOW_FIXTURES = frozenset({"trained_teacher_path"})
+
+# Other tests that took 2 s or more (call + setup) in a full run of the suite: they train, export, mine or embed for
+# real. Marked here, by node id, so that `pytest -m "not slow and not servers and not browser"` stays the fast part.
 _SLOW_TESTS = frozenset(
     {
         "tests/compression/test_adder_layer.py::test_onnx_export_matches_pytorch_with_dynamic_batch",
         "tests/compression/test_binary_layer.py::test_onnx_export_identical_top1",
-        "tests/compression/test_distill_trainer.py::test_each_family_learns_to_agree_with_the_teacher",
         "tests/compression/test_distill_trainer.py::test_sigkilled_run_resumes_to_the_same_result",
-        "tests/compression/test_distill_trainer.py::test_time_budget_returns_the_best_student",
-        "tests/compression/test_distill_trainer.py::test_without_validation_labels_selects_by_agreement",
         "tests/compression/test_export.py::test_export_writes_one_self_contained_file",
         "tests/compression/test_export.py::test_failed_verification_leaves_no_file",
         "tests/compression/test_export.py::test_verify_onnx_tolerances",
@@ -60,15 +77,10 @@ _SLOW_TESTS = frozenset(
         "tests/pu_mining/test_features.py::test_teacher_normalisation_is_applied",
         "tests/pu_mining/test_features.py::test_torchscript_teacher",
         "tests/pu_mining/test_image_files.py::test_folder_zip_and_tars_read_the_same_images_in_the_same_order",
-        "tests/pu_mining/test_miner.py::test_given_prior_budgets_and_determinism",
-        "tests/pu_mining/test_miner.py::test_mining_selects_the_task_images",
-        "tests/pu_mining/test_miner.py::test_near_duplicates_of_positives_are_not_selected",
         "tests/pu_mining/test_pool.py::test_ingest_npz_and_folder_then_read_back",
         "tests/pu_mining/test_pool_sources.py::test_labelled_sources",
         "tests/pu_mining/test_pool_sources.py::test_pool_composition",
         "tests/pu_mining/test_pool_sources.py::test_skimage_crops",
-        "tests/service/test_cli.py::test_distill_bad_inputs_are_one_line_errors",
-        "tests/service/test_cli.py::test_distill_trains_exports_and_reports",
         "tests/service/test_cli.py::test_profile_writes_a_verified_onnx_file",
         "tests/service/test_demo_pool.py::test_a_missing_package_leaves_its_source_out",
         "tests/service/test_demo_pool.py::test_builds_once_from_every_source_with_progress",
@@ -81,11 +93,12 @@ _SLOW_TESTS = frozenset(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests ``servers`` (a real server) and ``slow`` (listed above); the markers are in pyproject.toml."""
+    """Mark tests ``servers`` (a real server) and ``slow`` (a fixture or a node id above; ``fixturenames`` includes
+    the fixtures a test's fixtures use); the markers are in pyproject.toml."""
     for item in items:
-        if item.nodeid.split("[")[0] in _SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
         fixtures = set(getattr(item, "fixturenames", ()))
+        if item.nodeid.split("[")[0] in _SLOW_TESTS or fixtures & _SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
         callspec = getattr(item, "callspec", None)
         params = set(map(str, callspec.params.values())) if callspec is not None else set()
         if fixtures & _SERVER_FIXTURES or params & {"s3", "postgresql"}:

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from compression import load_teacher
 from compression.teachers import Teacher
 from pu_mining.candidates import PROBE_SHARE, nearest_neighbour_candidates
 from pu_mining.embedder import load_embedder
@@ -34,34 +32,10 @@ from tests.fashion_mnist import TASK_CLASS_NAMES, task_images
 CLASSES = list(TASK_CLASS_NAMES)
 
 
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stage1 = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.stage2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.head = nn.Linear(32, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stage2(self.stage1(x)).mean(dim=(2, 3)))
-
-
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Teacher:
-    torch.manual_seed(0)
-    images, labels = task_images("train", 1500)
-    net = SmallCNN()
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(3):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 100):
-            batch = order[start : start + 100]
-            loss = nn.functional.cross_entropy(net(images[batch]), labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    torch.jit.save(torch.jit.script(net.eval()), str(path))
-    return load_teacher(path, input_shape=(1, 28, 28))
+def teacher(trained_teacher: Teacher) -> Teacher:
+    """The suite's trained teacher (tests/teachers.py): three resolution stages for the miner to tap."""
+    return trained_teacher
 
 
 @pytest.fixture(scope="module")
