@@ -8,6 +8,7 @@ import torch
 from compression import create_student
 from compression.distill import TransferSet, default_config, distill
 from compression.distill.noise_adaptation import NoiseAdaptation, dfnd_loss
+from compression.teachers import Teacher
 from tests.fashion_mnist import TASK_CLASSES, task_images
 
 
@@ -53,24 +54,11 @@ def test_bad_input() -> None:
         dfnd_loss(torch.zeros(2, 3), torch.zeros(2, 4), NoiseAdaptation(3))
 
 
-def test_distill_with_noise_adaptation_learns_with_the_student() -> None:
+def test_distill_with_noise_adaptation_learns_with_the_student(trained_teacher: Teacher) -> None:
     """The trainer's optional DFND term: the student trains on unlabelled images with KD plus the noise-adapted
     hard-label loss, and ends well above chance; a negative weight is refused."""
-    images, labels = task_images("train", 600)
-    torch.manual_seed(0)
-    teacher_net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, TASK_CLASSES))
-    optimiser = torch.optim.Adam(teacher_net.parameters(), lr=1e-2)
-    for _ in range(60):
-        loss = torch.nn.functional.cross_entropy(teacher_net(images), labels)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    teacher_net.eval()
-
-    def teacher(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return teacher_net(x)
-
+    teacher = trained_teacher
+    images, _ = task_images("train", 600)
     student = create_student("ghost", num_classes=TASK_CLASSES, input_shape=(1, 28, 28), width=0.25)
     config = default_config(
         "ghost", epochs=3, batch_size=16, num_threads=1, checkpoint_every_s=None, augment=False,

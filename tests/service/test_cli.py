@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from service.cli import main
-from tests.fashion_mnist import TASK_CLASSES, task_images
+from tests.fashion_mnist import task_images
 
 
 def test_students_lists_the_registry(capsys) -> None:
@@ -51,46 +51,22 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys)
 # ------------------------------------------------------------------------------------------- condense distill
 
 
-class _TeacherCNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.head = torch.nn.Linear(64 * 7 * 7, TASK_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
-
-
 def _as_npz(path: Path, images: torch.Tensor, labels: torch.Tensor) -> Path:
     np.savez(path, x=(images[:, 0] * 255).round().to(torch.uint8).numpy(), y=labels.numpy())
     return path
 
 
 @pytest.fixture(scope="module")
-def distill_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A TorchScript teacher trained for a second on real images, and train/val .npz files (Fashion-MNIST 0-4)."""
+def distill_files(trained_teacher_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The suite's trained TorchScript teacher (tests/teachers.py), and train/val .npz files (Fashion-MNIST 0-4)."""
     folder = tmp_path_factory.mktemp("distill")
-    images, labels = task_images("train", 600)
-    torch.manual_seed(0)
-    net = _TeacherCNN()
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(2):
-        for start in range(0, len(images), 50):
-            loss = torch.nn.functional.cross_entropy(net(images[start : start + 50]), labels[start : start + 50])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    teacher = folder / "teacher.pt"
-    torch.jit.save(torch.jit.script(net.eval()), str(teacher))
-    train_labels = labels[:400].clone()
+    images, labels = task_images("train", 400)
+    train_labels = labels.clone()
     train_labels[100:] = -1  # most of a transfer set is unlabelled
     val_images, val_labels = task_images("test", 200)
     return {
-        "teacher": teacher,
-        "train": _as_npz(folder / "train.npz", images[:400], train_labels),
+        "teacher": trained_teacher_path,
+        "train": _as_npz(folder / "train.npz", images, train_labels),
         "val": _as_npz(folder / "val.npz", val_images, val_labels),
     }
 
