@@ -32,33 +32,11 @@ from compression.distill import (
     infer_family,
 )
 from compression.distill.trainer import CHECKPOINT_FILE
+from compression.teachers import Teacher
 from tests.fashion_mnist import TASK_CLASSES, task_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SHAPE = (1, 28, 28)
-
-
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()
-        )
-        self.head = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 7 * 7, TASK_CLASSES))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class FrozenTeacher:
-    """The teacher interface: a callable from images to logits (an eval-mode module under no_grad)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net.eval()
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(images)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,24 +55,9 @@ def data() -> dict[str, TransferSet]:
 
 
 @pytest.fixture(scope="module")
-def teacher(data: dict[str, TransferSet]) -> FrozenTeacher:
-    """A small CNN trained for about a second (3 epochs of Adam with flips); ~85 % test accuracy."""
-    torch.manual_seed(0)
-    net = SmallCNN()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    images, labels = data["train"].images, data["train"].labels
-    assert labels is not None
-    for _ in range(3):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 100):
-            batch = order[start : start + 100]
-            flips = torch.rand(len(batch), 1, 1, 1) < 0.5
-            x = torch.where(flips, images[batch].flip(-1), images[batch])
-            loss = nn.functional.cross_entropy(net(x), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return FrozenTeacher(net)
+def teacher(trained_teacher: Teacher) -> Teacher:
+    """The suite's trained teacher (tests/teachers.py), loaded from TorchScript as an upload is."""
+    return trained_teacher
 
 
 def _student(family: str, seed: int = 0) -> nn.Module:
@@ -118,7 +81,7 @@ _SHORT_RUN_OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def family_runs(teacher: FrozenTeacher, data: dict[str, TransferSet]) -> dict[str, tuple]:
+def family_runs(teacher: Teacher, data: dict[str, TransferSet]) -> dict[str, tuple]:
     runs = {}
     count = _SHORT_RUN_TRAIN_IMAGES
     train = TransferSet(data["train"].images[:count], data["train"].labels[:count])
