@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from pu_mining.image_files import ImageRecord
 from pu_mining.pool import PoolConfig, PoolStore, RecordSource
@@ -20,44 +19,19 @@ from service.cli import main
 from service.pipeline.report import read_report
 from storage import open_blob_store
 from tests.fashion_mnist import task_images
+from tests.teachers import TRAIN_IMAGES, FashionTeacherCNN
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ["0-tshirt", "1-trouser", "2-pullover", "3-dress", "4-coat"]
 
 
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        # ~11M MACs: large enough that a quarter of it fits the smallest Ghost student
-        self.stage1 = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU())
-        self.stage2 = nn.Sequential(
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()
-        )
-        self.head = nn.Linear(64 * 7 * 7, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(nn.functional.avg_pool2d(self.stage2(self.stage1(x)), 2).flatten(1))
-
-
 @pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A trained TorchScript teacher, a zip of class folders of PNG positives, and a pool in the data dir."""
+def job(trained_teacher_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The suite's trained TorchScript teacher (tests/teachers.py), a zip of class folders of PNG positives, and a
+    pool in the data dir."""
     root = tmp_path_factory.mktemp("compress")
-    torch.manual_seed(0)
-    images, labels = task_images("train", 1500)
-    net = SmallCNN()
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(4):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 50):
-            batch = order[start : start + 50]
-            loss = nn.functional.cross_entropy(net(images[batch]), labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    teacher = root / "teacher.pt"
-    torch.jit.save(torch.jit.script(net.eval()), str(teacher))
+    images, labels = task_images("train", TRAIN_IMAGES)
 
     def archive(path: Path, images: torch.Tensor, labels: torch.Tensor, per_class: int) -> Path:
         with zipfile.ZipFile(path, "w") as zipped:
@@ -70,9 +44,9 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         return path
 
     positives = archive(root / "positives.zip", images, labels, 10)
-    # a labelled test set the teacher never saw (train images past the first 1,500), 2 per class: tiny
-    unseen, unseen_labels = task_images("train", 1700)
-    test = archive(root / "test.zip", unseen[1500:], unseen_labels[1500:], 2)
+    # a labelled test set the teacher never saw (train images past its TRAIN_IMAGES), 2 per class: tiny
+    unseen, unseen_labels = task_images("train", TRAIN_IMAGES + 200)
+    test = archive(root / "test.zip", unseen[TRAIN_IMAGES:], unseen_labels[TRAIN_IMAGES:], 2)
 
     data = root / "data"
     test_images, _ = task_images("test", 300)
@@ -89,7 +63,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         [records("task", task), records("digits", digits[:200]), records("animals", animals[:200])],
         config=PoolConfig(image_size=28, channels=1, embedder_resolution=32),
     )
-    return {"teacher": teacher, "positives": positives, "test": test, "data": data, "root": root}
+    return {"teacher": trained_teacher_path, "positives": positives, "test": test, "data": data, "root": root}
 
 
 @pytest.fixture
@@ -169,7 +143,7 @@ def test_quality_gate_on_a_tiny_test_set_is_undecided_and_bad_input(job, env, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "max_accuracy_drop" in err and "0-100" in err
     pickled = tmp_path / "model.pt"
-    torch.save(SmallCNN(), pickled)
+    torch.save(FashionTeacherCNN(), pickled)
     code = main(["compress", "--teacher", str(pickled), "--positives", str(job["positives"]), "--out",
                  str(tmp_path / "x"), "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
