@@ -4,23 +4,40 @@ The app factory (:func:`service.app.create_app`), ``condense worker`` and ``cond
 :meth:`Settings.from_env` once and pass the object on; nothing else reads these variables (nothing at import time).
 A bad value raises :class:`SettingsError` (a ValueError) naming the variable, the value and what is expected.
 
-Each variable, its default and what it sets: :data:`service.settings_doc.VARIABLES` (the table of
-``docs/settings.md`` is generated from it; a test fails when one of them is stale). On the client side only:
-``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
+Settings is a frozen pydantic model: each field carries its ``CONDENSE_*`` variable, type, default, limits and
+meaning, and the table of ``docs/settings.md`` is generated from the fields (:mod:`service.settings_doc`; a test
+fails when the file is stale). How each kind of value is read from text: :mod:`service.setting_types`. On the
+client side only: ``CONDENSE_SERVER`` / ``CONDENSE_TOKEN`` (``condense submit|status|download|cancel``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
+
+from service.setting_types import (
+    AbsolutePath,
+    Addresses,
+    Bind,
+    Flag,
+    Seconds,
+    Size,
+    WholeNumber,
+    absolute_path,
+    env_name,
+    hide_password,
+    one_of,
+    parse_bytes,
+    reason,
+    setting,
+    url_schemes,
+)
 from storage.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -28,24 +45,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Settings", "SettingsError", "parse_bytes"]
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_PIPELINE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_PIPELINE_RE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 _MIN_SECRET_CHARS = 32
 _SECRET_FILE = "secret_key"
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
-
-
-def parse_bytes(text: str) -> int:
-    """``"512M"`` -> 536870912; plain digits are bytes; K, M, G, T are powers of 1024 (``MiB``, ``MB`` alike)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f"expected a size such as 1048576, 512M or 2G, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -58,45 +65,240 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
     return Path.cwd() / "condense-data"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The service's settings (see the module docstring for each one). Build with :meth:`from_env`."""
+_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_BROKER_SCHEMES = ("sqlite", "redis", "rediss")
+_DATA_DIR_DEFAULT = "`$XDG_DATA_HOME/condense`, else `~/.local/share/condense`, else `./condense-data`"
+_THREADS_DEFAULT = (
+    "unset (their defaults: torch follows `OMP_NUM_THREADS`, else the machine's cores; ONNX Runtime the cores)"
+)
 
-    data_dir: Path
-    database_url: str
-    blob_url: str
-    broker_url: str
-    work_dir: Path
-    max_upload_bytes: int = 2 * 1024**3
-    max_teacher_bytes: int = 512 * 1024**2
-    max_positives_files: int = 100_000
-    lease_s: float = 60.0
-    poll_s: float = 1.0
-    max_attempts: int = 3
-    reaper_interval_s: float = 30.0
-    checkpoint_sync_s: float = 300.0
-    upload_ttl_s: float = 86_400.0
-    workers: int = 1
-    num_threads: int | None = None
-    web_workers: int = 2
-    web_threads: int = 8
-    bind: str = "127.0.0.1:8000"
-    forwarded_allow_ips: str = "127.0.0.1,::1"
-    sse_max_s: float = 300.0
-    sse_keepalive_s: float = 15.0
-    sse_streams: int = 64
-    sse_streams_per_user: int = 4
-    upload_quota_bytes: int = 4 * 1024**3
-    session_ttl_s: float = 43_200.0
-    log_level: str = "INFO"
-    secure_cookies: bool = False
-    demo_pool: bool = True
-    pipeline: str | None = None
-    s3_endpoint_url: str | None = None
-    worker_heartbeat_file: Path | None = None
-    worker_heartbeat_s: float = 5.0
-    session_key_file: Path | None = None
-    session_key: str | None = field(default=None, repr=False)
+
+class Settings(BaseModel):
+    """The service's settings, each field set by one ``CONDENSE_*`` variable. Build with :meth:`from_env`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Settings")
+
+    data_dir: AbsolutePath = setting(
+        "CONDENSE_DATA_DIR",
+        ...,
+        "Where the embedded defaults keep their files: SQLite databases, local blobs, worker scratch space, "
+        "the pool cache, `first-token`, `secret_key`.",
+        shown_default=_DATA_DIR_DEFAULT,
+    )
+    database_url: Annotated[str, url_schemes(_DB_SCHEMES)] = setting(
+        "CONDENSE_DATABASE_URL",
+        ...,
+        "Job metadata, users and tokens: `sqlite:///path` or `postgresql://user:pw@host:5432/db`.",
+        shown_default="`sqlite:////<data dir>/condense.db`",
+    )
+    blob_url: Annotated[str, url_schemes(("file", "s3", ""))] = setting(
+        "CONDENSE_BLOB_URL",
+        ...,
+        "Uploads, artefacts, checkpoints and pools: `file:///path` (or a plain path) or `s3://bucket/prefix` "
+        "(endpoint from `?endpoint_url=`, else `CONDENSE_S3_ENDPOINT_URL`; credentials the usual boto3 way).",
+        shown_default="`file:///<data dir>/blobs`",
+    )
+    s3_endpoint_url: Annotated[str, url_schemes(("http", "https"))] | None = setting(
+        "CONDENSE_S3_ENDPOINT_URL",
+        None,
+        "The S3 endpoint for MinIO, Ceph and other S3-compatible stores, when the blob URL has no `?endpoint_url=`.",
+        shown_default="unset (AWS itself, or `AWS_ENDPOINT_URL`)",
+    )
+    broker_url: Annotated[str, url_schemes(_BROKER_SCHEMES)] = setting(
+        "CONDENSE_BROKER_URL",
+        ...,
+        "The job queue (Huey): `sqlite:///path` (one machine, no server) or `redis://host:6379/0` "
+        "(`rediss://` for TLS).",
+        shown_default="`sqlite:////<data dir>/queue.db`",
+    )
+    work_dir: AbsolutePath = setting(
+        "CONDENSE_WORK_DIR",
+        ...,
+        "A worker's scratch space: one folder per job with its inputs and checkpoints, kept while the job is "
+        "unfinished.",
+        shown_default="`<data dir>/work`",
+    )
+    max_upload_bytes: Size = setting(
+        "CONDENSE_MAX_UPLOAD_BYTES",
+        2 * 1024**3,
+        "Largest positives archive (and any one upload). `K`, `M`, `G` suffixes are binary units.",
+        ge=1,
+    )
+    max_teacher_bytes: Size = setting(
+        "CONDENSE_MAX_TEACHER_BYTES",
+        512 * 1024**2,
+        "Largest teacher model file (the web process reads it into memory to check its format).",
+        ge=1,
+    )
+    max_positives_files: WholeNumber = setting(
+        "CONDENSE_MAX_POSITIVES_FILES", 100_000, "Most members of a positives archive.", ge=1
+    )
+    lease_s: Seconds = setting(
+        "CONDENSE_LEASE_S",
+        60.0,
+        "A running job's lease in seconds: its worker renews it every third of this; a job whose lease ran out is "
+        "taken over.",
+        ge=1.0,
+    )
+    poll_s: Seconds = setting(
+        "CONDENSE_POLL_S",
+        1.0,
+        "How often a worker checks its running job for a cancel request (a cancel stops the work within about this).",
+        ge=0.05,
+    )
+    max_attempts: WholeNumber = setting(
+        "CONDENSE_MAX_ATTEMPTS",
+        3,
+        "How many times a job is started before losing its worker once more makes it fail.",
+        ge=1,
+    )
+    reaper_interval_s: Seconds = setting(
+        "CONDENSE_REAPER_INTERVAL_S", 30.0, "How often each worker looks for jobs whose worker was lost.", ge=0.1
+    )
+    checkpoint_sync_s: Seconds = setting(
+        "CONDENSE_CHECKPOINT_SYNC_S",
+        300.0,
+        "How often (and at every stage change) a worker copies a job's checkpoints to blob storage so that another "
+        "machine can resume it; `0` turns this off (one machine).",
+        ge=0.0,
+    )
+    upload_ttl_s: Seconds = setting(
+        "CONDENSE_UPLOAD_TTL_S",
+        86_400.0,
+        "Uploads (`POST /api/v1/uploads`) that no job took within this are deleted.",
+        ge=60.0,
+    )
+    worker_heartbeat_file: AbsolutePath | None = setting(
+        "CONDENSE_WORKER_HEARTBEAT_FILE",
+        None,
+        "`condense worker` writes this file at start and touches it from its work loop (waiting for jobs and during "
+        "a job's stop checks and progress reports); `condense worker --check-heartbeat MAX_AGE_S` exits 1 when it is "
+        "older, a liveness probe for a process that serves no HTTP. One file per worker process: `condense serve` "
+        "does not pass it to its workers.",
+        shown_default="unset (no file)",
+    )
+    worker_heartbeat_s: Seconds = setting(
+        "CONDENSE_WORKER_HEARTBEAT_S",
+        5.0,
+        "At most how often the heartbeat file is touched (the loop may touch it less often during a long step).",
+        ge=0.1,
+    )
+    workers: WholeNumber = setting(
+        "CONDENSE_WORKERS",
+        1,
+        "Job worker processes `condense serve` starts (`condense worker` is always one). `condense serve "
+        "--workers N` overrides it.",
+        ge=0,
+    )
+    num_threads: WholeNumber | None = setting(
+        "CONDENSE_NUM_THREADS",
+        None,
+        "Threads a job worker gives torch and ONNX Runtime for mining and distillation (`run_compression"
+        "(num_threads=...)`). Set it to the CPUs the worker may use (a container's CPU limit): more threads than "
+        "CPUs makes training several times slower under a CPU quota.",
+        shown_default=_THREADS_DEFAULT,
+        ge=1,
+    )
+    web_workers: WholeNumber = setting(
+        "CONDENSE_WEB_WORKERS", 2, "gunicorn worker processes (`condense serve --web-workers N`).", ge=1
+    )
+    web_threads: WholeNumber = setting(
+        "CONDENSE_WEB_THREADS",
+        8,
+        "Threads per gunicorn worker for requests other than event streams (streams get `CONDENSE_SSE_STREAMS` "
+        "more threads of their own).",
+        ge=1,
+    )
+    bind: Bind = setting(
+        "CONDENSE_BIND",
+        "127.0.0.1:8000",
+        "gunicorn's listening address (`0.0.0.0:8000` in containers, or `unix:/path.sock`; `condense serve --bind`).",
+    )
+    forwarded_allow_ips: Addresses = setting(
+        "CONDENSE_FORWARDED_ALLOW_IPS",
+        "127.0.0.1,::1",
+        "gunicorn's `forwarded_allow_ips`: the proxies (IP addresses or networks such as `10.0.0.0/8`, comma-"
+        "separated; `*` for any) whose `X-Forwarded-Proto` is believed, so a request that reached a TLS-terminating "
+        "proxy over HTTPS counts as HTTPS. Loopback only by default: a proxy on the same machine.",
+    )
+    sse_max_s: Seconds = setting(
+        "CONDENSE_SSE_MAX_S",
+        300.0,
+        "Longest one `/events` response streams before it closes (the client reconnects with `Last-Event-ID`).",
+        ge=1.0,
+    )
+    sse_keepalive_s: Seconds = setting(
+        "CONDENSE_SSE_KEEPALIVE_S", 15.0, "Keep-alive comment interval of an event stream.", ge=0.1
+    )
+    sse_streams: WholeNumber = setting(
+        "CONDENSE_SSE_STREAMS",
+        64,
+        "Event streams one gunicorn worker serves at once, on threads added to `CONDENSE_WEB_THREADS` (so streams "
+        "never take the threads of other requests); past it `/events` answers 503 with `Retry-After`.",
+        ge=1,
+    )
+    sse_streams_per_user: WholeNumber = setting(
+        "CONDENSE_SSE_STREAMS_PER_USER",
+        4,
+        "Event streams one user may hold open on one gunicorn worker; past it `/events` answers 429 (`Retry-After`).",
+        ge=1,
+    )
+    upload_quota_bytes: Size = setting(
+        "CONDENSE_UPLOAD_QUOTA_BYTES",
+        4 * 1024**3,
+        "Bytes of uploads one user may keep at once (their jobs' inputs included); past it uploads answer 413.",
+        ge=1,
+    )
+    session_ttl_s: Seconds = setting(
+        "CONDENSE_SESSION_TTL_S",
+        43_200.0,
+        "Lifetime of a web sign-in (12 hours); signing out ends it at once.",
+        ge=60.0,
+    )
+    log_level: Annotated[str, one_of(_LOG_LEVELS)] = setting(
+        "CONDENSE_LOG_LEVEL",
+        "INFO",
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+    )
+    session_key: str | None = setting(
+        "CONDENSE_SECRET_KEY",
+        None,
+        f"Signs the web pages' session cookies; at least {_MIN_SECRET_CHARS} characters. Set it or "
+        "`CONDENSE_SECRET_KEY_FILE` (the same everywhere) when several machines with separate data directories "
+        "serve the pages.",
+        shown_default="made on first start, kept in `<data dir>/secret_key`",
+        min_length=_MIN_SECRET_CHARS,
+        repr=False,
+    )
+    session_key_file: AbsolutePath | None = setting(
+        "CONDENSE_SECRET_KEY_FILE",
+        None,
+        "A file holding the session key (a mounted Kubernetes Secret or compose secret; surrounding whitespace is "
+        "dropped), read once at start-up: a file that cannot be read or holds under "
+        f"{_MIN_SECRET_CHARS} characters stops the command with a message naming it. Setting it and "
+        "`CONDENSE_SECRET_KEY` both is an error.",
+    )
+    secure_cookies: Flag = setting(
+        "CONDENSE_SECURE_COOKIES",
+        False,
+        "`1` marks the session cookie `Secure` (sent over HTTPS only): set it wherever the pages are served over "
+        "HTTPS, a TLS-terminating proxy included. Off by default because the embedded server speaks plain HTTP on "
+        "127.0.0.1, where a browser would drop a Secure cookie.",
+    )
+    demo_pool: Flag = setting(
+        "CONDENSE_DEMO_POOL",
+        True,
+        "`condense serve` builds the demo pool (pool `demo`, 4,500 packaged real images, about 20 s on 2 CPU "
+        "cores) on first start when it does not exist; `0` skips it (build it later with `condense pool demo`). "
+        "Also accepts `true`/`false`, `yes`/`no`, `on`/`off`.",
+    )
+    pipeline: str | None = setting(
+        "CONDENSE_PIPELINE",
+        None,
+        "**Tests only**: `module:function` run instead of `service.pipeline.run_compression`.",
+        pattern=_PIPELINE_RE,
+        expected="module.path:function (tests only)",
+    )
 
     @property
     def max_request_bytes(self) -> int:
@@ -116,53 +318,35 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the ``CONDENSE_*`` variables of ``environ`` (default ``os.environ``); SettingsError naming a bad one."""
-        env = dict(os.environ if environ is None else environ)
-        reader = _Reader(env)
-        data_text = reader.text("CONDENSE_DATA_DIR")
-        data_dir = Path(data_text).expanduser() if data_text else _default_data_dir(env)
-        data_dir = data_dir.absolute()
-        work_text = reader.text("CONDENSE_WORK_DIR")
-        key_file, session_key = reader.session_key("CONDENSE_SECRET_KEY", "CONDENSE_SECRET_KEY_FILE")
-        settings = cls(
-            data_dir=data_dir,
-            database_url=reader.url("CONDENSE_DATABASE_URL", f"sqlite:///{data_dir}/condense.db", _DB_SCHEMES),
-            blob_url=reader.url("CONDENSE_BLOB_URL", f"file://{data_dir}/blobs", ("file", "s3", "")),
-            broker_url=reader.url("CONDENSE_BROKER_URL", f"sqlite:///{data_dir}/queue.db", _BROKER_SCHEMES),
-            work_dir=(Path(work_text).expanduser().absolute() if work_text else data_dir / "work"),
-            max_upload_bytes=reader.size("CONDENSE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
-            max_teacher_bytes=reader.size("CONDENSE_MAX_TEACHER_BYTES", cls.max_teacher_bytes),
-            max_positives_files=reader.integer("CONDENSE_MAX_POSITIVES_FILES", cls.max_positives_files, minimum=1),
-            lease_s=reader.number("CONDENSE_LEASE_S", cls.lease_s, minimum=1.0),
-            poll_s=reader.number("CONDENSE_POLL_S", cls.poll_s, minimum=0.05),
-            max_attempts=reader.integer("CONDENSE_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
-            reaper_interval_s=reader.number("CONDENSE_REAPER_INTERVAL_S", cls.reaper_interval_s, minimum=0.1),
-            checkpoint_sync_s=reader.number("CONDENSE_CHECKPOINT_SYNC_S", cls.checkpoint_sync_s, minimum=0.0),
-            upload_ttl_s=reader.number("CONDENSE_UPLOAD_TTL_S", cls.upload_ttl_s, minimum=60.0),
-            workers=reader.integer("CONDENSE_WORKERS", cls.workers, minimum=0),
-            num_threads=reader.count("CONDENSE_NUM_THREADS"),
-            web_workers=reader.integer("CONDENSE_WEB_WORKERS", cls.web_workers, minimum=1),
-            web_threads=reader.integer("CONDENSE_WEB_THREADS", cls.web_threads, minimum=1),
-            bind=reader.bind("CONDENSE_BIND", cls.bind),
-            forwarded_allow_ips=reader.addresses("CONDENSE_FORWARDED_ALLOW_IPS", cls.forwarded_allow_ips),
-            sse_max_s=reader.number("CONDENSE_SSE_MAX_S", cls.sse_max_s, minimum=1.0),
-            sse_keepalive_s=reader.number("CONDENSE_SSE_KEEPALIVE_S", cls.sse_keepalive_s, minimum=0.1),
-            sse_streams=reader.integer("CONDENSE_SSE_STREAMS", cls.sse_streams, minimum=1),
-            sse_streams_per_user=reader.integer("CONDENSE_SSE_STREAMS_PER_USER", cls.sse_streams_per_user, minimum=1),
-            upload_quota_bytes=reader.size("CONDENSE_UPLOAD_QUOTA_BYTES", cls.upload_quota_bytes),
-            session_ttl_s=reader.number("CONDENSE_SESSION_TTL_S", cls.session_ttl_s, minimum=60.0),
-            log_level=reader.choice("CONDENSE_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
-            secure_cookies=reader.flag("CONDENSE_SECURE_COOKIES", cls.secure_cookies),
-            demo_pool=reader.flag("CONDENSE_DEMO_POOL", cls.demo_pool),
-            pipeline=reader.pipeline("CONDENSE_PIPELINE"),
-            s3_endpoint_url=reader.optional_url("CONDENSE_S3_ENDPOINT_URL", ("http", "https")),
-            worker_heartbeat_file=reader.path("CONDENSE_WORKER_HEARTBEAT_FILE"),
-            worker_heartbeat_s=reader.number("CONDENSE_WORKER_HEARTBEAT_S", cls.worker_heartbeat_s, minimum=0.1),
-            session_key_file=key_file,
-            session_key=session_key,
-        )
-        if reader.errors:
-            raise SettingsError("; ".join(reader.errors))
+        """Read the ``CONDENSE_*`` variables of ``environ`` (default ``os.environ``); SettingsError naming a bad one.
+
+        A variable that is unset or blank leaves its field's default; surrounding whitespace is dropped. The data
+        directory defaults to ``$XDG_DATA_HOME/condense``, else ``~/.local/share/condense``, else
+        ``./condense-data``; the database, blob and broker URLs and the work directory default to places inside it.
+        Every bad variable is named in the one message.
+        """
+        env = os.environ if environ is None else environ
+        given: dict[str, str] = {}
+        for name, field in cls.model_fields.items():
+            text = env.get(env_name(field), "").strip()
+            if text:
+                given[name] = text
+        data_dir = absolute_path(given["data_dir"]) if "data_dir" in given else _default_data_dir(env).absolute()
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{data_dir}/condense.db",
+            "blob_url": f"file://{data_dir}/blobs",
+            "broker_url": f"sqlite:///{data_dir}/queue.db",
+            "work_dir": data_dir / "work",
+            **given,
+            "data_dir": data_dir,
+        }
+        problems = _read_session_key_file(values)
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as error:
+            problems += [_problem(cls, item, given) for item in error.errors()]
+        if problems:
+            raise SettingsError("; ".join(problems))
         return settings
 
     def session_secret(self) -> str:
@@ -193,21 +377,16 @@ class Settings:
     def as_dict(self) -> dict[str, object]:
         """The settings as JSON-ready values, with passwords in URLs and the secret key hidden (for logs, ``serve``)."""
         result: dict[str, object] = {}
-        for name, value in self.__dict__.items():
+        for name in type(self).model_fields:
+            value = getattr(self, name)
             if name == "session_key":
                 value = None if value is None else "***"
             if isinstance(value, Path):
                 value = str(value)
             if name.endswith("_url") and isinstance(value, str):
-                value = _hide_password(value)
+                value = hide_password(value)
             result[name] = value
         return result
-
-
-_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
-_BROKER_SCHEMES = ("sqlite", "redis", "rediss")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 def _read_secret(path: Path) -> str | None:
@@ -226,192 +405,37 @@ def _read_secret(path: Path) -> str | None:
     return text
 
 
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+def _read_session_key_file(values: dict[str, object]) -> list[str]:
+    """Put the key from the file ``CONDENSE_SECRET_KEY_FILE`` names (a mounted Kubernetes or compose secret;
+    surrounding whitespace dropped) into ``values``; the problems found, worded. Setting the variable and
+    ``CONDENSE_SECRET_KEY`` both is an error: two sources of one key could disagree between replicas and sign
+    users out without a word. The key itself is never repeated in a message."""
+    path_text = values.get("session_key_file")
+    if not isinstance(path_text, str):
+        return []
+    name, file_name = (env_name(Settings.model_fields[field]) for field in ("session_key", "session_key_file"))
+    if values.pop("session_key", None) is not None:
+        return [f"{name} and {file_name} are both set: set only one of them"]
+    try:
+        key = absolute_path(path_text).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return [f"{file_name}={path_text!r}: cannot read the session key from it ({why})"]
+    if len(key) < _MIN_SECRET_CHARS:
+        need = f"a session key needs at least {_MIN_SECRET_CHARS}"
+        return [f"{file_name}={path_text!r}: holds {len(key)} characters; {need}"]
+    values["session_key"] = key
+    return []
 
 
-class _Reader:
-    """Reads variables, collecting every problem (so one error message names all bad variables)."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.errors: list[str] = []
-
-    def text(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or not value.strip():
-            return None
-        return value.strip()
-
-    def _fail(self, name: str, value: str, expected: str) -> None:
-        self.errors.append(f"{name}={value!r}: {expected}")
-
-    def path(self, name: str) -> Path | None:
-        value = self.text(name)
-        return None if value is None else Path(value).expanduser().absolute()
-
-    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value is None:
-            return default
-        scheme = urlsplit(value).scheme.lower()
-        if scheme not in schemes:
-            shown = ", ".join(f"{s}:" for s in schemes if s) + (" or a plain path" if "" in schemes else "")
-            self._fail(name, _hide_password(value), f"expected a URL starting with {shown}")
-            return default
-        return value
-
-    def optional_url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        return self.url(name, "", schemes) or None
-
-    def size(self, name: str, default: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            size = parse_bytes(value)
-        except ValueError as error:
-            self._fail(name, value, str(error))
-            return default
-        if size < 1:
-            self._fail(name, value, "must be at least 1 byte")
-            return default
-        return size
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            self._fail(name, value, "expected a whole number")
-            return default
-        if number < minimum:
-            self._fail(name, value, f"must be >= {minimum}")
-            return default
-        return number
-
-    def count(self, name: str) -> int | None:
-        """A whole number >= 1, or None when unset."""
-        if self.text(name) is None:
-            return None
-        errors = len(self.errors)
-        number = self.integer(name, 1, minimum=1)
-        return None if len(self.errors) > errors else number
-
-    def number(self, name: str, default: float, *, minimum: float) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            self._fail(name, value, "expected a number of seconds")
-            return default
-        if not number >= minimum or number == float("inf"):
-            self._fail(name, value, f"must be a finite number >= {minimum:g}")
-            return default
-        return number
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.upper() not in choices:
-            self._fail(name, value, f"expected one of {', '.join(choices)}")
-            return default
-        return value.upper()
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.text(name)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        self._fail(name, value, "expected 1 or 0 (also true/false, yes/no, on/off)")
-        return default
-
-    def bind(self, name: str, default: str) -> str:
-        value = self.text(name)
-        if value is None:
-            return default
-        host, sep, port = value.rpartition(":")
-        if value.startswith("unix:"):
-            return value
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self._fail(name, value, "expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path/to.sock")
-            return default
-        return value
-
-    def addresses(self, name: str, default: str) -> str:
-        """``*``, or comma-separated IP addresses and networks (``10.0.0.0/8``; host bits unset, as gunicorn wants)."""
-        value = self.text(name)
-        if value is None:
-            return default
-        items = [item.strip() for item in value.split(",") if item.strip()]
-        if items == ["*"]:
-            return "*"
-        bad = []
-        for item in items:
-            try:
-                ipaddress.ip_network(item)
-            except ValueError:
-                bad.append(item)
-        if bad or not items:
-            shown = ", ".join(repr(item) for item in bad) or "nothing"
-            self._fail(name, value, f"expected '*' or IP addresses / networks separated by commas, not {shown}")
-            return default
-        return ",".join(items)
-
-    def secret(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        if len(value) < _MIN_SECRET_CHARS:  # the value itself is never repeated in the message
-            self.errors.append(f"{name}: must be at least {_MIN_SECRET_CHARS} characters (got {len(value)})")
-            return None
-        return value
-
-    def session_key(self, name: str, file_name: str) -> tuple[Path | None, str | None]:
-        """``(key file, key)``: the key from variable ``name`` or read from the file ``file_name`` names (a mounted
-        Kubernetes or compose secret; surrounding whitespace dropped). Setting both is an error: two sources of one
-        key could disagree between replicas and sign users out without a word."""
-        path_text = self.text(file_name)
-        if path_text is None:
-            return None, self.secret(name)
-        path = Path(path_text).expanduser().absolute()
-        if self.text(name) is not None:
-            self.errors.append(f"{name} and {file_name} are both set: set only one of them")
-            return path, None
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            self._fail(file_name, path_text, f"cannot read the session key from it ({reason})")
-            return path, None
-        if len(key) < _MIN_SECRET_CHARS:  # the key itself is never repeated in the message
-            self._fail(
-                file_name, path_text, f"holds {len(key)} characters; a session key needs at least {_MIN_SECRET_CHARS}"
-            )
-            return path, None
-        return path, key
-
-    def pipeline(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        if not _PIPELINE_RE.match(value):
-            self._fail(name, value, "expected module.path:function (tests only)")
-            return None
-        return value
+def _problem(model: type[Settings], error: ErrorDetails, given: Mapping[str, str]) -> str:
+    """One of pydantic's errors as ``VARIABLE='value': what is expected`` (secrets and URL passwords hidden)."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    field = model.model_fields.get(name)
+    if field is None:
+        return f"{name or 'settings'}: {error['msg']}"
+    value = given.get(name, error["input"])
+    if not field.repr:  # a secret
+        return f"{env_name(field)}: {reason(error, field)}"
+    shown = hide_password(value) if name.endswith("_url") and isinstance(value, str) else value
+    return f"{env_name(field)}={shown!r}: {reason(error, field)}"

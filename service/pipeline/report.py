@@ -54,7 +54,7 @@ __all__ = [
 
 REPORT_FORMAT = 2
 GATE_CONFIDENCE_EACH = 0.95
-"""Without a test set the gate takes the larger of the available 95 % upper bounds: it holds whenever one of them does."""
+"""Without a test set the gate takes the larger of the available 95 % upper bounds: it holds whenever one does."""
 _PACKAGES = ("condense", "torch", "torchvision", "onnx", "onnxruntime", "faiss-cpu", "numpy")
 
 LabelledKind = Literal["test", "held_out_positives", "training_positives"]

@@ -89,16 +89,44 @@ def test_parse_bytes() -> None:
         parse_bytes("1.5G")
 
 
-def test_docs_settings_table_is_generated_from_the_variables() -> None:
-    """docs/settings.md's table is ``python -m service.settings_doc``; every Settings field has a variable."""
-    from dataclasses import fields
-
-    from service.settings_doc import VARIABLES, markdown_table
+def test_docs_settings_table_is_generated_from_the_fields() -> None:
+    """docs/settings.md's table is ``python -m service.settings_doc``; every field has its own variable and meaning."""
+    from service.setting_types import env_name
+    from service.settings_doc import markdown_table, shown_default
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text(encoding="utf-8")
     assert markdown_table() in docs, "docs/settings.md is stale: paste the output of python -m service.settings_doc"
-    assert {variable.field for variable in VARIABLES} == {f.name for f in fields(Settings)}
-    assert len({variable.name for variable in VARIABLES}) == len(VARIABLES)
+    fields = Settings.model_fields
+    names = [env_name(field) for field in fields.values()]
+    assert len(set(names)) == len(names) and all(name.startswith("CONDENSE_") for name in names)
+    assert all(field.description for field in fields.values())
+    assert shown_default(fields["max_teacher_bytes"]) == "`512M`" and shown_default(fields["demo_pool"]) == "`1`"
+    assert shown_default(fields["pipeline"]) == "unset" and shown_default(fields["lease_s"]) == "`60`"
+
+
+def test_pydantic_errors_are_worded_per_variable(tmp_path: Path) -> None:
+    """Limits on the fields give the same one-line reasons as the readers: minimums, sizes, secrets, patterns."""
+    env = {
+        "CONDENSE_DATA_DIR": str(tmp_path),
+        "CONDENSE_POLL_S": "inf",
+        "CONDENSE_UPLOAD_QUOTA_BYTES": "0",
+        "CONDENSE_SECRET_KEY": "too-short-key",
+        "CONDENSE_PIPELINE": "1a:b",
+        "CONDENSE_LOG_LEVEL": "trace",
+        "CONDENSE_DATABASE_URL": "mysql://user:hunter2@db/condense",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value).split("; ") == [
+        "CONDENSE_DATABASE_URL='mysql://user:***@db/condense': expected a URL starting with sqlite:, "
+        "sqlite+pysqlite:, postgresql:, postgres:, postgresql+psycopg:",
+        "CONDENSE_POLL_S='inf': must be a finite number >= 0.05",
+        "CONDENSE_UPLOAD_QUOTA_BYTES='0': must be at least 1 byte",
+        "CONDENSE_LOG_LEVEL='trace': expected one of DEBUG, INFO, WARNING, ERROR",
+        "CONDENSE_SECRET_KEY: must be at least 32 characters (got 13)",
+        "CONDENSE_PIPELINE='1a:b': expected module.path:function (tests only)",
+    ]
+    assert caught.value.__cause__ is None and caught.value.__context__ is None  # pydantic's error holds the key
 
 
 def test_the_session_key_comes_from_a_file(tmp_path: Path) -> None:
