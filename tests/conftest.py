@@ -53,18 +53,25 @@ _SERVER_FIXTURES = frozenset(
 # Tests that use the trained teacher: the first one trains it (seconds), and they mine or distil with it.
 _SLOW_FIXTURES = frozenset({"trained_teacher_path"})
 
-# Other tests that took 2 s or more (call + setup) in a full run of the suite: they train, export, mine or embed for
-# real. Marked here, by node id, so that `pytest -m "not slow and not servers and not browser"` stays the fast part.
+# Other tests that train, export, mine, embed or measure latency for real and took a second or more (call + setup) in
+# a run of the suite. Marked here, by node id, so that `pytest -m "not slow and not servers and not browser"` stays
+# the fast part. A module whose fixture trains is marked as a whole there (pytestmark), so that no test of it that
+# is left in the fast part pays for the training.
 _SLOW_TESTS = frozenset(
     {
         "tests/compression/test_adder_layer.py::test_onnx_export_matches_pytorch_with_dynamic_batch",
         "tests/compression/test_binary_layer.py::test_onnx_export_identical_top1",
+        "tests/compression/test_binary_search.py::test_searched_student_meets_its_budget_and_is_cached",
+        "tests/compression/test_distill_stages.py::test_progressive_binarisation_trains_float_weights_first",
+        "tests/compression/test_distill_stages.py::test_two_stage_distillation_starts_the_student_from_the_trained_twin",
         "tests/compression/test_distill_trainer.py::test_sigkilled_run_resumes_to_the_same_result",
         "tests/compression/test_export.py::test_export_writes_one_self_contained_file",
         "tests/compression/test_export.py::test_failed_verification_leaves_no_file",
         "tests/compression/test_export.py::test_verify_onnx_tolerances",
         "tests/compression/test_ghost_layers.py::test_onnx_export_parity",
         "tests/compression/test_metrics.py::test_profile_counts_and_latency",
+        "tests/compression/test_qnn_export.py::test_qnn_student_exports_to_qdq_onnx_that_onnx_runtime_runs_on_real_images",
+        "tests/compression/test_slim_latency_sizing.py::test_ms_budget_search_measures_caches_and_explains",
         "tests/compression/test_student_export.py::test_float_students_match_onnx_runtime",
         "tests/compression/test_student_export.py::test_trained_binary_student_has_identical_top1_in_onnx_runtime",
         "tests/compression/test_students.py::test_any_input_shape_and_class_count",

@@ -15,6 +15,8 @@ from tests.fashion_mnist import task_images
 
 INPUT = (1, 28, 28)
 
+pytestmark = pytest.mark.slow  # every test uses the float student file, trained for two epochs on 3,000 images
+
 
 @functools.cache
 def _trained_student_file(folder: str) -> str:
