@@ -161,11 +161,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "The paper's CIFAR-10 figures (ResNet-34 teacher, ResNet-18 students, 2 % labelled data, ImageNet pool), "
         "for the shape: " + ", ".join(f"{ROW_LABELS[row]} {value:.2f}%" for row, value in PAPER_CIFAR10.items()) + ".",
-        "",
-        "Goal:",
-        "",
-        *goal_lines(results),
     ]
+    goals = goal_lines(results)
+    if goals:
+        lines += ["", "Goal:", "", *goals]
     return "\n".join(lines)
 
 
@@ -176,7 +175,7 @@ The PU compression paper's CIFAR-10 table on the benchmark task, one student per
 training images; the 300 positives alone; *random pool*: the positives plus `S` pool items drawn at random, as
 many as PU selects; *PU-s1*: the positives plus all `S` items PU mining selects; *PU-s2*: the positives plus the
 `S/2` best-scoring PU selections, and *random pool, half*: the positives plus the first `S/2` random items, the
-same size as PU-s2. (The issue's PU-s2, "capped at the random row's count", would change nothing with the random
+same size as PU-s2. (A PU-s2 "capped at the random row's count" would change nothing with the random
 row at `S`; halving both makes PU-s2 a real second point.) Every PU-style run uses its family's default
 `DistillConfig` and the same epochs as the family's KD-full-data run; the best epoch is chosen by agreement with the
 teacher on 2,048 images of the run's own transfer set; accuracy is on the 5,000 test images. Mining runs once and is
