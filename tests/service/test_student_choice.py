@@ -98,3 +98,12 @@ def test_submit_and_compress_share_the_student_option_flags() -> None:
     both = ["compress", "--teacher", "t", "--out", "o", "--latency-ms", "3", "--latency-ratio", "1"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(both)
+
+
+def test_small_transfer_sets_train_with_smaller_batches() -> None:
+    from service.pipeline.stages import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH, batch_size_for
+
+    assert batch_size_for(30_000, 128) == 128  # plenty of steps: unchanged
+    assert batch_size_for(400, 128) == 25 and MIN_STEPS_PER_EPOCH == 400 // 25  # 3 steps an epoch -> 16
+    assert batch_size_for(100, 128) == MIN_BATCH_SIZE  # never below the floor
+    assert batch_size_for(2_048, 128) == 128 and batch_size_for(2_047, 128) == 127
