@@ -249,6 +249,11 @@ class ScoredPool:
         return self.candidates.ids
 
 
+def _with_held(unlabelled: list[torch.Tensor], held: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    """The held-out positives hide among the candidates: unlabelled rows for the classifier."""
+    return unlabelled if held is None else [torch.cat([u, h]) for u, h in zip(unlabelled, held, strict=True)]
+
+
 def _as_tensor(vectors: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
 
@@ -370,11 +375,7 @@ def score_pool(
     if held_out is not None:
         held_features, held_logits = taps.features_and_logits(held_out.images)
         held_embeddings = embedder(held_out.images) if embedder is not None else None
-    unlabelled_with_held = (
-        [torch.cat([u, h]) for u, h in zip(unlabelled, held_features, strict=True)]
-        if held_features is not None
-        else unlabelled
-    )  # the held-out positives hide among the candidates: unlabelled for the classifier
+    unlabelled_with_held = _with_held(unlabelled, held_features)
     if config.prior is not None:
         prior, prior_estimated, prior_method = float(config.prior), False, None
     else:
@@ -392,11 +393,7 @@ def score_pool(
         unlabelled = [*unlabelled, _as_tensor(pool.embeddings(candidates.ids))]
         if held_features is not None and held_embeddings is not None:
             held_features = [*held_features, _as_tensor(held_embeddings)]
-        unlabelled_with_held = (
-            [torch.cat([u, h]) for u, h in zip(unlabelled, held_features, strict=True)]
-            if held_features is not None
-            else unlabelled
-        )
+        unlabelled_with_held = _with_held(unlabelled, held_features)
 
     model, history = train_pu_classifier(
         positive_features,
