@@ -17,7 +17,8 @@ arXiv:1909.09757): the user gives a teacher and a few labelled positives; the po
    :data:`PRIOR_SPLITS` random train/held-out splits of the Elkan-Noto estimate (Elkan & Noto, KDD 2008). The
    embedding stage is measured, not assumed: on the benchmark's wild pool (task share 0.03, most negatives
    Fashion-MNIST classes the teacher never saw) the teacher's stages alone reach a ROC AUC of 0.62 over the
-   candidates and recall 0.36; with the embedding 0.97 and 0.67 (docs/results.md, "PU mining, wild pool").
+   candidates and recall 0.36; with the embedding 0.97 and 0.67 (docs/results.md, "Measured: mining both
+   regimes").
 3. **Hold-out check.** A part of the positives (``holdout_fraction``, stratified) is not used for training but
    hidden among the candidates; the share of them the selection would have taken -- counting the chance that the
    candidate step reached them (:meth:`pu_mining.candidates.Candidates.reach`) -- is the *held-out recall*, a
@@ -101,10 +102,9 @@ class MiningConfig:
     num_threads: int | None = None
     selection: str = "default"
     embedding_stage: bool = True
-    """Give the PU classifier the pool embedder's vector as one more feature stage next to the teacher's stages.
-    Measured on the benchmark's wild pool (docs/results.md, "PU features"): the teacher's stages alone separate the
-    task's images from look-alikes poorly (a teacher never saw the look-alike classes); the embedding lifts the ROC
-    AUC over the candidates."""
+    """Give the PU classifier the pool embedder's vector as one more feature stage next to the teacher's stages
+    (measured: docs/results.md, "Measured: mining both regimes"): a teacher that never saw the pool's look-alike
+    classes separates them poorly by its own stages alone."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.embedding_stage, bool):
