@@ -196,8 +196,8 @@ class GateDecision:
     """The quality gate's verdict on an accuracy drop, in points (0-100).
 
     - ``passed``: even the upper end of the drop's interval is within ``max_drop_points``;
-    - ``failed``: the measured drop itself exceeds ``max_drop_points``;
-    - ``undecided``: the measured drop is within the limit but its interval reaches past it: the evaluation set is
+    - ``failed``: the measured drop and the lower end of its interval exceed ``max_drop_points``;
+    - ``undecided``: otherwise (the interval reaches across the limit): the evaluation set is
       too small to tell a student that meets the limit from one that misses it.
     """
 
@@ -217,13 +217,19 @@ class GateDecision:
 
 
 def decide_drop(
-    max_drop_points: float, drop_points: float | None, drop_high_points: float | None, n: int, basis: str
+    max_drop_points: float,
+    drop_points: float | None,
+    drop_high_points: float | None,
+    n: int,
+    basis: str,
+    drop_low_points: float | None = None,
 ) -> GateDecision:
-    """Decide the quality gate from a drop's estimate and the upper end of its interval, both in points.
+    """Decide the quality gate from a drop's estimate and its interval, all in points.
 
     ``passed`` when ``drop_high_points`` is within ``max_drop_points``; ``failed`` when the estimate
-    ``drop_points`` itself is over it; otherwise ``undecided`` (too few images to decide). ``basis`` says in words
-    what the figures were measured on; it starts the decision's reason.
+    ``drop_points`` is over it and so is ``drop_low_points`` (when given: a small evaluation set that happened to
+    look bad does not fail a student either); otherwise ``undecided`` (too few images to decide). ``basis`` says
+    in words what the figures were measured on; it starts the decision's reason.
     """
     if isinstance(max_drop_points, bool) or not isinstance(max_drop_points, int | float):
         raise TypeError(f"max_drop_points must be a number, got {type(max_drop_points).__name__}")
@@ -236,7 +242,11 @@ def decide_drop(
     if drop_high_points <= max_drop_points + 1e-9:
         outcome: GateOutcome = "passed"
         reason = f"{measured}; allowed {max_drop_points:g}"
-    elif drop_points is not None and drop_points > max_drop_points + 1e-9:
+    elif (
+        drop_points is not None
+        and drop_points > max_drop_points + 1e-9
+        and (drop_low_points is None or drop_low_points > max_drop_points + 1e-9)
+    ):
         outcome, reason = "failed", f"{measured}; over the allowed {max_drop_points:g}"
     else:
         outcome = "undecided"
@@ -258,7 +268,12 @@ def decide_gate(drop: PairedDifference, max_drop_points: float) -> GateDecision:
         return GateDecision("undecided", max_drop_points, None, None, 0, "no labelled images to measure the drop on")
     level = f"{drop.confidence:.0%}"
     return decide_drop(
-        max_drop_points, drop.value * 100.0, drop.high * 100.0, drop.n, f"{drop.n} images, {level} interval"
+        max_drop_points,
+        drop.value * 100.0,
+        drop.high * 100.0,
+        drop.n,
+        f"{drop.n} images, {level} interval",
+        drop_low_points=drop.low * 100.0,
     )
 
 

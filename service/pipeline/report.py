@@ -377,8 +377,8 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
       wild pool). The larger bound holds with at least 95 % whenever either one is valid, so a biased pool bound
       cannot pass a student alone. Figures on training positives are never used.
 
-    ``passed`` when that upper end is within the limit, ``failed`` when the drop's estimate is over it,
-    ``undecided`` ("too few images to decide") otherwise.
+    ``passed`` when that upper end is within the limit, ``failed`` when the drop's estimate and the lower end of
+    its interval are both over it, ``undecided`` ("too few images to decide") otherwise.
     """
     if max_drop_points is None:
         return None
@@ -387,13 +387,15 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
         value = None if test.drop.value is None else test.drop.value * 100
         basis = f"test set, {test.images:,} images, 95 % paired interval"
         high = test.drop.high * 100 if test.images else None
-        decision = decide_drop(max_drop_points, value, high, test.images, basis)
+        low = test.drop.low * 100 if test.images else None
+        decision = decide_drop(max_drop_points, value, high, test.images, basis, drop_low_points=low)
     else:
         bounds: list[tuple[float, int, str]] = []
-        estimate = None
+        estimate = low = None
         if held_out is not None and held_out.kind == "held_out_positives" and held_out.images:
             paired = _paired_at(held_out.drop, GATE_CONFIDENCE_EACH)
             estimate = None if held_out.drop.value is None else held_out.drop.value * 100
+            low = paired.low * 100
             bounds.append((paired.high * 100, held_out.images, f"held-out positives, {held_out.images:,} images"))
         if pool is not None and pool.images:
             bound = disagreement_drop_bound(pool.agreement.successes, pool.images, GATE_CONFIDENCE_EACH)
@@ -406,7 +408,7 @@ def quality_gate(max_drop_points: float | None, evaluation: Evaluation) -> Gate 
         else:
             high, images, where = max(bounds)
             basis = f"{where}, the larger 95 % upper bound" if len(bounds) > 1 else f"{where}, 95 % upper bound"
-            decision = decide_drop(max_drop_points, estimate, high, images, basis)
+            decision = decide_drop(max_drop_points, estimate, high, images, basis, drop_low_points=low)
     return Gate(
         decision.outcome,
         float(max_drop_points),

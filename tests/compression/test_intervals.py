@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from compression.metrics.intervals import (
+    decide_drop,
     decide_gate,
     paired_difference_interval,
     proportion,
@@ -145,6 +146,16 @@ def test_gate_fails_when_the_measured_drop_is_over():
     decision = decide_gate(paired_difference_interval(first, second), max_drop_points=2.0)
     assert decision.outcome == "failed"
     assert decision.drop_points == pytest.approx(13.0)
+
+
+def test_a_small_set_that_looks_bad_is_undecided_not_failed():
+    # 60 images, measured drop 8.3 points against a 5-point limit: the interval reaches well below 5
+    first, second = _paired(51, 7, 2, 0)
+    drop = paired_difference_interval(first, second)
+    assert drop.value * 100 == pytest.approx(100 * 5 / 60) and drop.low * 100 < 5.0
+    decision = decide_gate(drop, max_drop_points=5.0)
+    assert decision.outcome == "undecided" and "too few images" in decision.reason
+    assert decide_drop(5.0, 8.3, 20.0, 60, "t").outcome == "failed"  # without a lower end: the estimate decides
 
 
 @pytest.mark.parametrize("bad", [-0.5, 100.5, float("nan")])

@@ -44,7 +44,7 @@ def test_gate_uses_the_test_set_when_given() -> None:
     gate = quality_gate(5.0, evaluation)
     assert gate is not None and gate.outcome == "passed" and gate.basis.startswith("test set, 2,000 images")
     assert gate.accuracy_drop == pytest.approx(2.0) and 2.0 < gate.accuracy_drop_high < 3.0
-    assert quality_gate(1.0, evaluation).outcome == "failed"  # the estimate itself is over
+    assert quality_gate(1.0, evaluation).outcome == "failed"  # the estimate and the interval's lower end are over
     assert quality_gate(2.5, evaluation).outcome == "undecided"  # within, but the interval reaches past it
     assert quality_gate(None, evaluation) is None
 
