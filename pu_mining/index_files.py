@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import faiss
 
+from compression.files import atomic_path, atomic_write_text
 from pu_mining.index_kinds import INDEX_KINDS
 
 __all__ = [
@@ -52,18 +52,11 @@ def write_index_files(index: faiss.Index, path: str | os.PathLike[str], metadata
     """Write ``index`` to ``path`` and ``metadata`` (with the index file's size) to ``path + ".json"``, each through
     a temporary file and ``os.replace``, the index first."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        faiss.write_index(index, temporary)
-        size = os.path.getsize(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temporary:
+        faiss.write_index(index, str(temporary))
+        size = temporary.stat().st_size
     meta = {**metadata, "index_bytes": size}
-    _atomic_write_text(sidecar_path(target), json.dumps(meta, indent=1, sort_keys=True))
+    atomic_write_text(sidecar_path(target), json.dumps(meta, indent=1, sort_keys=True))
 
 
 def read_index_files(path: str | os.PathLike[str], mmap: bool) -> tuple[faiss.Index, dict[str, Any]]:
@@ -119,14 +112,3 @@ def unwrap_index(index: faiss.Index, kind: str, dim: int, index_dim: int) -> fai
 
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + _SIDECAR_SUFFIX)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

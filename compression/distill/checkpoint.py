@@ -20,9 +20,7 @@ dropout) exactly where it stopped.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from torch import nn
 
 from compression.distill.config import DistillConfig
 from compression.distill.data import TransferSet
+from compression.files import atomic_path
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -130,17 +129,9 @@ def _digest(data: TransferSet) -> list[float]:
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, fsync, then ``os.replace`` (atomic on POSIX)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`compression.files.atomic_path` (a reader never sees half a checkpoint)."""
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def rng_states() -> dict[str, Any]:

@@ -37,7 +37,6 @@ import io
 import logging
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +69,7 @@ from compression.export.onnx_verify import (
     model_device,
     verify_onnx,
 )
+from compression.files import atomic_path
 from compression.metrics.ops import eval_mode
 
 __all__ = [
@@ -220,50 +220,40 @@ def export_onnx(
         raise ValueError(f"path {target} is a directory; give a file name such as model.onnx")
 
     example = example.detach().to(model_device(model))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp.onnx")
     notes: list[str] = []
     verification: OnnxVerification | None = None
     exporter = "dynamo"
-    with eval_mode(model):
+    with eval_mode(model), atomic_path(target, suffix=".tmp.onnx", sidecar_suffixes=(".data",)) as tmp:
         with torch.no_grad():
             probe = model(example)
         if not isinstance(probe, torch.Tensor):
             raise TypeError(f"model must return a single tensor (the logits), got {type(probe).__name__}")
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
-            try:
-                _export_dynamo(model, example, tmp, opset)
-            except Exception as exc:
-                if not fallback:
-                    raise OnnxExportError(f"dynamo ONNX export failed: {exc}") from exc
-                _remove_quietly(tmp)
-                note = f"dynamo ONNX export failed ({_first_line(exc)}); falling back to the TorchScript exporter"
-                logger.warning("%s", note)
-                logger.debug("full dynamo export error", exc_info=exc)
-                notes.append(note)
-                exporter = "torchscript"
-                try:
-                    _export_torchscript(model, example, tmp, opset)
-                except Exception as exc2:
-                    raise OnnxExportError(
-                        f"ONNX export failed with both exporters: dynamo: {exc}; torchscript: {exc2}"
-                    ) from exc2
-            export_seconds = time.perf_counter() - start
-            if not tmp.is_file():
-                raise OnnxExportError("the exporter did not write a file")
-            written_opset = check_written_file(tmp)
-            if verify:
-                if batches is None:
-                    batches = _verification_batches(example, num_samples)
-                verification = verify_onnx(
-                    tmp, model, batches, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement
-                )
-            os.replace(tmp, target)
-        except BaseException:
+            _export_dynamo(model, example, tmp, opset)
+        except Exception as exc:
+            if not fallback:
+                raise OnnxExportError(f"dynamo ONNX export failed: {exc}") from exc
             _remove_quietly(tmp)
-            _remove_quietly(tmp.with_name(tmp.name + ".data"))
-            raise
+            note = f"dynamo ONNX export failed ({_first_line(exc)}); falling back to the TorchScript exporter"
+            logger.warning("%s", note)
+            logger.debug("full dynamo export error", exc_info=exc)
+            notes.append(note)
+            exporter = "torchscript"
+            try:
+                _export_torchscript(model, example, tmp, opset)
+            except Exception as exc2:
+                raise OnnxExportError(
+                    f"ONNX export failed with both exporters: dynamo: {exc}; torchscript: {exc2}"
+                ) from exc2
+        export_seconds = time.perf_counter() - start
+        if not tmp.is_file():
+            raise OnnxExportError("the exporter did not write a file")
+        written_opset = check_written_file(tmp)
+        if verify:
+            if batches is None:
+                batches = _verification_batches(example, num_samples)
+            verification = verify_onnx(tmp, model, batches, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement)
     file_bytes = target.stat().st_size
     logger.info(
         "exported %s with the %s exporter in %.2f s (opset %d, %d bytes)%s",

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compression.files import atomic_write_text
 from compression.metrics.ops import count_ops, weight_bytes
 from compression.students._registry import resolve_student
 from compression.students.factory import Budget, fit_width
@@ -294,10 +295,7 @@ def search_binary_widths(
         history=history,
     )
     if proxy is None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(result.to_dict()), encoding="utf-8")
-        os.replace(scratch, cache_file)
+        atomic_write_text(cache_file, json.dumps(result.to_dict()))
     return result
 
 

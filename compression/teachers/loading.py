@@ -63,12 +63,10 @@ and the reason; pickles raise its subclass :class:`PickledModelError`. Bad argum
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +77,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from compression.files import atomic_path
 from compression.teachers.archive import DEFAULT_MAX_TEACHER_BYTES, Archive, Upload, check_max_bytes, read_upload
 from compression.teachers.detect import TEACHER_FORMATS, TeacherFormat, detect, detect_teacher_format
 from compression.teachers.errors import EXPORT_INSTRUCTIONS, PickledModelError, TeacherLoadError, describe_exception
@@ -446,14 +445,8 @@ class TeacherOutputCache:
         file = self._file(key)
         if file is None:
             return
-        tmp = file.with_name(f".{file.stem}.{uuid.uuid4().hex}.tmp")
-        try:
-            with tmp.open("wb") as handle:
-                np.save(handle, logits.numpy().astype(np.float32, copy=False), allow_pickle=False)
-            os.replace(tmp, file)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with atomic_path(file) as temporary, temporary.open("wb") as handle:
+            np.save(handle, logits.numpy().astype(np.float32, copy=False), allow_pickle=False)
 
     def get_or_compute(
         self, teacher: Teacher, images: torch.Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE
