@@ -283,6 +283,7 @@ def _gunicorn_setting(name: str, env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.servers  # asks gunicorn's own config loader in new processes
 def test_gunicorn_believes_forwarded_headers_from_the_configured_proxies_only(tmp_path):
     data = {"CONDENSE_DATA_DIR": str(tmp_path)}
     assert _gunicorn_setting("forwarded_allow_ips", data) == "127.0.0.1,::1"
@@ -369,6 +370,7 @@ def test_worker_probes_read_the_heartbeat_file_the_worker_loop_touches():
     assert worker["startupProbe"]["periodSeconds"] * worker["startupProbe"]["failureThreshold"] >= 120
 
 
+@pytest.mark.servers  # runs each probe command in a shell
 @pytest.mark.parametrize("source_and_command", _probe_commands(), ids=lambda item: item[0])
 def test_each_heartbeat_probe_passes_on_a_fresh_file_and_fails_on_an_old_one(source_and_command, tmp_path):
     """The probe command exactly as the manifest or compose file writes it, run against a real heartbeat file."""

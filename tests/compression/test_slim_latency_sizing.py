@@ -17,6 +17,7 @@ from compression.students.slim import CHANNEL_MULTIPLE
 INPUT = (1, 28, 28)
 
 
+@pytest.mark.slow  # exports each student to ONNX
 @pytest.mark.parametrize("name", ["slim", "slim_vgg"])
 def test_slim_students_use_only_blocked_layout_friendly_operators(name: str, tmp_path) -> None:
     model = create_student(name, num_classes=5, input_shape=INPUT, width=0.75, depth=2)
@@ -79,6 +80,7 @@ def test_auto_never_picks_adder_or_binary_for_cpu_latency() -> None:
         auto_student(None, INPUT, 5, LatencyBudget(ms=1.0), families=("slim", "adder"))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # exports two models and times them in ONNX Runtime
 def test_compare_latency_reports_every_file_against_the_first(tmp_path) -> None:
     from compression.metrics.side_by_side import compare_latency
 

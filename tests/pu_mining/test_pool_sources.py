@@ -50,6 +50,7 @@ def test_labelled_sources(loader, count: int, per_class: list[int] | None) -> No
         assert np.bincount(labels).tolist() == per_class
 
 
+@pytest.mark.slow  # reads every image of the real sources
 def test_silhouettes_and_digits_are_bright_on_dark() -> None:
     for loader in (mnist_digits, animal_mnist, sklearn_digits):
         images, _ = _load(loader)
@@ -157,6 +158,7 @@ def pool() -> BenchmarkPool:
     return build_benchmark_pool()
 
 
+@pytest.mark.slow  # reads every image of the real sources
 def test_pool_composition(pool: BenchmarkPool) -> None:
     assert pool.counts() == {
         "fmnist_task": 29_700,
@@ -175,6 +177,7 @@ def test_pool_composition(pool: BenchmarkPool) -> None:
     assert set(pool.source.tolist()) == set(SOURCES)
 
 
+@pytest.mark.slow  # reads every image of the real sources
 def test_pool_provenance_and_positives(pool: BenchmarkPool) -> None:
     images, labels = pool.positives
     assert images.shape == (300, 28, 28) and images.dtype == np.uint8
@@ -196,6 +199,7 @@ def test_pool_provenance_and_positives(pool: BenchmarkPool) -> None:
         assert np.array_equal(np.sort(index), np.arange(len(index)))
 
 
+@pytest.mark.slow  # reads every image of the real sources
 def test_pool_order_is_deterministic_and_mixed(pool: BenchmarkPool) -> None:
     first = pool.source[:1000]
     assert len(set(first.tolist())) == len(SOURCES)  # sources are interleaved, not in blocks
@@ -206,6 +210,7 @@ def test_pool_order_is_deterministic_and_mixed(pool: BenchmarkPool) -> None:
         build_benchmark_pool(seed="0")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # reads every image of the real sources
 def test_wild_pool_holds_training_images_60_to_359_of_each_class(pool: BenchmarkPool) -> None:
     wild = build_benchmark_pool(regime="wild")
     assert wild.regime == "wild" and pool.regime == "on-topic"

@@ -152,6 +152,7 @@ def test_an_unreadable_or_misplaced_path_is_one_line_and_exit_1(tmp_path: Path, 
         assert err == message
 
 
+@pytest.mark.servers  # runs the CLI in a new Python process
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_a_full_disk_behind_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """``condense ... > file`` on a full disk (``/dev/full`` fails every write with ENOSPC): one line, no traceback."""
