@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -77,7 +78,8 @@ def job_events(job_id: str) -> Any:
                 yield ": keep-alive\n\n"
                 last_sent = now
             if len(events) < _EVENT_BATCH:
-                time.sleep(min(_EVENT_POLL_S, settings.sse_keepalive_s))
+                # A random share of the interval, so streams opened together do not query the database together.
+                time.sleep(min(_EVENT_POLL_S, settings.sse_keepalive_s) * random.uniform(0.5, 1.5))
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     response = Response(stream(), mimetype="text/event-stream", headers=headers)

@@ -1,9 +1,10 @@
 """The load and fault suite, against real gunicorn on loopback (``service.gunicorn_conf``, 2 web workers):
 
 - load: 200 concurrent pollers of ``GET /jobs/{id}`` and 50 open event streams at once, with ``/health`` probed
-  throughout; p50/p99 latencies are printed and written to ``$CONDENSE_LOAD_REPORT`` when set (docs/hardening.md
-  records them). The assertions are 0 errors and generous latency bounds only: the client runs on the same small,
-  shared machine, so the figures are recorded, not asserted tightly.
+  throughout, by the single-threaded asyncio client of ``tests/service/load_client.py``; p50/p99 latencies are
+  printed and written to ``$CONDENSE_LOAD_REPORT`` when set (docs/hardening.md records them). The assertions are
+  0 errors and generous latency bounds only: the client runs on the same small, shared machine, so the figures are
+  recorded, not asserted tightly.
 - faults: ``kill -9`` of the web worker in the middle of an upload (nothing half-written becomes visible, the dead
   worker's scratch is swept by its replacement, and everything left is swept at the next start, data files private);
   ``kill -9`` of a job worker is ``tests/service/test_worker.py::test_sigkill_mid_job_is_requeued_and_resumed_by_
@@ -15,7 +16,6 @@ Deselect locally with ``-m "not load"``.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -23,7 +23,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import pytest
 
 from storage import open_metadata_store
 from tests.service.live_gunicorn import LiveServer, start_gunicorn
+from tests.service.load_client import run_load
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.servers, pytest.mark.load]
@@ -79,86 +79,18 @@ def test_pollers_and_streams_under_load(tmp_path: Path) -> None:
         tmp_path / "data", CONDENSE_WEB_WORKERS="2", CONDENSE_SSE_MAX_S="120", CONDENSE_SSE_KEEPALIVE_S="5"
     )
     _wait_until_idle(server)  # measure the steady state, not the workers' warm-up
-    stop = threading.Event()
-    errors: list[str] = []
-    job_latencies: list[float] = []
-    health_latencies: list[float] = []
-    streams_open = threading.Semaphore(0)
     users = _users(server, (STREAMS + 3) // 4 + 1)  # at most 4 streams per user (the default cap)
-
-    def stream(token: str, job_id: str) -> None:
-        connection = server.connection(timeout=60)
-        try:
-            connection.request("GET", f"/api/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {token}"})
-            response = connection.getresponse()
-            if response.status != 200:
-                errors.append(f"stream: {response.status} {response.read()[:200]!r}")
-                return
-            response.readline()
-            streams_open.release()
-            while not stop.is_set():
-                if not response.readline():
-                    if not stop.is_set():
-                        errors.append("stream: closed early")
-                    return
-        except OSError as error:
-            if not stop.is_set():
-                errors.append(f"stream: {error!r}")
-        finally:
-            connection.close()
-
-    def poller(index: int) -> None:
-        token, job_id = users[index % len(users)]
-        headers = {"Authorization": f"Bearer {token}"}
-        connection = server.connection(timeout=30)
-        time.sleep(POLL_INTERVAL_S * index / POLLERS)  # spread the first requests over one interval
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                connection.request("GET", f"/api/v1/jobs/{job_id}", headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-                if response.status != 200 or json.loads(body)["id"] != job_id:
-                    errors.append(f"poll: {response.status}")
-            except (OSError, http.client.HTTPException) as error:
-                errors.append(f"poll: {error!r}")
-                connection.close()
-                connection = server.connection(timeout=30)
-            job_latencies.append(time.monotonic() - started)
-            stop.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - started)))
-        connection.close()
-
-    def health() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                status, _ = server.get("/api/v1/health", timeout=30)
-                if status != 200:
-                    errors.append(f"health: {status}")
-            except OSError as error:
-                errors.append(f"health: {error!r}")
-            health_latencies.append(time.monotonic() - started)
-            stop.wait(0.1)
-
-    threads = [threading.Thread(target=stream, args=users[i // 4], daemon=True) for i in range(STREAMS)]
     try:
-        for thread in threads:
-            thread.start()
-        for _ in range(STREAMS):
-            assert streams_open.acquire(timeout=60), f"not every stream opened: {errors[:5]}"
-        workers = [threading.Thread(target=poller, args=(i,), daemon=True) for i in range(POLLERS)]
-        workers.append(threading.Thread(target=health, daemon=True))
-        for thread in workers:
-            thread.start()
-        time.sleep(LOAD_S)
-        stop.set()
-        for thread in workers:
-            thread.join(timeout=60)
+        load = run_load(
+            server.port,
+            stream_users=[users[i // 4] for i in range(STREAMS)],
+            poll_users=[users[i % len(users)] for i in range(POLLERS)],
+            seconds=LOAD_S,
+            interval_s=POLL_INTERVAL_S,
+        )
     finally:
-        stop.set()
         server.stop()
-        for thread in threads:
-            thread.join(timeout=10)
+    errors, job_latencies, health_latencies = load.errors, load.job_latencies, load.health_latencies
     figures = {
         "pollers": POLLERS,
         "streams": STREAMS,
