@@ -127,7 +127,7 @@ class Settings(BaseModel):
     max_teacher_bytes: Size = setting(
         "CONDENSE_MAX_TEACHER_BYTES",
         512 * 1024**2,
-        "Largest teacher model file (the web process reads it into memory to check its format).",
+        "Largest teacher model file (the web process memory-maps it to check it; the worker reads it whole).",
         ge=1,
     )
     max_positives_files: WholeNumber = setting(

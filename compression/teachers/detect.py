@@ -13,6 +13,7 @@ safetensors weights, truncated ONNX, anything unrecognised) raise :class:`Teache
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Literal
 
@@ -27,6 +28,7 @@ from compression.teachers.archive import (
     read_upload,
 )
 from compression.teachers.errors import EXPORT_INSTRUCTIONS, PickledModelError
+from compression.teachers.onnx_skeleton import onnx_skeleton
 
 __all__ = ["TEACHER_FORMATS", "TeacherFormat", "detect", "detect_teacher_format"]
 
@@ -60,11 +62,11 @@ def _classify_archive(upload: Upload, archive: Archive) -> TeacherFormat:
     )
 
 
-def _is_pickle(data: bytes) -> bool:
+def _is_pickle(data: bytes | mmap.mmap) -> bool:
     return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
 
 
-def _looks_like_safetensors(data: bytes) -> bool:
+def _looks_like_safetensors(data: bytes | mmap.mmap) -> bool:
     if len(data) < 10:
         return False
     header_length = int.from_bytes(data[:8], "little")
@@ -72,11 +74,18 @@ def _looks_like_safetensors(data: bytes) -> bool:
 
 
 def _parse_onnx(upload: Upload) -> onnx.ModelProto | None:
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(upload.data)
-    except Exception:
-        return None
+    """The parsed model; for a memory-mapped upload its structure without the weights (``onnx_skeleton``)."""
+    if upload.mapped:
+        try:
+            proto = onnx_skeleton(upload.path)
+        except (ValueError, OSError):
+            return None
+    else:
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(upload.data)
+        except Exception:
+            return None
     if proto.ir_version < 1 or not proto.opset_import or not proto.graph.node:
         return None
     return proto
@@ -84,7 +93,7 @@ def _parse_onnx(upload: Upload) -> onnx.ModelProto | None:
 
 def detect(upload: Upload, max_bytes: int) -> tuple[TeacherFormat, Archive | onnx.ModelProto]:
     data = upload.data
-    if data.startswith(_ZIP_MAGIC):
+    if data[: len(_ZIP_MAGIC)] == _ZIP_MAGIC:
         archive = open_archive(upload, max_bytes)
         return _classify_archive(upload, archive), archive
     if _is_pickle(data):

@@ -89,7 +89,7 @@ def _clean(message: str, path: Path, shown: str) -> str:
 
 def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOptions) -> TeacherCheck:
     """Check the model file at ``path`` (sent as ``filename``); ServiceError 413 / 415 / 422 saying why not."""
-    from compression.teachers.archive import read_upload
+    from compression.teachers.archive import map_upload
     from compression.teachers.detect import detect
     from compression.teachers.errors import PickledModelError, TeacherLoadError
 
@@ -97,8 +97,9 @@ def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOpti
     if size > max_bytes:
         raise ServiceError.field(413, "teacher", f"{filename}: {size:,} bytes, over the {max_bytes:,}-byte limit")
     try:
-        upload = read_upload(path, max_bytes)
-        model_format, parsed = detect(upload, max_bytes)
+        with map_upload(path, max_bytes) as upload:  # memory-mapped: bounded memory in the web process
+            model_format, parsed = detect(upload, max_bytes)
+            sha256 = upload.sha256
     except PickledModelError as error:
         raise ServiceError.field(415, "teacher", f"{filename}: {error.reason}") from None
     except TeacherLoadError as error:
@@ -125,7 +126,7 @@ def check_teacher(path: Path, *, filename: str, max_bytes: int, options: JobOpti
             )
         input_shape = _onnx_input_shape(parsed, filename, input_shape)
         num_classes = _onnx_num_classes(parsed)
-    return TeacherCheck(model_format, input_shape, size, upload.sha256, num_classes)
+    return TeacherCheck(model_format, input_shape, size, sha256, num_classes)
 
 
 def check_classes(teacher: TeacherCheck, positives: PositivesCheck, *, filename: str, field: str = "positives") -> None:
