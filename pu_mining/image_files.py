@@ -410,10 +410,13 @@ class ImageReader(Iterator[ImageRecord]):
                     method = _ZIP_METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
                     self._skip(name, f"compressed with {method} (only deflate and stored are read; re-zip it)")
                 else:
-                    members.append((parts, info))
+                    # The name with NUL (which no member name holds) between its parts sorts as the parts' tuple
+                    # does, in one string instead of a tuple of strings: 100,000 members cost 8 MiB, not 19.
+                    members.append((name.replace("/", "\0"), info))
             members.sort(key=lambda item: item[0])
             total = 0
-            for parts, info in members:
+            for key, info in members:
+                parts = tuple(key.split("\0"))
                 data = _read_zip_member(archive, info, self.limits, self.source, "/".join(parts))
                 total += len(data)
                 if total > self.limits.max_total_bytes:
