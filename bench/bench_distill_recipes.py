@@ -33,6 +33,8 @@ from compression.metrics.graph_ops import teacher_macs
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "binary": {
         "baseline": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
+        "baseline_3ep": {"epochs": 3, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
+        "baseline_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
         "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
@@ -41,7 +43,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "adder": {
         "baseline": {"epochs": 1, "float_stage_epochs": 0},
         "warm_start": {"epochs": 1, "float_stage_epochs": 1},
+        "warm_start_3ep": {"epochs": 3, "float_stage_epochs": 1},
         "baseline_2ep": {"epochs": 2, "float_stage_epochs": 0},
+        "baseline_4ep": {"epochs": 4, "float_stage_epochs": 0},
         "eta0.1": {"epochs": 1, "float_stage_epochs": 0, "adder_eta": 0.1},
         "lr0.05": {"epochs": 1, "float_stage_epochs": 0, "lr": 0.05},
     },
