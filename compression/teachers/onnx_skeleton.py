@@ -10,7 +10,8 @@ The walk knows where tensors and sub-graphs live (``ModelProto.graph`` and ``fun
 ``initializer`` and ``sparse_initializer``; ``NodeProto.attribute``; ``AttributeProto.t``, ``g``, ``tensors``,
 ``graphs``, ``sparse_tensor``, ``sparse_tensors``; ``FunctionProto.node``; ``SparseTensorProto.values`` and
 ``indices``), following onnx/onnx.proto. Hostile files are bounded: at most :data:`MAX_FIELDS` fields and
-:data:`MAX_DEPTH` nested messages are walked; malformed wire data is a :class:`ValueError`.
+:data:`MAX_DEPTH` nested messages are walked and :data:`MAX_SKELETON_BYTES` copied; malformed wire data is a
+:class:`ValueError`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 
 import onnx
 
-__all__ = ["MAX_DEPTH", "MAX_FIELDS", "onnx_skeleton"]
+__all__ = ["MAX_DEPTH", "MAX_FIELDS", "MAX_SKELETON_BYTES", "onnx_skeleton"]
 
 MAX_FIELDS = 2_000_000
 MAX_DEPTH = 64
+MAX_SKELETON_BYTES = 64 * 1024**2
+"""Most bytes copied outside tensor values (names, shapes, attributes, doc strings): a hostile file could otherwise
+put its bulk in a doc string. Real graphs need a few MiB at most."""
 
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR, _SPARSE, _FUNCTION = range(7)
 # message kind -> {field number: kind of the nested message}
@@ -67,6 +71,7 @@ class _Walk:
     def __init__(self, data: mmap.mmap) -> None:
         self.data = data
         self.fields = 0
+        self.copied = 0
 
     def message(self, start: int, end: int, kind: int, depth: int) -> bytes:
         if depth > MAX_DEPTH:
@@ -104,6 +109,9 @@ class _Walk:
                 raise ValueError("malformed protobuf: a field runs past its message")
             if kind == _TENSOR and number in _TENSOR_VALUES:
                 continue
+            self.copied += position - field_start
+            if self.copied > MAX_SKELETON_BYTES:
+                raise ValueError(f"the model holds more than {MAX_SKELETON_BYTES:,} bytes outside its tensors' values")
             out += self.data[field_start:position]
         return bytes(out)
 

@@ -96,3 +96,13 @@ def test_hostile_nesting_and_field_counts_are_bounded(tmp_path: Path, monkeypatc
     monkeypatch.setattr(skeleton_module, "MAX_FIELDS", 20)
     with pytest.raises(ValueError, match="more than 20 protobuf fields"):
         onnx_skeleton(tmp_path / "m.onnx")
+
+
+def test_bulk_outside_the_tensors_is_refused(tmp_path: Path, monkeypatch) -> None:
+    model = _exported(tmp_path / "m.onnx")
+    model.doc_string = "x" * 4096
+    onnx.save_model(model, str(tmp_path / "doc.onnx"))
+    assert onnx_skeleton(tmp_path / "doc.onnx").doc_string == "x" * 4096
+    monkeypatch.setattr(skeleton_module, "MAX_SKELETON_BYTES", 2048)
+    with pytest.raises(ValueError, match="more than 2,048 bytes outside"):
+        onnx_skeleton(tmp_path / "doc.onnx")
