@@ -29,6 +29,8 @@ from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
 from compression import Budget, create_student
 from compression.distill import TransferSet, predict_logits
 from compression.metrics.graph_ops import teacher_macs
+from compression.op_counts import float_bit_ops
+from service.pipeline.student_choice import QNN_BIT_OPS_DIVISOR
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "binary": {
@@ -40,6 +42,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
+    "qnn4": {"baseline_3ep": {"epochs": 3}, "baseline_5ep": {"epochs": 5}},
+    "qnn2": {"baseline_3ep": {"epochs": 3}},
     "adder": {
         "baseline": {"epochs": 1, "float_stage_epochs": 0},
         "warm_start": {"epochs": 1, "float_stage_epochs": 1},
@@ -51,6 +55,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 """Variants per family: overrides of the family's default config (``epochs`` is the binary / adder stage)."""
+
+
+def _qnn_budget(mac_budget: Budget) -> Budget:
+    """The service's bit-ops budget of a QNN student at the same ``budget_ratio``: an int8 student's bit-ops at that
+    share of the teacher's MACs (:data:`service.pipeline.student_choice.QNN_BIT_OPS_DIVISOR`)."""
+    return Budget(float_bit_ops(int(mac_budget.reference)), mac_budget.ratio / QNN_BIT_OPS_DIVISOR, "bitops")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         teacher = _teacher()
         logits = predict_logits(teacher, images)
         test_logits = predict_logits(teacher, task.test.images)
-        budget = Budget(teacher_macs(teacher), 0.25, "macs")
+        mac_budget = Budget(teacher_macs(teacher), 0.25, "macs")
     else:
         teacher_shape = create_student("resnet20", num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, width=2.0)
-        budget = Budget.from_teacher(teacher_shape, INPUT_SHAPE)
+        mac_budget = Budget.from_teacher(teacher_shape, INPUT_SHAPE)
         logits = 8.0 * F.one_hot(labels, TASK_CLASSES).float()
         test_logits = 8.0 * F.one_hot(task.test.labels, TASK_CLASSES).float()
 
@@ -105,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 settings = dict(overrides)
                 epochs = settings.pop("epochs")
                 _log(f"{family}/{name} seed {seed}: {settings}, {epochs} epochs")
+                budget = _qnn_budget(mac_budget) if family.startswith("qnn") else mac_budget
                 run = _run(family, budget, transfer, epochs, teacher, test_logits, task, seed=seed, **settings)
                 results["runs"][f"{family}/{name}/seed{seed}"] = {**run, "overrides": overrides}
                 _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")

@@ -249,6 +249,9 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "ghost": {},
     "adder": {"float_stage_epochs": 1},  # warm start from a float twin (module docstring)
     "binary": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "linear"},
+    "slim": {},  # plain convolutions: the plain recipe
+    "qnn4": {},  # LSQ quantization-aware training with SGD, as in the LSQ paper (arXiv:1902.08153)
+    "qnn2": {},
 }
 
 

@@ -38,7 +38,6 @@ MAC budget, against the float teacher's 32 x 32 bits per MAC."""
 _AUTO_FAMILIES = ("slim", "ghost")
 _SEARCH_IMAGES = 3000  # the proxy's 2,000 training and 1,000 scoring images, a seeded mix of the transfer set
 _CHOICE_FILE = "student_choice.json"
-_FLOAT_DEFAULTS = {"slim": "plain", "qnn4": "plain", "qnn2": "plain"}
 
 
 def latency_budget(options: JobOptions) -> Any | None:
@@ -105,10 +104,8 @@ def choose_student(
 
 
 def distill_family(options: JobOptions, sizing: dict[str, Any]) -> str:
-    """The family whose :func:`compression.distill.default_config` applies (slim and QNN students train as plain
-    networks do)."""
-    family = str(sizing.get("family") or options.student)
-    return _FLOAT_DEFAULTS.get(family, family)
+    """The family whose :func:`compression.distill.default_config` applies (the sized student's)."""
+    return str(sizing.get("family") or options.student)
 
 
 def _fingerprint(options: JobOptions) -> str:

@@ -351,7 +351,7 @@ def test_config_json_round_trip_and_validation() -> None:
 
 
 def test_family_defaults() -> None:
-    for family in ("ghost", "plain", "adder"):
+    for family in ("ghost", "plain", "adder", "slim", "qnn4", "qnn2"):
         config = default_config(family)
         assert (config.optimizer, config.lr, config.momentum, config.schedule) == ("sgd", 0.1, 0.9, "cosine")
         assert config.weight_decay == 5e-4
