@@ -67,7 +67,7 @@ from pu_mining.pool_types import (
     ProgressCallback,
     RecordSource,
     ShardInfo,
-    _check_name,
+    check_pool_name,
     content_hash,
 )
 from pu_mining.positives import fit_image
@@ -220,7 +220,7 @@ class PoolStore:
     # ------------------------------------------------------------------ reading
 
     def _manifest_key(self, name: str) -> str:
-        return f"{_ROOT}/{_check_name(name)}/manifest.json"
+        return f"{_ROOT}/{check_pool_name(name)}/manifest.json"
 
     def manifest(self, name: str) -> PoolManifest:
         """The current manifest of pool ``name``; :class:`PoolNotFoundError` if there is none."""
@@ -284,7 +284,7 @@ class PoolStore:
         (it must have the same fingerprint). Progress: ``on_progress({"stage": "ingest", "done", "added",
         "duplicates", "skipped", "source", "images_per_second"})`` about once a second.
         """
-        _check_name(name)
+        check_pool_name(name)
         if not sources:
             raise ValueError("give at least one source to ingest")
         started = time.monotonic()

@@ -37,7 +37,8 @@ class PoolNotFoundError(ValueError, KeyError):
         return f"no pool named {self.name!r}"
 
 
-def _check_name(name: object) -> str:
+def check_pool_name(name: object) -> str:
+    """``name`` if it is a valid pool name (it becomes a blob-key folder), else a ValueError saying the rule."""
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ValueError(
             f"pool name must be 1-63 characters of lowercase letters, digits, '-' or '_', starting with a letter "

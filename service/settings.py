@@ -133,6 +133,12 @@ class Settings(BaseModel):
     max_positives_files: WholeNumber = setting(
         "CONDENSE_MAX_POSITIVES_FILES", 100_000, "Most members of a positives archive.", ge=1
     )
+    max_pool_ingest_files: WholeNumber = setting(
+        "CONDENSE_MAX_POOL_INGEST_FILES",
+        200_000,
+        "Most members of an archive an admin adds to a pool from the pools page (the command line has no limit).",
+        ge=1,
+    )
     lease_s: Seconds = setting(
         "CONDENSE_LEASE_S",
         60.0,

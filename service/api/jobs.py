@@ -22,7 +22,8 @@ def _options_from_form(text: str | None) -> Any:
     return parse_json(text, "options")
 
 
-def _json_body() -> Any:
+def json_body() -> Any:
+    """The request's JSON object (413 past 1 MiB, 400 for anything but an object)."""
     if (request.content_length or 0) > _MAX_JSON_BODY:
         raise ServiceError.field(413, "body", f"a JSON body is limited to {_MAX_JSON_BODY:,} bytes")
     body = parse_json(request.get_data(cache=False), "body")
@@ -42,7 +43,7 @@ def create_job() -> Any:
         names = FILE_FIELDS + OPTIONAL_FILE_FIELDS
         job = jobs.submit_files(user, options, {name: request.files.get(name) for name in names})
     elif request.is_json:
-        body = _json_body()
+        body = json_body()
         unknown = sorted(set(body) - _JSON_FIELDS)
         if unknown:
             raise ServiceError(

@@ -10,9 +10,10 @@ import itertools
 import logging
 from typing import Any
 
-from flask import jsonify
+from flask import jsonify, request
 
-from service.api import api, api_jobs
+from service.api import API_PREFIX, api, api_jobs, api_user
+from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +64,34 @@ def pools() -> Any:
 
     store = PoolStore(api_jobs().blobs)
     return jsonify({"pools": [pool.as_dict() for pool in store.list()]})
+
+
+_INGEST_FIELDS = frozenset({"upload_id", "image_size", "channels"})
+
+
+@api.post("/pools/<name>/ingest")
+def ingest_pool(name: str) -> Any:
+    """Queue a job adding the images of an upload to pool ``name`` (created when new); admins only.
+
+    JSON body ``{"upload_id": ..., "image_size": 32, "channels": 1}`` (sizes for a new pool only; see
+    :mod:`service.jobs.pool_ingest`). 201 with the job; follow it like any job.
+    """
+    from service.api.jobs import json_body
+    from service.jobs.pool_ingest import submit_pool_ingest
+
+    jobs, user = api_jobs(), api_user()
+    if not user.is_admin:
+        raise ServiceError(403, "adding images to a pool needs the admin role")
+    if not request.is_json:
+        raise ServiceError(415, 'send JSON naming an upload: {"upload_id": ...} (see openapi.json)')
+    body = json_body()
+    unknown = sorted(set(body) - _INGEST_FIELDS)
+    if unknown:
+        reasons = [{"field": field, "reason": "unknown field"} for field in unknown]
+        raise ServiceError(400, f"unknown field(s): {', '.join(unknown)}", reasons)
+    upload = jobs.get_upload(user, body.get("upload_id"), field="upload_id")
+    job = submit_pool_ingest(jobs, user, name, upload, image_size=body.get("image_size"), channels=body.get("channels"))
+    response = jsonify(jobs.view(job))
+    response.status_code = 201
+    response.headers["Location"] = f"{API_PREFIX}/jobs/{job.id}"
+    return response

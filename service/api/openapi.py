@@ -31,6 +31,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed request (bad JSON, missing part, unknown upload)",
         401: "No API token, or an invalid / revoked one",
+        403: "The action needs the admin role",
         404: "No such job or artefact (another user's job is a 404 as well)",
         409: "The job's state forbids this (finished, running, upload already used)",
         413: "An upload is over its size limit or the user's upload quota (the message says which)",
@@ -103,6 +104,12 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "status", "options", "inputs", "artifacts", "created_at"],
         "properties": {
             "id": {"type": "string"},
+            "kind": {
+                "type": "string",
+                "enum": ["compress", "pool_ingest"],
+                "description": "compress: a model compression; pool_ingest: images added to a pool (admins)",
+            },
+            "pool": {"type": ["string", "null"], "description": "The pool a pool_ingest job adds to"},
             "owner": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
             "stage": {"type": ["string", "null"]},
@@ -127,6 +134,7 @@ _SCHEMAS: dict[str, Any] = {
                     "teacher": _ref("JobInput"),
                     "positives": _ref("JobInput"),
                     "test": _ref("JobInput"),
+                    "images": _ref("JobInput"),
                 },
             },
             "artifacts": {"type": "array", "items": _ref("Artifact")},
@@ -310,6 +318,34 @@ _PATHS: dict[str, Any] = {
                     "The pools",
                 ),
                 **_errors(401),
+            },
+        }
+    },
+    "/pools/{name}/ingest": {
+        "post": {
+            "operationId": "ingestPool",
+            "summary": "Queue a job adding an upload's images to a pool, created when new (admins only)",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["upload_id"],
+                            "properties": {
+                                "upload_id": {"type": "string", "description": "An archive from POST /uploads"},
+                                "image_size": {"type": "integer", "description": "New pools: stored side (8-256)"},
+                                "channels": {"type": "integer", "enum": [1, 3], "description": "New pools only"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(_ref("Job"), "The queued job"),
+                **_errors(400, 401, 403, 409, 413, 415, 422, 429),
             },
         }
     },

@@ -31,6 +31,7 @@ from service.jobs.layout import (
     job_prefix,
     upload_prefix,
 )
+from service.jobs.pool_ingest import pool_ingest_name
 from service.jobs.queue import JobQueue
 from service.jobs.uploads import (
     FilePart,
@@ -181,13 +182,13 @@ class JobService(UploadService):
         stored: list[UploadInfo] = []
         try:
             with self.scratch() as scratch:
-                with self._local(teacher, scratch, "teacher") as (teacher_path, teacher_name):
+                with self.local_copy(teacher, scratch, "teacher") as (teacher_path, teacher_name):
                     teacher_check = check_teacher(
                         teacher_path, filename=teacher_name, max_bytes=self.settings.max_teacher_bytes, options=options
                     )
                 positives_check = None
                 if positives is not None:
-                    with self._local(positives, scratch, "positives") as (positives_path, positives_name):
+                    with self.local_copy(positives, scratch, "positives") as (positives_path, positives_name):
                         positives_check = check_positives(
                             positives_path,
                             filename=positives_name,
@@ -198,7 +199,7 @@ class JobService(UploadService):
                     check_classes(teacher_check, positives_check, filename=positives_name)
                 test_check = None
                 if test is not None:
-                    with self._local(test, scratch, "test") as (test_path, test_name):
+                    with self.local_copy(test, scratch, "test") as (test_path, test_name):
                         test_check = check_positives(
                             test_path,
                             filename=test_name,
@@ -222,13 +223,13 @@ class JobService(UploadService):
                 if local_bytes:
                     self.quota_room(user, "teacher" if isinstance(teacher, LocalFile) else "positives", local_bytes)
                 if isinstance(teacher, LocalFile):
-                    teacher = self._store_local(user, teacher)
+                    teacher = self.store_local(user, teacher)
                     stored.append(teacher)
                 if isinstance(positives, LocalFile):
-                    positives = self._store_local(user, positives)
+                    positives = self.store_local(user, positives)
                     stored.append(positives)
                 if isinstance(test, LocalFile):
-                    test = self._store_local(user, test)
+                    test = self.store_local(user, test)
                     stored.append(test)
             job_inputs: dict[str, Any] = {"teacher": {**_input_spec(teacher), "check": teacher_check.as_dict()}}
             if positives is not None and positives_check is not None:
@@ -236,26 +237,38 @@ class JobService(UploadService):
             if test is not None and test_check is not None:
                 job_inputs["test"] = {**_input_spec(test), "check": test_check.as_dict()}
             spec = {"version": SPEC_VERSION, "options": options.to_dict(), "inputs": job_inputs}
-            try:
-                claimed = {"teacher_upload": teacher, "positives_upload": positives, "test_upload": test}
-                upload_ids = [info.id for info in claimed.values() if isinstance(info, UploadInfo)]
-                job = self.metadata.create_job(user.name, spec, upload_ids=upload_ids, max_active=user.max_running_jobs)
-            except UploadClaimedError as error:
-                field = next(
-                    (name for name, info in claimed.items() if getattr(info, "id", None) == error.upload_id),
-                    "positives_upload",
-                )
-                raise ServiceError.field(409, field, str(error)) from None
-            except JobLimitError as error:
-                raise ServiceError(429, f"{error}; wait for one to finish or cancel one") from None
+            job = self.create_job(
+                user, spec, {"teacher_upload": teacher, "positives_upload": positives, "test_upload": test}
+            )
         except BaseException:
             for info in stored:
                 with contextlib.suppress(Exception):
                     self.blobs.delete_prefix(upload_prefix(info.owner, info.id))
             raise
-        for info in (item for item in (teacher, positives, test) if item is not None):
-            marker = json.dumps({"job_id": job.id}).encode()
-            self.blobs.put_bytes(upload_prefix(info.owner, info.id) + "job.json", marker)
+        self.queue_job(job, [item for item in (teacher, positives, test) if item is not None])
+        return job
+
+    def create_job(self, user: User, spec: dict[str, Any], claimed: Mapping[str, JobInput | None]) -> Job:
+        """The job row for ``spec``, claiming the uploads of ``claimed`` (request field -> upload) atomically with the
+        user's job limit: 409 naming the field of an upload another job took, 429 at the limit."""
+        try:
+            upload_ids = [info.id for info in claimed.values() if isinstance(info, UploadInfo)]
+            return self.metadata.create_job(user.name, spec, upload_ids=upload_ids, max_active=user.max_running_jobs)
+        except UploadClaimedError as error:
+            field = next(
+                (name for name, info in claimed.items() if getattr(info, "id", None) == error.upload_id),
+                next(iter(claimed), "upload"),
+            )
+            raise ServiceError.field(409, field, str(error)) from None
+        except JobLimitError as error:
+            raise ServiceError(429, f"{error}; wait for one to finish or cancel one") from None
+
+    def queue_job(self, job: Job, inputs: list[JobInput]) -> None:
+        """Mark ``inputs`` as taken by ``job`` and queue it; 503 (the job ends failed) when the queue is down."""
+        for info in inputs:
+            if isinstance(info, UploadInfo):
+                marker = json.dumps({"job_id": job.id}).encode()
+                self.blobs.put_bytes(upload_prefix(info.owner, info.id) + "job.json", marker)
         self.metadata.append_event(job.id, "status", {"status": "queued"})
         try:
             self.queue.enqueue(job.id)
@@ -265,8 +278,7 @@ class JobService(UploadService):
             self.metadata.update_job(job.id, status="failed", error=reason)
             self.metadata.append_event(job.id, "status", {"status": "failed", "error": reason})
             raise ServiceError(503, reason) from None
-        logger.info("job %s queued for %s", job.id, user.name)
-        return job
+        logger.info("job %s queued for %s", job.id, job.owner)
 
     def get(self, user: User, job_id: str) -> Job:
         """The user's job; 404 if there is none or it is another user's."""
@@ -339,6 +351,8 @@ class JobService(UploadService):
         ]
         return {
             "id": job.id,
+            "kind": job.spec.get("kind") or "compress",
+            "pool": pool_ingest_name(job),
             "owner": job.owner,
             "status": job.status,
             "stage": job.stage,

@@ -219,7 +219,8 @@ class UploadService:
             raise
         return info
 
-    def _store_local(self, user: User, local: LocalFile) -> UploadInfo:
+    def store_local(self, user: User, local: LocalFile) -> UploadInfo:
+        """Store a file saved in scratch space as an upload of ``user`` (the quota is the caller's check)."""
         upload_id = uuid.uuid4().hex
         prefix = upload_prefix(user.name, upload_id)
         digest = hashlib.sha256()
@@ -253,7 +254,8 @@ class UploadService:
         )
 
     @contextlib.contextmanager
-    def _local(self, item: JobInput, scratch: Path, name: str) -> Iterator[tuple[Path, str]]:
+    def local_copy(self, item: JobInput, scratch: Path, name: str) -> Iterator[tuple[Path, str]]:
+        """``(path, filename)`` of ``item`` on this machine: in place when local, else copied into ``scratch``."""
         if isinstance(item, LocalFile):
             yield item.path, item.filename
             return

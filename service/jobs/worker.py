@@ -72,6 +72,7 @@ from typing import Any
 
 from service.jobs.heartbeat import HeartbeatFile
 from service.jobs.monitor import JobMonitor, ProgressSink, jsonable
+from service.jobs.pool_ingest import IMAGES_FIELD, is_pool_ingest, run_pool_ingest
 from service.jobs.queue import JobQueue
 from service.jobs.reaper import Reaper
 from service.jobs.service import artifact_key, checkpoint_prefix, is_artifact_name
@@ -203,6 +204,8 @@ class Worker(Reaper):
     ) -> tuple[str, str | None, dict[str, Any]]:
         """Run the pipeline; ``(outcome, message, result)`` with outcome ``succeeded``, ``stopped`` or ``failed``."""
         try:
+            if is_pool_ingest(job):
+                return "succeeded", None, self._ingest(job, work, monitor, names)
             options = JobOptions.from_spec(job.spec)
             inputs = work / "inputs"
             teacher = self._fetch_input(job, "teacher", inputs, names)
@@ -252,6 +255,30 @@ class Worker(Reaper):
             logger.exception("job %s: internal error", job.id)
             return "failed", f"internal error ({type(error).__name__}): {message}", {}
 
+    def _ingest(self, job: Job, work: Path, monitor: JobMonitor, names: dict[str, str]) -> dict[str, Any]:
+        """A pool-ingest job (:mod:`service.jobs.pool_ingest`): its metrics. Raises like the pipeline does."""
+        archive = self._fetch_input(job, IMAGES_FIELD, work / "inputs", names)
+        sink = ProgressSink(self, job.id, work / "out")
+
+        def on_progress(event: Any) -> None:
+            self.beat()
+            sink(event)
+
+        def should_stop() -> bool:
+            self.beat()
+            return monitor.should_stop()
+
+        return run_pool_ingest(
+            job,
+            archive,
+            self.blobs,
+            cache_dir=self.settings.data_dir / "cache",
+            max_files=self.settings.max_pool_ingest_files,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            num_threads=self.settings.num_threads,
+        )
+
     def _fetch_input(self, job: Job, role: str, inputs: Path, names: dict[str, str]) -> Path:
         item = job.spec.get("inputs", {}).get(role)
         if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
@@ -271,7 +298,7 @@ class Worker(Reaper):
         return local
 
     def _succeed(self, job_id: str, out_dir: Path, result: dict[str, Any]) -> None:
-        if not (out_dir / REQUIRED_ARTIFACT).is_file():
+        if "pool_ingest" not in result and not (out_dir / REQUIRED_ARTIFACT).is_file():
             logger.error("job %s: the pipeline returned without writing %s", job_id, REQUIRED_ARTIFACT)
             self._finish(job_id, "failed", f"internal error: the pipeline produced no {REQUIRED_ARTIFACT}")
             return

@@ -6,6 +6,7 @@
 | ``POST /jobs/<id>/rerun`` | the same inputs and options as a new job (the files are copied) |
 | ``GET /jobs/<id>/report`` | ``report.html`` with a link back to the job page (no script in it runs) |
 | ``GET /pools`` | the pools a job can mine: images, version, index, size, last change |
+| ``POST /pools`` | admins: queue a job adding an archive's images to a pool (created when new) |
 | ``GET, POST /tokens`` | the user's API tokens: create one (shown once), list them |
 | ``POST /tokens/<id>/revoke`` | revoke one of the user's tokens |
 
@@ -22,6 +23,7 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from markupsafe import escape
 
 from service.errors import ServiceError
+from service.jobs.pool_ingest import IMAGES_FIELD, is_pool_ingest, submit_pool_ingest
 from service.web import web, web_jobs, web_user
 from service.web.job_inputs import copy_job_input
 from storage import BlobNotFoundError
@@ -56,6 +58,8 @@ def rerun_job(job_id: str) -> Any:
     """Submit the job's inputs and options again as a new job."""
     service, user = web_jobs(), web_user()
     job = service.get(user, job_id)
+    if is_pool_ingest(job):
+        raise ServiceError(409, "a pool ingest is not re-run; add the images again from the pools page")
     try:
         teacher = copy_job_input(service, user, job, "teacher")
         positives = copy_job_input(service, user, job, "positives")
@@ -93,19 +97,76 @@ def job_report(job_id: str) -> Any:
     return response
 
 
-@web.get("/pools")
-def pools() -> Any:
-    """The pools a job can mine."""
+_INGEST_FIELDS = ("name", "images", "image_size", "channels")
+_INGEST_JOBS_LISTED = 10
+
+
+def _pools_page(values: dict[str, str] | None = None, error: ServiceError | None = None, kept: Any = None) -> Any:
     from pu_mining.pool import PoolStore
 
-    web_user()
+    user = web_user()
+    service = web_jobs()
     try:
-        manifests = PoolStore(web_jobs().blobs).list()
+        manifests = PoolStore(service.blobs).list()
         problem = None
-    except Exception as error:  # the page still renders, saying why the list is empty
-        logger.warning("could not list the pools: %s", error)
+    except Exception as failure:  # the page still renders, saying why the list is empty
+        logger.warning("could not list the pools: %s", failure)
         manifests, problem = [], "The pools cannot be listed right now."
-    return render_template("pools.html", pools=manifests, problem=problem)
+    ingests = []
+    if user.is_admin:
+        ingests = [job for job in service.list(user, limit=100) if is_pool_ingest(job)][:_INGEST_JOBS_LISTED]
+    field_errors: dict[str, list[str]] = {}
+    general: list[str] = []
+    if error is not None:
+        for item in error.fields:
+            name = str(item.get("field", "")).removesuffix("_upload")
+            (field_errors.setdefault(name, []) if name in _INGEST_FIELDS else general).append(str(item["reason"]))
+        if not error.fields:
+            general.append(error.message)
+    page = render_template(
+        "pools.html",
+        pools=manifests,
+        problem=problem,
+        ingests=ingests,
+        values=values or {},
+        field_errors=field_errors,
+        general_errors=general,
+        kept=kept,
+    )
+    return page, error.status if error is not None else 200
+
+
+@web.get("/pools")
+def pools() -> Any:
+    """The pools a job can mine; for admins also the form adding images to a pool, and their recent ingests."""
+    return _pools_page()
+
+
+@web.post("/pools")
+def ingest_pool() -> Any:
+    """Queue a job adding an archive's images to a pool (admins; :mod:`service.jobs.pool_ingest`)."""
+    service, user = web_jobs(), web_user()
+    if not user.is_admin:
+        raise ServiceError(403, "adding images to a pool needs the admin role")
+    values = {name: str(request.form.get(name, "")).strip() for name in ("name", "image_size", "channels")}
+    kept = None
+    try:
+        part = request.files.get(IMAGES_FIELD)
+        kept_id = str(request.form.get(IMAGES_FIELD + "_upload") or "").strip()
+        if part is not None and part.filename:
+            kept = service.store_upload(user, part.stream, part.filename, field=IMAGES_FIELD)
+        elif kept_id:
+            kept = service.get_upload(user, kept_id, field=IMAGES_FIELD)
+        else:
+            raise ServiceError.field(400, IMAGES_FIELD, "choose an archive of images")
+        job = submit_pool_ingest(
+            service, user, values["name"], kept, image_size=values["image_size"], channels=values["channels"]
+        )
+    except ServiceError as error:
+        blamed = any(str(item.get("field", "")).startswith(IMAGES_FIELD) for item in error.fields)
+        return _pools_page(values, error, kept=None if blamed else kept)
+    flash(f"Adding the images of {kept.filename} to pool {values['name']}: the job is queued.", "info")
+    return redirect(url_for("web.job_page", job_id=job.id), 303)
 
 
 def _tokens_page(new_token: str | None = None, label: str = "", status: int = 200, error: str = "") -> Any:

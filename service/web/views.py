@@ -9,6 +9,7 @@ from flask import flash, redirect, render_template, request, session, url_for
 
 from service.context import SESSION_ID_KEY, session_id
 from service.errors import ServiceError
+from service.jobs.pool_ingest import is_pool_ingest, pool_ingest_name
 from service.web import _safe_next, web, web_jobs, web_user
 from service.web.forms import FIELD_LABELS, OPTION_FIELDS, options_from_form, render_form, values_from_options
 from service.web.job_inputs import resolve_files, still_kept
@@ -68,7 +69,8 @@ def jobs() -> Any:
     service = web_jobs()
     rows = []
     for job in service.list(web_user(), limit=_JOBS_LISTED):
-        teacher = job.spec.get("inputs", {}).get("teacher", {})
+        ingest = is_pool_ingest(job)
+        teacher = job.spec.get("inputs", {}).get("images" if ingest else "teacher", {})
         downloads: list[str] = []
         figures: dict[str, str] = {}
         if job.status == "succeeded":
@@ -83,7 +85,8 @@ def jobs() -> Any:
                 "stage": job.stage,
                 "progress": job.progress,
                 "created_at": job.created_at,
-                "student": job.spec.get("options", {}).get("student"),
+                "kind": "pool_ingest" if ingest else "compress",
+                "student": f"pool {pool_ingest_name(job)}" if ingest else job.spec.get("options", {}).get("student"),
                 "teacher": teacher.get("filename") if isinstance(teacher, dict) else None,
                 "downloads": downloads,
                 "figures": figures,
@@ -99,6 +102,8 @@ def new_job() -> Any:
     service, user = web_jobs(), web_user()
     source_id = request.values.get("from", "").strip()
     source = service.get(user, source_id) if source_id else None  # "clone with changes": 404 if not the user's
+    if source is not None and is_pool_ingest(source):
+        raise ServiceError(409, "a pool ingest cannot be cloned into a compression job")
     if request.method == "POST":
         values = {name: str(request.form.get(name, "")) for name in OPTION_FIELDS}
         found: dict = {}
