@@ -280,3 +280,62 @@ def test_tokens_create_list_and_revoke(live_app: LiveApp, browser: Any) -> None:
     driver.get(live_app.url + "/tokens")
     assert token not in driver.page_source  # shown once only
     assert metadata.authenticate(live_app.api.alice["Authorization"].removeprefix("Bearer ")) is not None
+
+
+def _sign_in_as(driver: Any, live_app: LiveApp, token: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(live_app.url + "/sign-in")
+    _by_id(driver, "token").send_keys(token)
+    driver.find_element("css selector", "#sign-in-form button[type=submit]").click()
+    _wait(driver, lambda d: d.current_url == live_app.url + "/jobs")
+
+
+def test_an_admin_adds_images_to_a_pool_and_follows_the_job_live(live_app: LiveApp, browser: Any, tmp_path) -> None:
+    import tarfile
+
+    from PIL import Image
+
+    from pu_mining.sources import mnist_digits
+    from service.jobs.worker import Worker
+
+    driver, api = browser, live_app.api
+    digits, _ = mnist_digits()
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index in range(16):
+        Image.fromarray(digits[index]).save(folder / f"{index}.png")
+    archive = tmp_path / "handwritten-digits.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="digits")
+    api.jobs.metadata.create_user("root", "admin", 4)
+    _sign_in_as(driver, live_app, api.jobs.metadata.create_token("root"))
+    try:
+        _viewport(driver, "phone")
+        driver.get(live_app.url + "/pools")
+        assert _overflow(driver) <= 0, "the pools page with its ingest form scrolls sideways on a phone"
+        _by_id(driver, "ingest-name").send_keys("Digits")  # refused: uppercase
+        _by_id(driver, "ingest-images").send_keys(str(archive))
+        _by_id(driver, "ingest-submit").click()
+        _wait(driver, lambda d: d.find_elements("id", "ingest-name-error"))
+        body = driver.find_element("tag name", "body").text
+        assert body.count("lowercase letters") == 1 and _overflow(driver) <= 0
+        assert _by_id(driver, "ingest-images-kept").text.startswith(f"Kept: {archive.name}")
+        name = _by_id(driver, "ingest-name")
+        name.clear()
+        name.send_keys("digits")
+        _by_id(driver, "ingest-submit").click()
+        _wait(driver, lambda d: re.search(r"/jobs/[0-9a-f]{32}$", d.current_url))
+        job_id = driver.current_url.rsplit("/", 1)[-1]
+        assert _live(driver) in ("connecting", "open") and _overflow(driver) <= 0
+        assert "digits" in _by_id(driver, "job-pool").text and not driver.find_elements("id", "rerun-job")
+        jobs = api.jobs
+        Worker(api.settings, jobs.metadata, jobs.blobs, jobs.queue).run_job(job_id)
+        _wait(driver, lambda d: d.find_elements("id", "ingest-result"))  # no reload: the live page fetched it
+        assert "Pool digits, version 1" in _by_id(driver, "ingest-result").text
+        assert _by_id(driver, "ingest-added").text == "16 images" and _overflow(driver) <= 0
+        driver.get(live_app.url + "/pools")
+        assert "16" in _by_id(driver, "pool-digits").text and "succeeded" in _by_id(driver, f"ingest-{job_id}").text
+        assert _overflow(driver) <= 0
+    finally:
+        _viewport(driver, "desktop")
+        _sign_in_as(driver, live_app, api.alice["Authorization"].removeprefix("Bearer "))
