@@ -339,3 +339,18 @@ def test_an_admin_adds_images_to_a_pool_and_follows_the_job_live(live_app: LiveA
     finally:
         _viewport(driver, "desktop")
         _sign_in_as(driver, live_app, api.alice["Authorization"].removeprefix("Bearer "))
+
+
+def test_a_queued_jobs_page_follows_its_queue_position(live_app: LiveApp, browser: Any, service_inputs) -> None:
+    driver, api = browser, live_app.api
+    ahead = _api_job(api, api.alice, service_inputs)
+    mine = _api_job(api, api.alice, service_inputs)
+    position = api.jobs.view(api.jobs.metadata.get_job(mine))["queue_position"]
+    assert position >= 1
+    driver.get(live_app.url + f"/jobs/{mine}")
+    assert _by_id(driver, "job-queue").text == f"{position} job{'s' if position != 1 else ''} ahead"
+    api.jobs.cancel(api.jobs.metadata.get_user("alice"), ahead)  # no event of this job says so
+    fewer = position - 1
+    _wait(driver, lambda d: _text_of(d, "job-queue").strip() == f"{fewer} job{'s' if fewer != 1 else ''} ahead")
+    _finish(api, mine)  # it starts: the position goes away without a reload
+    _wait(driver, lambda d: not _by_id(d, "job-queue").is_displayed())

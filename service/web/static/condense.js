@@ -3,10 +3,14 @@
  * The job page (<article id="job" data-events-url=... data-results-url=...>) opens an EventSource on
  * /api/v1/jobs/<id>/events (the session cookie authenticates it) and updates the status, stage, progress bar,
  * time left and messages in place. When the stream sends "end" (the job is final) it fetches the page's results
- * part (error, downloads, report table) and swaps it in. Everything else works without this script.
+ * part (error, downloads, report table) and swaps it in. While the job is queued it re-reads the job's JSON every
+ * few seconds for its queue position (jobs ahead of it end without an event of this job). Everything else works
+ * without this script.
  */
 (function () {
   "use strict";
+
+  var QUEUE_POLL_MS = 3000; // how often a queued job's page re-reads its queue position
 
   function byId(id) {
     return document.getElementById(id);
@@ -102,9 +106,24 @@
         if (job) {
           setTime("started", job.started_at);
           setTime("finished", job.finished_at);
+          setQueuePosition(job.queue_position);
         }
       })
       .catch(function () {});
+  }
+
+  // "N jobs ahead" while queued (jobs ahead finish or are cancelled without an event of this job); hidden after.
+  function setQueuePosition(position) {
+    var value = byId("job-queue");
+    var label = byId("job-queue-label");
+    var queued = typeof position === "number" && isFinite(position);
+    if (value) {
+      value.textContent = queued ? position + (position === 1 ? " job ahead" : " jobs ahead") : "";
+      value.hidden = !queued;
+    }
+    if (label) {
+      label.hidden = !queued;
+    }
   }
 
   // A flash describes the moment of the last redirect ("Job submitted: it is queued."): gone once the job moves on.
@@ -145,6 +164,14 @@
       root.setAttribute("data-live", "open");
     });
     var shownStatus = byId("job-status") ? byId("job-status").textContent : "";
+    var queueTimer = window.setInterval(function () {
+      if (shownStatus === "queued") {
+        refreshJob(root);
+      } else {
+        setQueuePosition(null);
+        window.clearInterval(queueTimer);
+      }
+    }, QUEUE_POLL_MS);
     source.addEventListener("progress", function (event) {
       var data = parse(event);
       clearFlashes();
