@@ -129,10 +129,16 @@ def _run(
     teacher: Any,
     teacher_logits_test: torch.Tensor,
     task: Any,
+    student_kwargs: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
+    """Distil one ``family`` student (sized by ``budget``, or built from ``student_kwargs`` when given: an
+    architecture's constructor arguments) and report it on the test set; ``overrides`` change its config."""
     torch.manual_seed(0)
-    student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, budget=budget)
+    if student_kwargs is not None:
+        student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, **student_kwargs)
+    else:
+        student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, budget=budget)
     student.to(_device())
     config = default_config(family, epochs=epochs, checkpoint_every_s=None, progress_interval_s=30.0, **overrides)
     started = time.perf_counter()

@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
+    "auto": {"baseline_3ep": {"epochs": 3}},
     "qnn4": {"baseline_3ep": {"epochs": 3}, "baseline_5ep": {"epochs": 5}},
     "qnn2": {"baseline_3ep": {"epochs": 3}},
     "adder": {
@@ -107,6 +108,16 @@ def main(argv: list[str] | None = None) -> None:
         "runs": {},
     }
     started = time.perf_counter()
+    auto_fit = None
+    if "auto" in args.families:  # the service's default student: sized by measured latency (docs/benchmarks.md)
+        from compression.students.latency_sizing import DEFAULT_LATENCY_RATIO, LatencyBudget, auto_student
+
+        _log(f"auto: latency search at ratio {DEFAULT_LATENCY_RATIO} of the teacher")
+        auto_fit = auto_student(teacher, INPUT_SHAPE, TASK_CLASSES, LatencyBudget(ratio=DEFAULT_LATENCY_RATIO))
+        if auto_fit.candidate is None:
+            raise SystemExit(f"auto: {auto_fit.reason}")
+        results["auto_choice"] = {"search_s": round(time.perf_counter() - started, 1), **auto_fit.as_dict()}
+        _log(f"  {auto_fit.candidate.label}")
     for family in args.families:
         for name, overrides in VARIANTS[family].items():
             if args.variants and name not in args.variants:
@@ -116,7 +127,12 @@ def main(argv: list[str] | None = None) -> None:
                 epochs = settings.pop("epochs")
                 _log(f"{family}/{name} seed {seed}: {settings}, {epochs} epochs")
                 budget = _qnn_budget(mac_budget) if family.startswith("qnn") else mac_budget
-                run = _run(family, budget, transfer, epochs, teacher, test_logits, task, seed=seed, **settings)
+                if family == "auto" and auto_fit is not None and auto_fit.candidate is not None:
+                    settings["student_kwargs"] = dict(auto_fit.candidate.kwargs)
+                    family_name = auto_fit.candidate.name
+                else:
+                    family_name = family
+                run = _run(family_name, budget, transfer, epochs, teacher, test_logits, task, seed=seed, **settings)
                 results["runs"][f"{family}/{name}/seed{seed}"] = {**run, "overrides": overrides}
                 _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")
     results["wall_s"] = round(time.perf_counter() - started, 1)
