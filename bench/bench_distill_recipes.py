@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         from compression.students.latency_sizing import DEFAULT_LATENCY_RATIO, LatencyBudget, auto_student
 
         _log(f"auto: latency search at ratio {DEFAULT_LATENCY_RATIO} of the teacher")
-        auto_fit = auto_student(teacher, INPUT_SHAPE, TASK_CLASSES, LatencyBudget(ratio=DEFAULT_LATENCY_RATIO))
+        # The latency reference is the teacher's architecture (ResNet-20 x2, bench/train_teacher.py) in ONNX Runtime.
+        reference = create_student("resnet20", num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, width=2.0)
+        auto_fit = auto_student(reference, INPUT_SHAPE, TASK_CLASSES, LatencyBudget(ratio=DEFAULT_LATENCY_RATIO))
         if auto_fit.candidate is None:
             raise SystemExit(f"auto: {auto_fit.reason}")
         results["auto_choice"] = {"search_s": round(time.perf_counter() - started, 1), **auto_fit.as_dict()}

@@ -38,7 +38,7 @@ __all__ = [
     "OptionsError",
 ]
 
-STUDENT_FAMILIES: tuple[str, ...] = ("ghost", "binary", "adder", "slim", "qnn4", "qnn2", "auto")
+STUDENT_FAMILIES: tuple[str, ...] = ("auto", "ghost", "binary", "adder", "slim", "qnn4", "qnn2")
 """``auto`` picks ``slim`` or ``ghost`` by measured latency (:mod:`compression.students.latency_sizing`)."""
 LATENCY_FAMILIES: tuple[str, ...] = ("ghost", "slim", "auto")
 """Families that can be sized by measured ONNX Runtime latency (binary and adder run no faster there)."""
@@ -203,10 +203,11 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="JobOptions")
 
     student: Annotated[str, BeforeValidator(_student)] = Field(
-        "ghost",
-        description="Student family: ghost, binary, adder, slim (plain ResNet/VGG for CPUs), qnn4 / qnn2 (4- and "
-        "2-bit weights and activations, widened to a bit-ops budget) or auto (slim or ghost, chosen by measured "
-        "latency).",
+        "auto",
+        description="Student family: auto (the default: slim or ghost, sized and chosen by the latency measured in "
+        "ONNX Runtime on the worker, at most 0.4 x the teacher's unless latency_ratio / latency_ms say otherwise), "
+        "ghost, binary, adder, slim (plain ResNet/VGG for CPUs), qnn4 / qnn2 (4- and 2-bit weights and activations, "
+        "widened to a bit-ops budget).",
         json_schema_extra={"enum": list(STUDENT_FAMILIES)},
     )
     budget_ratio: Number = Field(0.25, gt=0, le=1, description="Student MACs / teacher MACs, in (0, 1].")

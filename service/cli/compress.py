@@ -141,7 +141,12 @@ def add_compress_command(commands: argparse._SubParsersAction) -> None:
         "leave out for the no-labels mode (DFND selection)",
     )
     compress.add_argument("--pool", default="demo", help="unlabelled pool to mine (see 'condense pool list')")
-    compress.add_argument("--student", default="ghost", choices=STUDENT_FAMILIES)
+    compress.add_argument(
+        "--student",
+        default="auto",
+        choices=STUDENT_FAMILIES,
+        help="student family (default auto: sized by measured latency)",
+    )
     compress.add_argument("--budget", type=float, default=0.25, help="student MACs as a fraction of the teacher's")
     add_student_option_flags(compress)
     compress.add_argument("--time-budget", type=float, metavar="MINUTES", help="wall-clock budget of the job")

@@ -304,7 +304,9 @@ def add_service_commands(commands: argparse._SubParsersAction) -> None:
         "--positives",
         help="folder / zip / tar with one folder per class, or .npz; leave out for the no-labels mode (DFND selection)",
     )
-    submit.add_argument("--student", choices=STUDENT_FAMILIES, help="student family (default ghost)")
+    submit.add_argument(
+        "--student", choices=STUDENT_FAMILIES, help="student family (default auto: sized by measured latency)"
+    )
     submit.add_argument("--budget-ratio", type=float, help="student MACs as a fraction of the teacher's")
     add_student_option_flags(submit)
     submit.add_argument("--epochs", type=int)

@@ -75,7 +75,7 @@ _FAMILY_HINTS = {
     "slim": "plain ResNet / VGG sized for CPU speed",
     "qnn4": "4-bit weights and activations, widened (LSQ)",
     "qnn2": "2-bit weights and activations, widened (LSQ)",
-    "auto": "slim or ghost, whichever meets the latency budget best",
+    "auto": "the default: slim or ghost, whichever meets the latency budget best",
 }
 _SELECTION_HINTS = {
     "default": "PU score within per-class quotas",

@@ -129,7 +129,7 @@ def new_job() -> Any:
         return redirect(url_for("web.job_page", job_id=job.id), 303)
     if source is not None:
         return render_form(values_from_options(source.spec.get("options", {})), None, source=source)
-    return render_form({"student": "ghost", "budget_ratio": "0.25", "seed": "0"}, None)
+    return render_form({"student": "auto", "budget_ratio": "0.25", "seed": "0"}, None)
 
 
 @web.get("/jobs/<job_id>")

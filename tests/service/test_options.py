@@ -10,7 +10,7 @@ from service.options import JobOptions, OptionsError
 def test_defaults_and_round_trip() -> None:
     options = JobOptions.from_dict({})
     assert options == JobOptions() == JobOptions.from_dict(None)
-    assert (options.student, options.budget_ratio, options.pool) == ("ghost", 0.25, "demo")
+    assert (options.student, options.budget_ratio, options.pool) == ("auto", 0.25, "demo")
     assert options.holdout_fraction == 0.2 and options.input_shape is None
     full = JobOptions.from_dict(
         {

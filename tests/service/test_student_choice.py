@@ -107,3 +107,30 @@ def test_small_transfer_sets_train_with_smaller_batches() -> None:
     assert batch_size_for(400, 128) == 25 and MIN_STEPS_PER_EPOCH == 400 // 25  # 3 steps an epoch -> 16
     assert batch_size_for(100, 128) == MIN_BATCH_SIZE  # never below the floor
     assert batch_size_for(2_048, 128) == 128 and batch_size_for(2_047, 128) == 127
+
+
+class _TinyTeacher(nn.Module):
+    """A teacher no student can beat by 2.5x: one 4-channel convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=4)
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.slow
+def test_the_default_student_of_a_tiny_teacher_is_the_smallest_slim_one(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(_TinyTeacher().eval()), str(path))
+    tiny = load_teacher(path, input_shape=(1, 28, 28))
+    images = torch.zeros(0, 1, 28, 28)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    student, sizing = choose_student(tiny, JobOptions.from_dict({}), 10_000, images, tmp_path / "a", tmp_path)
+    assert sizing["family"] == "slim" and "no student reaches the default budget" in sizing["reason"]
+    assert isinstance(student, nn.Module)
+    with pytest.raises(ValueError, match="no student fits the latency budget"):  # a budget the user set holds
+        choose_student(tiny, JobOptions.from_dict({"latency_ratio": 0.4}), 10_000, images, tmp_path / "b", tmp_path)
