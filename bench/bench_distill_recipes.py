@@ -43,7 +43,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
     "auto": {"baseline_3ep": {"epochs": 3}},
-    "qnn4": {"baseline_3ep": {"epochs": 3}, "baseline_5ep": {"epochs": 5}},
+    "qnn4": {
+        "baseline_3ep": {"epochs": 3},
+        "baseline_5ep": {"epochs": 5},
+        "warm_start": {"epochs": 2, "float_stage_epochs": 1},
+    },
     "qnn2": {"baseline_3ep": {"epochs": 3}},
     "adder": {
         "baseline": {"epochs": 1, "float_stage_epochs": 0},

@@ -1,4 +1,4 @@
-"""Two-stage training (a full-precision twin first, then the binary / adder student) and progressive binarisation
+"""Two-stage training (a full-precision twin first, then the binary / adder / LSQ student) and progressive binarisation
 (compression/distill/stages.py and the trainer), on real Fashion-MNIST images (tests/fashion_mnist.py)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from compression.distill import TransferSet, default_config, distill
 from compression.distill.config import float_stage_config
 from compression.distill.stages import float_twin, has_low_bit_layers, load_float_twin_
 from compression.layers import AdderConv2d, BinaryConv2d
+from compression.layers.lsq import LsqConv2d
 from tests.fashion_mnist import TASK_CLASSES, task_images
 
 INPUT_SHAPE = (1, 28, 28)
@@ -36,12 +37,12 @@ def _student(family: str) -> nn.Module:
     return create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, width=0.25)
 
 
-@pytest.mark.parametrize("family", ["binary", "adder"])
+@pytest.mark.parametrize("family", ["binary", "adder", "qnn4"])
 def test_float_twin_has_the_same_shape_and_loads_back(family: str) -> None:
     student = _student(family)
     twin = float_twin(student)
     assert has_low_bit_layers(student) and not has_low_bit_layers(twin)
-    layer_type = BinaryConv2d if family == "binary" else AdderConv2d
+    layer_type = {"binary": BinaryConv2d, "adder": AdderConv2d, "qnn4": LsqConv2d}[family]
     low_bit = {name: m for name, m in student.named_modules() if isinstance(m, layer_type)}
     twin_modules = dict(twin.named_modules())
     for name, layer in low_bit.items():
@@ -66,6 +67,9 @@ def test_float_twin_has_the_same_shape_and_loads_back(family: str) -> None:
             torch.testing.assert_close(tensor, twin_state[name])
     if family == "binary":
         assert any(name.endswith(".gate") for name in kept)  # the twin has no gates
+    if family == "qnn4":  # the steps are the student's own, set again from the loaded weights on the first batch
+        assert all(not bool(layer.initialised) for layer in low_bit.values())
+        assert any(name.endswith(".weight_step") for name in kept)
 
 
 def test_float_stage_config_uses_the_plain_recipe() -> None:
