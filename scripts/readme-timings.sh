@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 started=$(date +%s.%N)
-python3 -m service.cli serve --port "$port" >"$scratch/serve.log" 2>&1 &
+python3 -m service.cli serve --bind "127.0.0.1:$port" >"$scratch/serve.log" 2>&1 &
 server_pid=$!
 until curl -fsS "http://127.0.0.1:$port/api/v1/health" >/dev/null 2>&1; do
   if ! kill -0 "$server_pid" 2>/dev/null; then cat "$scratch/serve.log"; exit 1; fi

@@ -27,7 +27,14 @@ from service.options import JobOptions
 if TYPE_CHECKING:
     from service.pipeline.stages import Distilled, Inputs
 
-__all__ = ["CALIBRATION_IMAGES", "INT8_FILE", "VERIFY_IMAGES", "quantize_and_compare", "student_sections"]
+__all__ = [
+    "CALIBRATION_IMAGES",
+    "INT8_FILE",
+    "VERIFY_IMAGES",
+    "quantize_and_compare",
+    "side_by_side_latency_",
+    "student_sections",
+]
 
 INT8_FILE = "student.int8.onnx"
 CALIBRATION_IMAGES = 256
@@ -120,3 +127,21 @@ def student_sections(distilled: Distilled, deployment: dict[str, Any]) -> dict[s
     """What the report's ``student`` object gains: ``sizing`` (how the student was chosen), ``int8`` (float and
     int8 side by side, or None) and ``latency_side_by_side`` (teacher and students timed in one run, the machine)."""
     return {"sizing": distilled.sizing, "int8": deployment["int8"], "latency_side_by_side": deployment["latency"]}
+
+
+def side_by_side_latency_(teacher: dict[str, Any], student: dict[str, Any], deployment: dict[str, Any]) -> None:
+    """Make the report's ``latency`` of teacher and student the side-by-side figures (one run, interleaved, the same
+    threads), so every speed-up a user reads -- report, job page, jobs list, CLI, CI summary -- is a ratio measured
+    side by side. Each one's separate profile, taken at different stages of the job, is kept as
+    ``latency_separate``. Nothing changes for a side that was not timed side by side."""
+    rows = deployment.get("latency", {}).get("rows", {})
+    threads = deployment.get("latency", {}).get("threads")
+    for name, target in (("teacher", teacher), ("student", student)):
+        timed = rows.get(name)
+        if not isinstance(timed, dict) or not timed:
+            continue
+        target["latency_separate"] = target.get("latency")
+        target["latency"] = {
+            batch: {**row, "batch_size": int(batch), "side_by_side": True, "threads": threads}
+            for batch, row in timed.items()
+        }

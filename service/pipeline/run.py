@@ -64,7 +64,7 @@ def run_compression(
     ValueError for bad input (the message is for the user); :class:`~service.options.JobCancelled` when
     ``should_stop()`` turned true.
     """
-    from service.pipeline.deployment import quantize_and_compare, student_sections
+    from service.pipeline.deployment import quantize_and_compare, side_by_side_latency_, student_sections
     from service.pipeline.evaluation import evaluate_student, hold_back_pool_items
     from service.pipeline.onnx_metadata import stamp_onnx_metadata, student_metadata
     from service.pipeline.report import build_report, write_report
@@ -110,6 +110,7 @@ def run_compression(
         options, inputs, mined, distilled, exported, evaluation, held_back_ids, progress.stage_seconds
     )
     report.student.update(student_sections(distilled, deployment))
+    side_by_side_latency_(report.teacher, report.student, deployment)
     started = time.monotonic()
     thumbnails = mined.arrays["thumbnails"].tobytes() if "thumbnails" in mined.arrays else None
     html = render_report_html(report, thumbnails)

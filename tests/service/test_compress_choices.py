@@ -58,7 +58,12 @@ def test_selection_and_int8_are_used_and_reported(job, env, capsys) -> None:  # 
     side = report["student"]["latency_side_by_side"]
     assert side["machine"] and set(side["rows"]) == {"teacher", "student", "student int8"}
     assert all(set(rows) == {"1", "32"} and rows["1"]["min_ms"] > 0 for rows in side["rows"].values())
-    assert report["student"]["sizing"]["budget"] == "macs"
+    # every speed-up shown to a user is the side-by-side one; the separate profiles are kept beside it
+    for name in ("teacher", "student"):
+        latency = report[name]["latency"]
+        assert latency["1"]["side_by_side"] and latency["1"]["median_ms"] == side["rows"][name]["1"]["median_ms"]
+        assert report[name]["latency_separate"]["1"]["repeats"] > 0
+    assert report["student"]["sizing"]["budget"] == "latency"  # the default student: auto
     html = (out / "report.html").read_text()
     assert "random" in html and "student.int8.onnx" in html and side["machine"] in html
 
