@@ -267,7 +267,7 @@ METRICS=$(json_field '{k: v["metrics"][k] for k in ("student_accuracy", "teacher
 EVALUATED=$(json_field '[a["name"] for a in v["artifacts"] if a["name"] == "report.json"]' <"$WORK/job.json")
 if [ "$EVALUATED" = "['report.json']" ]; then
   api GET "/jobs/$JOB/artifacts/report.json" -L -o "$WORK/report.json"
-  METRICS="$METRICS, evaluated on $(json_field 'v["evaluation"]["images"]' <"$WORK/report.json") images"
+  METRICS="$METRICS, evaluated on $(json_field '"{} {} and {} held-back pool images".format(v["summary"]["images"], v["summary"]["evaluated_on"], (v["evaluation"].get("pool") or {}).get("images", 0))' <"$WORK/report.json")"
 fi
 record "job $JOB ($EPOCHS epochs) succeeded through the HTTP API in $JOB_S s: $METRICS"
 ONNX=$(json_field '[a["name"] for a in v["artifacts"] if a["name"].endswith(".onnx")][0]' <"$WORK/job.json")
