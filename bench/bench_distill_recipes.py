@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline_3ep": {"epochs": 3},
         "baseline_5ep": {"epochs": 5},
         "warm_start": {"epochs": 2, "float_stage_epochs": 1},
+        "warm_start_lr0.01": {"epochs": 2, "float_stage_epochs": 1, "lr": 0.01},
+        "baseline_3ep_lr0.05": {"epochs": 3, "lr": 0.05},
     },
     "qnn2": {"baseline_3ep": {"epochs": 3}},
     "adder": {

@@ -225,7 +225,8 @@ def last_event_id(jobs: JobService, job_id: str) -> int:
 
 def list_figures(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[str, str]:
     """The jobs list's figures of a succeeded job: accuracy (with its interval when the report has one), the
-    student's ONNX size, and its speed-up at batch 1 in the same words as the report (``1.2x slower`` flagged)."""
+    student's ONNX size, its speed-up at batch 1 in the same words as the report (``1.2x slower`` flagged), and the
+    family the job's sizing chose (``family``: what ``auto`` became)."""
     metrics = job.metrics or {}
     figures = {"accuracy": "", "size": "", "speed": "", "speed_tone": ""}
     figure = metrics.get("student_accuracy")
@@ -246,6 +247,9 @@ def list_figures(jobs: JobService, job: Job, artifacts: Sequence[Any]) -> dict[s
         figures["size"] = f"{onnx.size / 1024:,.0f} KiB" if onnx.size >= 1024 else f"{onnx.size} B"
     report = read_report(jobs, job, artifacts) or {}
     teacher, student = report.get("teacher"), report.get("student")
+    sizing = student.get("sizing") if isinstance(student, Mapping) else None
+    if isinstance(sizing, Mapping) and isinstance(sizing.get("family"), str):
+        figures["family"] = sizing["family"]  # what ``auto`` chose
     if isinstance(teacher, Mapping) and isinstance(student, Mapping):
         figures["speed"], figures["speed_tone"] = format_ratio(
             _latency_ms(teacher.get("latency")), _latency_ms(student.get("latency")), "faster", "slower"

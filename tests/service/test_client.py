@@ -137,7 +137,7 @@ def test_status_download_cancel_and_errors(server, service_inputs, tmp_path, cap
     assert main(["status", job["id"], *common, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == job["id"]
     assert main(["download", job["id"], *common, "--out", str(tmp_path / "dl"), "--name", "report.json"]) == 0
-    assert json.loads((tmp_path / "dl" / "report.json").read_text())["student"] == "ghost"
+    assert json.loads((tmp_path / "dl" / "report.json").read_text())["student"] == "auto"  # the default student
     capsys.readouterr()
     # Cancelling a finished job: the server's 409, as one line, exit status 2.
     assert main(["cancel", job["id"], *common]) == 2

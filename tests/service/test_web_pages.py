@@ -36,7 +36,13 @@ VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
 
 REPORT = {  # service/pipeline/report.py's layout: a student slower than its teacher, with history and mining
     "teacher": {"accuracy": 0.92, "parameters": 270_000, "macs": 41_000_000, "latency": {"1": {"median_ms": 1.0}}},
-    "student": {"accuracy": 0.905, "parameters": 70_000, "macs": 10_000_000, "latency": {"1": {"median_ms": 1.2}}},
+    "student": {
+        "accuracy": 0.905,
+        "parameters": 70_000,
+        "macs": 10_000_000,
+        "latency": {"1": {"median_ms": 1.2}},
+        "sizing": {"family": "ghost", "chosen_by": "auto", "budget": "latency"},
+    },
     "gate": {"passed": True, "reason": "accuracy drop 1.50 points"},
     "distillation": {
         "history": [
@@ -138,7 +144,7 @@ def test_no_page_scrolls_sideways_on_a_phone(live_app: LiveApp, browser: Any, se
         assert "30" in row and "1" in row
         driver.get(live_app.url + "/jobs")
         row = _by_id(driver, f"job-{done}").text
-        assert "90.5 %" in row and "KiB" in row and "1.2x slower" in row and "ghost" in row
+        assert "90.5 %" in row and "KiB" in row and "1.2x slower" in row and "auto → ghost" in row
     finally:
         _viewport(driver, "desktop")
         finish = api.jobs.metadata.finish_job(running, "test-worker", "cancelled")
