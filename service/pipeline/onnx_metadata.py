@@ -9,7 +9,7 @@ Keys (all strings; lists and objects as JSON):
 | ``condense.input_layout`` | ``NCHW float32`` |
 | ``condense.pixel_range`` | ``[0, 1]``: pixels divided by 255 (JSON list) |
 | ``condense.mean``, ``condense.std`` | then ``(x - mean) / std`` per channel (JSON lists) |
-| ``condense.student`` | the student family (ghost, binary, adder) |
+| ``condense.student`` | the student family trained (slim, ghost, binary, adder, qnn4, qnn2: what ``auto`` chose) |
 | ``condense.version`` | the Condense version that made the file |
 | ``condense.job_id`` | the job that made it (written by the service's worker) |
 
