@@ -165,7 +165,8 @@ class _EfficientNetFeatures(nn.Module):
         self.network = network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network.extract_features(images)
+        extract: Callable[[torch.Tensor], torch.Tensor] = self.network.extract_features  # type: ignore[assignment]
+        return extract(images)
 
 
 class _EmbeddingNetwork(nn.Module):
@@ -174,6 +175,8 @@ class _EmbeddingNetwork(nn.Module):
     def __init__(self, features: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.features = features
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 

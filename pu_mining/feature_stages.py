@@ -283,9 +283,10 @@ def analyse_stages(
 
 
 def _ort_type(value: onnx.ValueInfoProto) -> str:
-    elem = value.type.tensor_type.elem_type
-    return {
+    elem = int(value.type.tensor_type.elem_type)
+    names: dict[int, str] = {
         onnx.TensorProto.FLOAT: "tensor(float)",
         onnx.TensorProto.DOUBLE: "tensor(double)",
         onnx.TensorProto.FLOAT16: "tensor(float16)",
-    }.get(elem, "")
+    }
+    return names.get(elem, "")

@@ -19,7 +19,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from pu_mining.image_types import (
     _TAR_BLOCK,
@@ -159,7 +159,7 @@ def _peek_decompressed(path: Path, kind: str, source: object) -> bytes:
 
 def _decompressing(raw: IO[bytes], kind: str) -> IO[bytes]:
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if kind == "bzip2":
         return bz2.BZ2File(raw, mode="rb")
     if kind == "xz":

@@ -37,6 +37,7 @@ Layout under ``pools/NAME/`` in a :class:`~storage.BlobStore` (every blob is wri
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -379,7 +380,7 @@ class PoolStore:
         version: int,
         config: PoolConfig,
         embedder: Embedder,
-        new_shards: list[ShardInfo],
+        new_shards: builtins.list[ShardInfo],
         report: IngestReport,
     ) -> PoolManifest:
         shards = (previous.shards if previous is not None else ()) + tuple(new_shards)
@@ -432,7 +433,7 @@ class PoolStore:
         previous: PoolManifest | None,
         version: int,
         embedder: Embedder,
-        new_shards: list[ShardInfo],
+        new_shards: builtins.list[ShardInfo],
         shards: tuple[ShardInfo, ...],
         count: int,
     ) -> tuple[str, str, int, bool]:

@@ -223,8 +223,8 @@ def folder_labels(
         classes_of.append(inner[0])
     found = sorted(set(classes_of))
     empty_folders = set()
-    for item in skipped:
-        skipped_parts = tuple(part for part in item.name.split("/") if part)
+    for member in skipped:
+        skipped_parts = tuple(part for part in member.name.split("/") if part)
         if wrapper is not None:
             if skipped_parts[:1] != (wrapper,):
                 continue

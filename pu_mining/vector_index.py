@@ -197,7 +197,7 @@ class VectorIndex:
         self._energy: float | None = None
         self._read_only = False
         self._index: faiss.Index | None = None
-        self._core: faiss.Index | None = None
+        self._core: Any = None  # the kind's own faiss index (IVF, HNSW or flat: attributes differ by kind)
         self._keep: list[Any] = []  # python references to the sub-indexes the wrappers point to
         if kind != "ivf" and reduce_dim is None:
             self._assemble(None)  # nothing to train: build now
@@ -268,6 +268,7 @@ class VectorIndex:
             transform = faiss.LinearTransform(self._dim, self._reduce_dim, False)
             faiss.copy_array_to_vector(matrix.ravel(), transform.A)
             transform.is_trained = True
+        core: Any  # IndexFlatIP, IndexHNSWFlat or IndexIVFFlat
         if self._kind == "flat":
             core = faiss.IndexFlatIP(index_dim)
             top: faiss.Index = faiss.IndexIDMap(core)
@@ -404,7 +405,8 @@ class VectorIndex:
         return "; ".join(reasons) or None
 
     def _projected(self, array: np.ndarray) -> np.ndarray:
-        transform = faiss.downcast_index(self._index).chain.at(0) if self._reduce_dim else None
+        wrapped: Any = faiss.downcast_index(self._index) if self._reduce_dim and self._index is not None else None
+        transform = wrapped.chain.at(0) if wrapped is not None else None
         if transform is None:
             return array
         return faiss.downcast_VectorTransform(transform).apply(array)

@@ -27,5 +27,5 @@ python3 -m ruff format --check .
 # Layering (the contracts in pyproject.toml: compression imports nothing of ours, only service imports Flask, no
 # import cycles, service's layers) and types of the packages that are clean today.
 lint-imports
-python3 -m mypy storage/ service/ compression/
+python3 -m mypy storage/ service/ compression/ pu_mining/
 python3 -m pytest -q "$@"
