@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
     "auto": {"baseline_3ep": {"epochs": 3}},
+    "ghost": {"baseline_3ep": {"epochs": 3}},
     "qnn4": {
         "baseline_3ep": {"epochs": 3},
         "baseline_5ep": {"epochs": 5},
