@@ -184,7 +184,7 @@ class Worker(Reaper):
             monitor.close()
         reason = monitor.reason
         if outcome == "succeeded" and reason not in ("lost", "deleted"):
-            self._succeed(job_id, out_dir, result)
+            self._succeed(job_id, out_dir, result, required=None if is_pool_ingest(job) else REQUIRED_ARTIFACT)
             self._cleanup(job_id, work)
         elif reason in ("lost", "deleted"):
             logger.warning("job %s: left alone (%s)", job_id, reason)
@@ -217,16 +217,7 @@ class Worker(Reaper):
             out_dir.mkdir(parents=True, exist_ok=True)
             self.restore_checkpoints(job.id, out_dir)
             self.beat()
-            sink = ProgressSink(self, job.id, out_dir)
-
-            def on_progress(event: Any) -> None:
-                self.beat()
-                sink(event)
-
-            def should_stop() -> bool:
-                self.beat()
-                return monitor.should_stop()
-
+            on_progress, should_stop = self._callbacks(job.id, out_dir, monitor)
             result = self.pipeline(
                 teacher,
                 positives,
@@ -255,10 +246,11 @@ class Worker(Reaper):
             logger.exception("job %s: internal error", job.id)
             return "failed", f"internal error ({type(error).__name__}): {message}", {}
 
-    def _ingest(self, job: Job, work: Path, monitor: JobMonitor, names: dict[str, str]) -> dict[str, Any]:
-        """A pool-ingest job (:mod:`service.jobs.pool_ingest`): its metrics. Raises like the pipeline does."""
-        archive = self._fetch_input(job, IMAGES_FIELD, work / "inputs", names)
-        sink = ProgressSink(self, job.id, work / "out")
+    def _callbacks(
+        self, job_id: str, out_dir: Path, monitor: JobMonitor
+    ) -> tuple[Callable[[Any], None], Callable[[], bool]]:
+        """``on_progress`` and ``should_stop`` for a job's work: both are signs of life of the work loop."""
+        sink = ProgressSink(self, job_id, out_dir)
 
         def on_progress(event: Any) -> None:
             self.beat()
@@ -268,6 +260,12 @@ class Worker(Reaper):
             self.beat()
             return monitor.should_stop()
 
+        return on_progress, should_stop
+
+    def _ingest(self, job: Job, work: Path, monitor: JobMonitor, names: dict[str, str]) -> dict[str, Any]:
+        """A pool-ingest job (:mod:`service.jobs.pool_ingest`): its metrics. Raises like the pipeline does."""
+        archive = self._fetch_input(job, IMAGES_FIELD, work / "inputs", names)
+        on_progress, should_stop = self._callbacks(job.id, work / "out", monitor)
         return run_pool_ingest(
             job,
             archive,
@@ -297,10 +295,11 @@ class Worker(Reaper):
         self.beat()
         return local
 
-    def _succeed(self, job_id: str, out_dir: Path, result: dict[str, Any]) -> None:
-        if "pool_ingest" not in result and not (out_dir / REQUIRED_ARTIFACT).is_file():
-            logger.error("job %s: the pipeline returned without writing %s", job_id, REQUIRED_ARTIFACT)
-            self._finish(job_id, "failed", f"internal error: the pipeline produced no {REQUIRED_ARTIFACT}")
+    def _succeed(self, job_id: str, out_dir: Path, result: dict[str, Any], *, required: str | None) -> None:
+        """Store the outputs and end the job succeeded; failed instead when the ``required`` artefact is missing."""
+        if required is not None and not (out_dir / required).is_file():
+            logger.error("job %s: the pipeline returned without writing %s", job_id, required)
+            self._finish(job_id, "failed", f"internal error: the pipeline produced no {required}")
             return
         try:
             stored = self._store_artifacts(job_id, out_dir)
