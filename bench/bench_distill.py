@@ -94,13 +94,16 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _teacher() -> Any:
-    if not TEACHER_PATH.exists():
-        from bench.train_teacher import main as train_teacher_main
+def _teacher(name: str = "resnet") -> Any:
+    """The benchmark teacher ``name`` (:data:`bench.train_teacher.TEACHERS`), trained first when its file is missing."""
+    from bench.train_teacher import TEACHERS
+    from bench.train_teacher import main as train_teacher_main
 
-        _log(f"{TEACHER_PATH} missing: training the teacher (python -m bench.train_teacher)")
-        train_teacher_main([])
-    return load_teacher(TEACHER_PATH, input_shape=INPUT_SHAPE)
+    path = TEACHERS[name].path
+    if not path.exists():
+        _log(f"{path} missing: training the teacher (python -m bench.train_teacher --arch {name})")
+        train_teacher_main(["--arch", name])
+    return load_teacher(path, input_shape=INPUT_SHAPE)
 
 
 def _student_report(student: torch.nn.Module, teacher_logits_test: torch.Tensor, task: Any) -> dict[str, Any]:

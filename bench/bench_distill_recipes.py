@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
         "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
+        "progressive_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },

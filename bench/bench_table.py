@@ -8,12 +8,15 @@ Usage (repository root)::
     python -m bench.bench_table --mode quick           # about 45 minutes on 2 CPU cores
     python -m bench.bench_table --mode full            # longer schedules: for a GPU (uses CUDA when present)
     [--regime on-topic|wild] [--families ghost binary adder] [--rows ROW ...] [--seeds 3] [--epochs N]
-    [--threads 2] [--no-write] [--resume]
+    [--threads 2] [--no-write] [--resume] [--teacher resnet|cnn]
 
 ``--regime`` picks the pool of ../shared/BENCHMARK.md (``on-topic``: 29,700 task images among 76,997; ``wild``:
 1,500 among 48,797); the wild regime's files carry a ``_wild`` suffix. ``--rows`` runs only those rows,
 ``--seeds N`` every row with DistillConfig seeds 0..N-1 (the table gives mean and standard deviation),
-``--epochs N`` overrides the schedule's epochs of the pool rows (say so when reporting).
+``--epochs N`` overrides the schedule's epochs of the pool rows (say so when reporting). ``--teacher cnn`` repeats
+the table for the second benchmark teacher (the plain CNN of ``condense example`` trained on all 30,000 images by
+``python -m bench.train_teacher --arch cnn``; its students get a quarter of *its* MACs); its files carry a ``_cnn``
+suffix.
 
 Writes ``docs/results/table_<mode>.json`` and the table of ``docs/results.md`` between the ``table:<mode>``
 markers (not for ``smoke``, whose figures go to ``bench/artifacts/table_smoke.json`` only).
@@ -70,7 +73,6 @@ from bench.bench_distill import (
     FAMILIES,
     RESULTS_DIR,
     ROOT,
-    TEACHER_PATH,
     _log,
     _machine,
     _run,
@@ -78,6 +80,7 @@ from bench.bench_distill import (
 )
 from bench.bench_distill import SCHEDULES as DISTILL_SCHEDULES
 from bench.task import TASK_CLASSES, load_task
+from bench.train_teacher import TEACHERS
 from compression import Budget
 from compression.distill import TransferSet, default_config, predict_logits
 from compression.metrics.graph_ops import teacher_macs
@@ -90,6 +93,14 @@ TRUTH_PREFIX = "fmnist_task:"
 PU_ROWS = ("random_full", "pu_s1", "random", "pu_s2", "default", "random_default", "dfnd")
 ALL_ROWS = ("full", "positives", *PU_ROWS)
 REGIME_SUFFIX = {"on-topic": "", "wild": "_wild"}
+TEACHER_SUFFIX = {"resnet": "", "cnn": "_cnn"}
+
+
+def table_name(mode: str, regime: str, teacher_name: str = "resnet") -> str:
+    """The name of one table's files and docs markers: ``quick``, ``quick_wild``, ``quick_wild_cnn``, ..."""
+    return mode + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name]
+
+
 ROW_LABELS = {
     "teacher": "teacher",
     "full": "KD, full data",
@@ -149,7 +160,9 @@ def _open_pool(regime: str = "on-topic") -> Any:
     return open_benchmark_pool_store(root).open(pool_name(regime))
 
 
-def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: str = "on-topic") -> dict[str, Any]:
+def mine_once(
+    teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: str = "on-topic", teacher_name: str = "resnet"
+) -> dict[str, Any]:
     """The selections (``ids``: PU-s1's training part, best first; ``strategy_ids``: the training part of every
     strategy of :data:`pu_mining.selection.SELECTIONS`), from the cache when its key matches, else mined and
     cached."""
@@ -158,7 +171,7 @@ def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: 
     from pu_mining.selection import SELECTIONS
 
     config = MiningConfig(num_threads=threads)
-    cache = MINING_CACHE.with_name(MINING_CACHE.name + REGIME_SUFFIX[regime])
+    cache = MINING_CACHE.with_name(MINING_CACHE.name + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name])
     key = {
         "pool": pool.name,
         "pool_version": pool.version,
@@ -221,10 +234,15 @@ def mine_once(teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: 
 
 
 def pool_logits(
-    teacher: Any, pool: Any, ids: np.ndarray, teacher_hash: str, regime: str = "on-topic"
+    teacher: Any,
+    pool: Any,
+    ids: np.ndarray,
+    teacher_hash: str,
+    regime: str = "on-topic",
+    teacher_name: str = "resnet",
 ) -> tuple[torch.Tensor, float]:
     """The teacher's logits on pool items ``ids`` (cached per item), and the seconds spent computing new ones."""
-    cache = LOGITS_CACHE.with_name(LOGITS_CACHE.stem + REGIME_SUFFIX[regime] + ".npz")
+    cache = LOGITS_CACHE.with_name(LOGITS_CACHE.stem + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name] + ".npz")
     logits = np.full((len(pool), TASK_CLASSES), np.nan, dtype=np.float32)
     if cache.exists():
         cached = np.load(cache)
@@ -332,13 +350,15 @@ def run_table(
     rows: tuple[str, ...] = ALL_ROWS,
     seeds: int = 1,
     epochs_override: int | None = None,
+    teacher_name: str = "resnet",
 ) -> dict[str, Any]:
     schedule = SCHEDULES[mode]
     torch.set_num_threads(threads)
     started = time.perf_counter()
     task = load_task()
-    teacher = _teacher()
-    teacher_hash = file_sha256(TEACHER_PATH)
+    teacher = _teacher(teacher_name)
+    teacher_spec = TEACHERS[teacher_name]
+    teacher_hash = file_sha256(teacher_spec.path)
     timings: dict[str, float] = {}
 
     clock = time.perf_counter()
@@ -351,7 +371,7 @@ def run_table(
 
     pool = _open_pool(regime)
     names = pool.names()
-    mining = mine_once(teacher, pool, teacher_hash, threads, regime)
+    mining = mine_once(teacher, pool, teacher_hash, threads, regime, teacher_name)
     timings["mining_s"] = 0.0 if mining["cached"] else mining["wall_s"]
     selected = np.asarray(mining["ids"], dtype=np.int64)
     half = len(selected) // 2
@@ -362,7 +382,7 @@ def run_table(
     if schedule.limit is not None:  # smoke: a few hundred images per transfer set
         pool_ids = {row: ids[: schedule.limit - len(task.positives)] for row, ids in pool_ids.items()}
     needed = np.unique(np.concatenate(list(pool_ids.values())))
-    logits_all, logits_s = pool_logits(teacher, pool, needed, teacher_hash, regime)
+    logits_all, logits_s = pool_logits(teacher, pool, needed, teacher_hash, regime, teacher_name)
     timings["pool_logits_s"] = round(logits_s, 1)
     position = {int(item): k for k, item in enumerate(needed)}
 
@@ -377,7 +397,7 @@ def run_table(
         "schedule": asdict(schedule),
         "threads": threads,
     }
-    partial_path = ARTIFACTS / f"table_{mode}{REGIME_SUFFIX[regime]}_partial.json"
+    partial_path = ARTIFACTS / f"table_{table_name(mode, regime, teacher_name)}_partial.json"
     done = _load_partial(partial_path, fingerprint) if resume else {}
     train_logits: torch.Tensor | None = None
 
@@ -390,7 +410,7 @@ def run_table(
     for family, row, seed in jobs:
         epochs = schedule.epochs[family] if epochs_override is None or row == "full" else epochs_override
         key = f"{family}/{row}" + (f"@seed{seed}" if seed else "")
-        seed_override = {"seed": seed} if seed else {}
+        seed_override: dict[str, Any] = {"seed": seed} if seed else {}
         if key in runs:
             continue
         if key in done:
@@ -429,7 +449,7 @@ def run_table(
                 logits_all[torch.tensor([position[int(i)] for i in ids], dtype=torch.long)],
             )
             _log(f"{family}: {ROW_LABELS[row]}, {len(transfer):,} images ({epochs} epochs, seed {seed})")
-            extra = {"noise_adaptation_weight": 1.0} if row == "dfnd" else {}
+            extra: dict[str, Any] = {"noise_adaptation_weight": 1.0} if row == "dfnd" else {}
             run = _run(family, budget, transfer, epochs, teacher, test_logits, task, **seed_override, **extra)
             run["pool_items"] = len(ids)
             run["selection"] = selection_figures(names, ids)
@@ -451,11 +471,14 @@ def run_table(
         + ("" if families == FAMILIES else f" --families {' '.join(families)}")
         + ("" if rows == ALL_ROWS else f" --rows {' '.join(rows)}")
         + ("" if seeds == 1 else f" --seeds {seeds}")
-        + ("" if epochs_override is None else f" --epochs {epochs_override}"),
+        + ("" if epochs_override is None else f" --epochs {epochs_override}")
+        + ("" if teacher_name == "resnet" else f" --teacher {teacher_name}"),
         "machine": {**_machine(), "cores": threads},
         "schedule": asdict(schedule),
         "teacher": {
-            "file": str(TEACHER_PATH.relative_to(ROOT)),
+            "name": teacher_name,
+            "label": teacher_spec.label,
+            "file": str(teacher_spec.path.relative_to(ROOT)),
             "sha256": teacher_hash,
             "test_accuracy": teacher_accuracy,
             "parameters": teacher.parameter_count,
@@ -492,6 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="DistillConfig seeds 0..N-1 for every row")
     parser.add_argument("--epochs", type=int, default=None, help="override the pool rows' epochs (report it)")
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
         "--controls",
@@ -518,8 +542,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     rows = tuple(row for row in ALL_ROWS if row in args.rows)
-    results = run_table(args.mode, families, args.threads, args.resume, args.regime, rows, args.seeds, args.epochs)
-    name = args.mode + REGIME_SUFFIX[args.regime]
+    results = run_table(
+        args.mode, families, args.threads, args.resume, args.regime, rows, args.seeds, args.epochs, args.teacher
+    )
+    name = table_name(args.mode, args.regime, args.teacher)
     results["raw_path"] = (
         f"bench/artifacts/table_{name}.json" if args.mode == "smoke" else f"docs/results/table_{name}.json"
     )

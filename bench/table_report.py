@@ -124,7 +124,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "| student | row | transfer data | images | epochs | test acc. | vs KD full | params | MACs | mults | "
         "precision | recall |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| teacher (ResNet-20 x2) | teacher | all 30,000 labelled | 30,000 | 4 | {teacher['test_accuracy']:.2%} | | "
+        f"| teacher ({teacher.get('label', 'ResNet-20 x2')}) | teacher | all 30,000 labelled | 30,000 | 4 | "
+        f"{teacher['test_accuracy']:.2%} | | "
         f"{teacher['parameters']:,} | {teacher['macs'] / 1e6:.1f}M | {teacher['multiplications'] / 1e6:.1f}M | | |",
     ]
     for family in FAMILIES:
