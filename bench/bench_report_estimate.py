@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bench.task import load_task
+from service.cli.example import build_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_PATH = ROOT / "bench" / "artifacts" / "teacher.pt"
@@ -66,24 +67,11 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class _SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        )  # fmt: skip
-        self.head = nn.Linear(64 * 7 * 7, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(nn.functional.avg_pool2d(self.features(x), 2).flatten(1))
-
-
 def _teacher(task: Any, folder: Path) -> tuple[Path, str]:
     if TEACHER_PATH.exists():
         return TEACHER_PATH, "bench/artifacts/teacher.pt"
     torch.manual_seed(0)
-    net = _SmallCNN()
+    net = build_teacher()  # the plain CNN of `condense example`
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     images, labels = task.train.images[:10_000], task.train.labels[:10_000]
     for _ in range(2):
