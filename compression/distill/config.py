@@ -49,8 +49,8 @@ against 90.96 % for 7 fully binary epochs), so both stay off; the screening comm
 ``python -m bench.bench_distill_recipes``.
 
 ``qnn4`` and ``qnn2`` (LSQ quantization-aware training, Esser et al., arXiv:1902.08153) keep the plain SGD recipe
-and train from scratch: on the benchmark task 5 epochs of 4-bit training are 0.42 points below the teacher (3 seeds, 94.64-94.74 %),
-while a float warm start (``float_stage_epochs``) lost 4.5 points at the same cost (docs/results.md).
+and train from scratch: on the benchmark task 5 epochs of 4-bit training are 0.42 points below the teacher (3 seeds,
+94.64-94.74 %), while a float warm start (``float_stage_epochs``) lost 4.5 points at 3 epochs (docs/results.md).
 
 ``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
 budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
