@@ -72,8 +72,11 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     z2n = z * z / n
     centre = (p + z2n / 2.0) / (1.0 + z2n)
     half = z * math.sqrt(p * (1.0 - p) / n + z2n / (4.0 * n)) / (1.0 + z2n)
-    # Clamp rounding only: at p = 0 or 1 one end is exactly 0 or 1 in exact arithmetic.
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At p = 0 or 1 one end is exactly 0 or 1 in exact arithmetic; floating point can miss it by an ulp, which would
+    # leave the measured share outside its own interval. The interval always contains p.
+    low = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    high = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return low, high
 
 
 @dataclass(frozen=True)

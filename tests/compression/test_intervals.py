@@ -38,6 +38,16 @@ def test_wilson_at_the_extremes_stays_in_the_unit_interval():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("n", [1, 7, 60, 400, 1000, 4999])
+def test_wilson_always_contains_the_measured_share(n):
+    # At every count of the sizes a report uses, rounding must never leave p outside its own interval: at 400 of
+    # 400 the unclamped upper end is 0.9999999999999999.
+    for successes in range(n + 1):
+        low, high = wilson_interval(successes, n)
+        assert 0.0 <= low <= successes / n <= high <= 1.0
+    assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+
+
 def test_wilson_narrows_with_more_images():
     small = wilson_interval(19, 20)
     large = wilson_interval(1900, 2000)
