@@ -42,12 +42,13 @@ import torch
 
 from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
 from bench.task import TASK_CLASS_NAMES as CLASS_NAMES
+from bench.train_teacher import TEACHERS
 from compression import Budget, count_ops, count_parameters, create_student, load_teacher
 from compression.distill import TransferSet, default_config, distill, evaluate_predictions, predict_logits
 from compression.metrics.graph_ops import teacher_macs
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER_PATH = ROOT / "bench" / "artifacts" / "teacher.pt"
+TEACHER_PATH = TEACHERS["resnet"].path
 RESULTS_DIR = ROOT / "docs" / "results"
 RESULTS_MD = ROOT / "docs" / "results.md"
 FAMILIES = ("ghost", "binary", "adder")
@@ -96,7 +97,6 @@ def _device() -> torch.device:
 
 def _teacher(name: str = "resnet") -> Any:
     """The benchmark teacher ``name`` (:data:`bench.train_teacher.TEACHERS`), trained first when its file is missing."""
-    from bench.train_teacher import TEACHERS
     from bench.train_teacher import main as train_teacher_main
 
     path = TEACHERS[name].path

@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from bench.task import load_task
+from bench.train_teacher import TEACHERS
 from service.cli.example import build_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER_PATH = ROOT / "bench" / "artifacts" / "teacher.pt"
+TEACHER_PATH = TEACHERS["resnet"].path
 
 
 def estimate_record(estimate: dict[str, Any] | None, truth: float) -> dict[str, Any]:
