@@ -40,6 +40,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
         "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         "progressive_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
+        # twice the default widths: 3.1x its ops (multiplications + binary ops / 64), 1/12 of the teacher's MACs
+        "wide2x_4ep": {"epochs": 4, "student_kwargs": {"stage_widths": (32, 64, 120)}},
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
