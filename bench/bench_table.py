@@ -93,12 +93,16 @@ TRUTH_PREFIX = "fmnist_task:"
 PU_ROWS = ("random_full", "pu_s1", "random", "pu_s2", "default", "random_default", "dfnd")
 ALL_ROWS = ("full", "positives", *PU_ROWS)
 REGIME_SUFFIX = {"on-topic": "", "wild": "_wild"}
-TEACHER_SUFFIX = {"resnet": "", "cnn": "_cnn"}
+
+
+def table_suffix(regime: str, teacher_name: str = "resnet") -> str:
+    """The suffix of one pool and teacher's files: ``""`` for the on-topic pool and the ResNet, ``_wild_cnn``, ..."""
+    return REGIME_SUFFIX[regime] + ("" if teacher_name == "resnet" else f"_{teacher_name}")
 
 
 def table_name(mode: str, regime: str, teacher_name: str = "resnet") -> str:
     """The name of one table's files and docs markers: ``quick``, ``quick_wild``, ``quick_wild_cnn``, ..."""
-    return mode + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name]
+    return mode + table_suffix(regime, teacher_name)
 
 
 ROW_LABELS = {
@@ -171,7 +175,7 @@ def mine_once(
     from pu_mining.selection import SELECTIONS
 
     config = MiningConfig(num_threads=threads)
-    cache = MINING_CACHE.with_name(MINING_CACHE.name + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name])
+    cache = MINING_CACHE.with_name(MINING_CACHE.name + table_suffix(regime, teacher_name))
     key = {
         "pool": pool.name,
         "pool_version": pool.version,
@@ -242,7 +246,7 @@ def pool_logits(
     teacher_name: str = "resnet",
 ) -> tuple[torch.Tensor, float]:
     """The teacher's logits on pool items ``ids`` (cached per item), and the seconds spent computing new ones."""
-    cache = LOGITS_CACHE.with_name(LOGITS_CACHE.stem + REGIME_SUFFIX[regime] + TEACHER_SUFFIX[teacher_name] + ".npz")
+    cache = LOGITS_CACHE.with_name(LOGITS_CACHE.stem + table_suffix(regime, teacher_name) + ".npz")
     logits = np.full((len(pool), TASK_CLASSES), np.nan, dtype=np.float32)
     if cache.exists():
         cached = np.load(cache)
