@@ -34,11 +34,13 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
 from bench.task import TASK_CLASS_NAMES as CLASS_NAMES
@@ -133,15 +135,19 @@ def _run(
     teacher_logits_test: torch.Tensor,
     task: Any,
     student_kwargs: dict[str, Any] | None = None,
+    student_edit: Callable[[nn.Module], None] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Distil one ``family`` student (sized by ``budget``, or built from ``student_kwargs`` when given: an
-    architecture's constructor arguments) and report it on the test set; ``overrides`` change its config."""
+    architecture's constructor arguments; ``student_edit`` then changes it in place) and report it on the test set;
+    ``overrides`` change its config."""
     torch.manual_seed(0)
     if student_kwargs is not None:
         student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, **student_kwargs)
     else:
         student = create_student(family, num_classes=TASK_CLASSES, input_shape=INPUT_SHAPE, budget=budget)
+    if student_edit is not None:
+        student_edit(student)
     student.to(_device())
     config = default_config(family, epochs=epochs, checkpoint_every_s=None, progress_interval_s=30.0, **overrides)
     started = time.perf_counter()

@@ -19,17 +19,21 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bench.bench_distill import RESULTS_DIR, _log, _machine, _run, _teacher
 from bench.task import INPUT_SHAPE, TASK_CLASSES, load_task
 from compression import Budget, create_student
 from compression.distill import TransferSet, predict_logits
+from compression.layers.binary import BinaryConv2d
 from compression.metrics.graph_ops import teacher_macs
 from compression.op_counts import float_bit_ops
+from compression.students.resnet import BasicBlock
 from service.pipeline.student_choice import QNN_BIT_OPS_DIVISOR
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -42,6 +46,13 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "progressive_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         # twice the default widths: 3.1x its ops (multiplications + binary ops / 64), 1/12 of the teacher's MACs
         "wide2x_4ep": {"epochs": 4, "student_kwargs": {"stage_widths": (32, 64, 120)}},
+        # block variants for the binary ResNet (student_edit): the BBG gates opened at 1 (a Bi-Real-style float
+        # shortcut around every binary conv that allows one), and a full-precision residual stream (no Hardtanh
+        # after the block's sum: the next block binarises its input anyway, the shortcut keeps the real values)
+        "gate1_4ep": {"epochs": 4, "student_edit": "open_gates"},
+        "realstream_4ep": {"epochs": 4, "student_edit": "real_stream"},
+        "gate1_realstream_4ep": {"epochs": 4, "student_edit": "open_gates+real_stream"},
+        "baseline_4ep": {"epochs": 4},
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
     },
@@ -66,6 +77,33 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 """Variants per family: overrides of the family's default config (``epochs`` is the binary / adder stage)."""
+
+
+def _open_gates(student: nn.Module) -> None:
+    for module in student.modules():
+        if isinstance(module, BinaryConv2d) and module.gate is not None:
+            with torch.no_grad():
+                module.gate.fill_(1.0)
+
+
+def _real_stream(student: nn.Module) -> None:
+    for module in student.modules():
+        if isinstance(module, BasicBlock):
+            module.act2 = nn.Identity()
+
+
+STUDENT_EDITS: dict[str, Callable[[nn.Module], None]] = {"open_gates": _open_gates, "real_stream": _real_stream}
+"""Named in-place changes of a student for screening block variants (``"a+b"`` applies both)."""
+
+
+def _student_edit(names: str) -> Callable[[nn.Module], None]:
+    edits = [STUDENT_EDITS[name] for name in names.split("+")]
+
+    def apply(student: nn.Module) -> None:
+        for edit in edits:
+            edit(student)
+
+    return apply
 
 
 def _qnn_budget(mac_budget: Budget) -> Budget:
@@ -137,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 settings = dict(overrides)
                 epochs = settings.pop("epochs")
+                if "student_edit" in settings:
+                    settings["student_edit"] = _student_edit(settings["student_edit"])
                 _log(f"{family}/{name} seed {seed}: {settings}, {epochs} epochs")
                 budget = _qnn_budget(mac_budget) if family.startswith("qnn") else mac_budget
                 if family == "auto" and auto_fit is not None and auto_fit.candidate is not None:

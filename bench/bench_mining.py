@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.bench_pool_ingest import DEFAULT_ROOT, open_benchmark_pool_store, pool_name
+from bench.train_teacher import TEACHERS
 from compression import load_teacher
 from pu_mining.benchmark_pool import REGIMES, build_benchmark_pool
 from pu_mining.benchmark_task import TASK_CLASS_NAMES
@@ -35,7 +36,6 @@ from pu_mining.positives import Positives
 from pu_mining.pu_classifier import roc_auc
 from pu_mining.selection import SELECTIONS, self_cross_entropy
 
-TEACHER = Path("bench/artifacts/teacher.pt")
 CLASS_NAMES = list(TASK_CLASS_NAMES)
 
 
@@ -153,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-embedding-stage", action="store_true", help="the PU classifier on the teacher's stages alone"
     )
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--dump", type=Path, default=None, help="also save the scores, held-out scores and truth (.npz) for analysis"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
     store = open_benchmark_pool_store(args.root)
     pool = store.open(pool_name(args.regime))
-    teacher = load_teacher(TEACHER, input_shape=(1, 28, 28))
+    teacher = load_teacher(TEACHERS[args.teacher].path, input_shape=(1, 28, 28))
     positives = benchmark_positives()
     names = pool.names()
     prior = None
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     output = {
         "command": "python -m bench.bench_mining " + " ".join(argv if argv is not None else sys.argv[1:]),
         "regime": args.regime,
+        "teacher": args.teacher,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {args.threads} threads",
         "wall_seconds": round(time.monotonic() - started, 1),
         **figures,
@@ -196,6 +201,19 @@ def main(argv: list[str] | None = None) -> int:
         "default_variants": default_variants(names, scored),
     }
     print(json.dumps(output, indent=1))
+    if args.dump is not None and scored.scores is not None and scored.held_out_scores is not None:
+        args.dump.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            args.dump,
+            candidate_ids=scored.candidate_ids,
+            scores=scored.scores,
+            logits=scored.logits.numpy(),
+            held_out_scores=scored.held_out_scores,
+            held_out_classes=scored.held_out_classes if scored.held_out_classes is not None else np.empty(0),
+            truth=np.array([name.startswith("fmnist_task:") for name in names])[scored.candidate_ids],
+            lookalike=np.array([name.startswith("fmnist_lookalike:") for name in names])[scored.candidate_ids],
+            prior=scored.prior,
+        )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(output, indent=1) + "\n")
