@@ -69,7 +69,7 @@ class Schedule:
 
 
 SCHEDULES = {
-    "quick": Schedule(full={"ghost": 3, "binary": 3, "adder": 3}, positives=20, imbalanced=2, imbalance_seeds=(0, 1)),
+    "quick": Schedule(full={"ghost": 3, "binary": 8, "adder": 3}, positives=20, imbalanced=2, imbalance_seeds=(0, 1)),
     "full": Schedule(
         full={"ghost": 60, "binary": 60, "adder": 60}, positives=300, imbalanced=30, imbalance_seeds=(0, 1, 2)
     ),

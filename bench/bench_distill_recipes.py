@@ -41,17 +41,17 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "baseline_3ep": {"epochs": 3, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "baseline_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
+        "baseline_8ep": {"epochs": 8, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
         "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         "progressive_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         # twice the default widths: 3.1x its ops (multiplications + binary ops / 64), 1/12 of the teacher's MACs
         "wide2x_4ep": {"epochs": 4, "student_kwargs": {"stage_widths": (32, 64, 120)}},
         # block variants for the binary ResNet (student_edit): the BBG gates opened at 1 (a Bi-Real-style float
-        # shortcut around every binary conv that allows one), and a full-precision residual stream (no Hardtanh
-        # after the block's sum: the next block binarises its input anyway, the shortcut keeps the real values)
+        # shortcut around every binary conv that allows one), and the residual stream clipped by a Hardtanh after
+        # every block's sum (the default before the full-precision stream, compression.families)
         "gate1_4ep": {"epochs": 4, "student_edit": "open_gates"},
-        "realstream_4ep": {"epochs": 4, "student_edit": "real_stream"},
-        "gate1_realstream_4ep": {"epochs": 4, "student_edit": "open_gates+real_stream"},
+        "clipped_stream_4ep": {"epochs": 4, "student_edit": "clipped_stream"},
         "baseline_4ep": {"epochs": 4},
         "two_stage_progressive": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.5},
         "baseline_lr2e-3": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.0, "lr": 2e-3},
@@ -86,13 +86,13 @@ def _open_gates(student: nn.Module) -> None:
                 module.gate.fill_(1.0)
 
 
-def _real_stream(student: nn.Module) -> None:
+def _clipped_stream(student: nn.Module) -> None:
     for module in student.modules():
         if isinstance(module, BasicBlock):
-            module.act2 = nn.Identity()
+            module.act2 = nn.Hardtanh()
 
 
-STUDENT_EDITS: dict[str, Callable[[nn.Module], None]] = {"open_gates": _open_gates, "real_stream": _real_stream}
+STUDENT_EDITS: dict[str, Callable[[nn.Module], None]] = {"open_gates": _open_gates, "clipped_stream": _clipped_stream}
 """Named in-place changes of a student for screening block variants (``"a+b"`` applies both)."""
 
 

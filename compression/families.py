@@ -13,7 +13,11 @@ qnn4/qnn2  :class:`~compression.layers.lsq.LsqConv2d` (4/2-bit)  LSQ arXiv:1902.
 
 Every family keeps the first convolution (it sees the raw image) and the classifier in full
 precision, as all three papers do. The binary family also swaps the activation: a ReLU in front of a
-sign() would make every binary activation +1, so binary networks use a sign-preserving ``Hardtanh``.
+sign() would make every binary activation +1, so binary networks use a sign-preserving ``Hardtanh``; and its residual
+blocks keep a full-precision residual stream (no activation after the sum, as in Bi-Real Net, Liu et al., ECCV 2018,
+arXiv:1808.00278): the next binary conv binarises its input anyway, and clipping the sum to [-1, 1] only throws
+away what the shortcuts carry. Measured on the benchmark (docs/results.md): +6.3 points after 4 epochs on 6,000
+images (81.3 % against 75.0 %, seed 0).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class LayerFamily:
     make_conv: ConvFactory
     make_activation: Callable[[], nn.Module]
     from_conv2d: Callable[[nn.Conv2d], nn.Module]
+    activation_after_residual: bool = True
+    """Whether a residual block applies ``make_activation`` after adding its shortcut (False: the block's output is
+    the full-precision sum)."""
 
     def can_replace(self, conv: nn.Conv2d) -> bool:
         """Whether :meth:`from_conv2d` accepts this convolution (plain, ungrouped, undilated, zero-padded)."""
@@ -85,7 +92,9 @@ FAMILIES: dict[str, LayerFamily] = {
     "plain": LayerFamily("plain", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
     "slim": LayerFamily("slim", _plain_conv, lambda: nn.ReLU(inplace=True), _keep),
     "ghost": LayerFamily("ghost", _ghost_conv, lambda: nn.ReLU(inplace=True), GhostModule.from_conv2d),
-    "binary": LayerFamily("binary", _binary_conv, nn.Hardtanh, BinaryConv2d.from_conv2d),
+    "binary": LayerFamily(
+        "binary", _binary_conv, nn.Hardtanh, BinaryConv2d.from_conv2d, activation_after_residual=False
+    ),
     "adder": LayerFamily("adder", _adder_conv, lambda: nn.ReLU(inplace=True), AdderConv2d.from_conv2d),
     "qnn4": LayerFamily("qnn4", _lsq_conv(4), lambda: nn.ReLU(inplace=True), lambda c: LsqConv2d.from_conv2d(c, 4)),
     "qnn2": LayerFamily("qnn2", _lsq_conv(2), lambda: nn.ReLU(inplace=True), lambda c: LsqConv2d.from_conv2d(c, 2)),

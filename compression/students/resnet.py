@@ -6,7 +6,8 @@ zero channel padding, no parameters), which is what gives ResNet-20/56 their wel
 
 The same architecture is built for every layer family (``compression.families``) by swapping the 3x3 convs:
 Ghost-ResNet (GhostNet, arXiv:1911.11907, sec. 4.1: every conv but the stem becomes a Ghost module),
-binary BBG ResNet (arXiv:1909.12117) and AdderNet ResNet (arXiv:1912.13200, BN after every adder layer).
+binary BBG ResNet (arXiv:1909.12117; its residual stream stays full precision, see :mod:`compression.families`)
+and AdderNet ResNet (arXiv:1912.13200, BN after every adder layer).
 The stem and the classifier stay full precision in every family.
 """
 
@@ -46,7 +47,8 @@ class ZeroPadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """conv3x3 -> BN -> act -> conv3x3 -> BN, plus the shortcut, then act."""
+    """conv3x3 -> BN -> act -> conv3x3 -> BN, plus the shortcut, then act (none for families whose
+    ``activation_after_residual`` is False: binary students keep a full-precision residual stream)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, family: LayerFamily) -> None:
         super().__init__()
@@ -55,7 +57,7 @@ class BasicBlock(nn.Module):
         self.act1 = family.make_activation()
         self.conv2 = family.make_conv(out_channels, out_channels, 3, 1)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.act2 = family.make_activation()
+        self.act2 = family.make_activation() if family.activation_after_residual else nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut: nn.Module = ZeroPadShortcut(in_channels, out_channels, stride)
         else:

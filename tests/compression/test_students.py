@@ -94,6 +94,21 @@ def test_family_layers_keep_stem_and_classifier_full_precision() -> None:
         assert type(model.classifier) is nn.Linear
 
 
+def test_binary_blocks_keep_a_full_precision_residual_stream() -> None:
+    """A binary ResNet block's output is the unclipped sum of its branch and shortcut (Bi-Real Net); a plain
+    block's is the ReLU of it."""
+    torch.manual_seed(0)
+    binary = create_student("binary_resnet20", num_classes=5, input_shape=(1, 28, 28)).eval()
+    plain = create_student("resnet20", num_classes=5, input_shape=(1, 28, 28)).eval()
+    x = 3.0 * torch.randn(4, binary.stage_widths[0], 28, 28)
+    with torch.no_grad():
+        binary_out = binary.stages[0][0](x)
+        plain_out = plain.stages[0][0](x[:, : plain.stage_widths[0]])
+    assert binary_out.abs().max() > 1.5  # a Hardtanh after the sum would clip the stream to [-1, 1]
+    assert binary_out.min() < 0
+    assert plain_out.min() >= 0
+
+
 # (name, parameters, multiply-adds) on 32x32 CIFAR-10 input, from GhostNet (arXiv:1911.11907) table 4 and 5.
 PAPER_SIZES = [
     ("resnet56", 0.85e6, 125e6),
