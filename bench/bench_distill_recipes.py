@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline_3ep": {"epochs": 3, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "baseline_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
         "baseline_8ep": {"epochs": 8, "float_stage_epochs": 0, "binary_weight_delay": 0.0},
+        "lr2e-3_8ep": {"epochs": 8, "lr": 2e-3},
         "two_stage": {"epochs": 2, "float_stage_epochs": 1, "binary_weight_delay": 0.0},
         "progressive": {"epochs": 2, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
         "progressive_7ep": {"epochs": 7, "float_stage_epochs": 0, "binary_weight_delay": 0.5},
