@@ -356,7 +356,7 @@ def test_family_defaults() -> None:
         assert (config.optimizer, config.lr, config.momentum, config.schedule) == ("sgd", 0.1, 0.9, "cosine")
         assert config.weight_decay == 5e-4
     binary = default_config("binary")
-    assert (binary.optimizer, binary.lr, binary.weight_decay, binary.schedule) == ("adam", 1e-3, 0.0, "linear")
+    assert (binary.optimizer, binary.lr, binary.weight_decay, binary.schedule) == ("adam", 2e-3, 0.0, "linear")
     assert default_config("adder_resnet20") == default_config("adder")
     # adder students start from a float twin trained for one epoch; binary ones do not (docs/results.md)
     assert default_config("adder").float_stage_epochs == 1 and binary.float_stage_epochs == 0
