@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument("--out", type=Path, default=None, help="also write the raw figures to this JSON file")
     parser.add_argument(
         "--controls",
         nargs="+",
@@ -555,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     body = render_markdown(results)
     print(body)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**results, "raw_path": str(args.out)}, indent=2) + "\n")
     if args.mode == "smoke":
         (ARTIFACTS / f"table_{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     elif not args.no_write:
