@@ -554,11 +554,13 @@ def main(argv: list[str] | None = None) -> None:
     results["raw_path"] = (
         f"bench/artifacts/table_{name}.json" if args.mode == "smoke" else f"docs/results/table_{name}.json"
     )
+    if args.out is not None:
+        results["raw_path"] = str(args.out)
     body = render_markdown(results)
     print(body)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**results, "raw_path": str(args.out)}, indent=2) + "\n")
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.mode == "smoke":
         (ARTIFACTS / f"table_{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     elif not args.no_write:
