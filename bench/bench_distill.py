@@ -3,7 +3,7 @@ and robust against plain KD on a transfer set made class-imbalanced on purpose.
 
 Usage (repository root)::
 
-    python -m bench.bench_distill --mode quick          # 25 minutes on 2 quiet CPU cores (default OpenMP policy)
+    python -m bench.bench_distill --mode quick          # ~30 min on 2 quiet CPU cores (binary: 8 epochs)
     python -m bench.bench_distill --mode full           # longer schedules: for a GPU (uses CUDA when present)
 
 Writes ``docs/results/distill_<mode>.json`` and the distillation section of ``docs/results.md`` (between the

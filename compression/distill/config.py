@@ -48,7 +48,8 @@ images, teacher 95.06 %, 3 seeds) one float + one adder epoch gave 89.19 % (88.2
 (82.48-88.20) for two adder epochs from scratch, never worse on a seed, in two thirds of the time (docs/results.md).
 For binary students two-stage training gave no gain at seed 0 (87.04 % for 1 float + 2 binary epochs against 88.02 %
 for 3 binary epochs), and neither did progressive binarisation over 7 epochs (89.54 % with ``binary_weight_delay=0.5``
-against 90.96 % for 7 fully binary epochs), so both stay off; the screening command is
+against 90.96 % for 7 fully binary epochs; both measured before the full-precision residual stream and lr 2e-3), so
+both stay off; the screening command is
 ``python -m bench.bench_distill_recipes``.
 
 ``qnn4`` and ``qnn2`` (LSQ quantization-aware training, Esser et al., arXiv:1902.08153) keep the plain SGD recipe
