@@ -21,7 +21,6 @@ import json
 import shlex
 import sys
 import tempfile
-from dataclasses import asdict
 from typing import Any
 
 from bench.bench_distill import RESULTS_DIR, _log, _machine, _run, _teacher
@@ -83,7 +82,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{run['test_accuracy'] * 100:.2f}% | {(run['test_accuracy'] - teacher_accuracy) * 100:+.2f} | "
             f"{run['wall_s']:.0f} |"
         )
-    results["budget"] = asdict(search.budget)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = f"_{args.tag}" if args.tag else ""
     (RESULTS_DIR / f"binary_search{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
