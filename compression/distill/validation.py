@@ -54,7 +54,7 @@ class ValidationMixin(RunState):
         )
         self.history.append(record)
         self.latest_val = (evaluation.student_accuracy, evaluation.agreement)
-        if self.best_metric is None or metric > self.best_metric:
+        if self.best_metric is None or metric >= self.best_metric:  # ties: the later, longer-trained state
             self.best_metric = metric
             self.best_epoch = epoch
             self.best_state = {name: value.detach().clone() for name, value in self.student.state_dict().items()}

@@ -147,7 +147,7 @@ def test_time_budget_returns_the_best_student(teacher, data) -> None:
     assert time.perf_counter() - started < 2.0 + 2.0
     assert result.stopped_reason == "time_budget"
     assert 1 <= result.global_step < 500 * 10
-    best = max(result.history, key=lambda record: record.val_metric)
+    best = max(reversed(result.history), key=lambda record: record.val_metric)  # ties: the later state
     assert result.best_metric == best.val_metric and result.best_epoch == best.epoch
     # The returned weights are the best state's, not the last ones.
     again = evaluate(result.student, teacher, data["val"].images, data["val"].labels)
@@ -212,6 +212,34 @@ def test_cancel_with_should_stop_and_callback_errors_propagate(teacher, data) ->
 
     with pytest.raises(RuntimeError, match="progress bar broke"):
         distill(teacher, _student("ghost"), train, data["val"], _config("ghost"), on_progress=broken)
+
+
+class _ConstantStudent(nn.Module):
+    """Predicts the same class for every image whatever its (gradient-free) parameter: every epoch validates alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+        self.register_buffer("logits", torch.arange(TASK_CLASSES, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(images), -1) + 0.0 * self.unused
+
+
+def test_ties_keep_the_later_state(teacher, data) -> None:
+    config = _config("ghost", epochs=3)
+    result = distill(teacher, _ConstantStudent(), data["train"].images[:64], data["val"], config)
+    assert len({record.val_metric for record in result.history}) == 1
+    assert result.best_epoch == 3
+
+
+def test_monitoring_training_images_selects_by_agreement_even_with_labels(teacher, data) -> None:
+    config = _config("ghost", epochs=1)
+    train = TransferSet(data["train"].images[:320], data["train"].labels[:320])
+    result = distill(teacher, _student("ghost"), train, None, config)
+    # Labels of training images are fitted and saturate; agreement with the teacher still separates states.
+    assert result.metric == "agreement"
+    assert result.best_metric == max(record.val_agreement for record in result.history)
 
 
 def test_without_validation_labels_selects_by_agreement(teacher, data) -> None:
