@@ -78,6 +78,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "baseline": {"epochs": 1, "float_stage_epochs": 0},
         "warm_start": {"epochs": 1, "float_stage_epochs": 1},
         "warm_start_3ep": {"epochs": 3, "float_stage_epochs": 1},
+        "warm_start2_3ep": {"epochs": 3, "float_stage_epochs": 2},
         "baseline_2ep": {"epochs": 2, "float_stage_epochs": 0},
         "baseline_4ep": {"epochs": 4, "float_stage_epochs": 0},
         "eta0.1": {"epochs": 1, "float_stage_epochs": 0, "adder_eta": 0.1},
