@@ -165,7 +165,13 @@ def _open_pool(regime: str = "on-topic") -> Any:
 
 
 def mine_once(
-    teacher: Any, pool: Any, teacher_hash: str, threads: int, regime: str = "on-topic", teacher_name: str = "resnet"
+    teacher: Any,
+    pool: Any,
+    teacher_hash: str,
+    threads: int,
+    regime: str = "on-topic",
+    teacher_name: str = "resnet",
+    min_selection: int | None = None,
 ) -> dict[str, Any]:
     """The selections (``ids``: PU-s1's training part, best first; ``strategy_ids``: the training part of every
     strategy of :data:`pu_mining.selection.SELECTIONS`), from the cache when its key matches, else mined and
@@ -174,8 +180,9 @@ def mine_once(
     from pu_mining.miner import MiningConfig, score_pool, select
     from pu_mining.selection import SELECTIONS
 
-    config = MiningConfig(num_threads=threads)
-    cache = MINING_CACHE.with_name(MINING_CACHE.name + table_suffix(regime, teacher_name))
+    config = MiningConfig(num_threads=threads, min_selection=min_selection)
+    floor_suffix = "" if min_selection is None else f"_min{min_selection}"
+    cache = MINING_CACHE.with_name(MINING_CACHE.name + table_suffix(regime, teacher_name) + floor_suffix)
     key = {
         "pool": pool.name,
         "pool_version": pool.version,
@@ -200,7 +207,7 @@ def mine_once(
     _log(f"mining pool {pool.name!r} ({len(pool):,} items), estimated prior, {threads} threads")
     started = time.perf_counter()
     scored = score_pool(teacher, benchmark_positives(), pool, config, on_progress=lambda event: _log(f"  {event}"))
-    strategies = {name: select(scored, name) for name in SELECTIONS}
+    strategies = {name: select(scored, name, min_selection=min_selection) for name in SELECTIONS}
     result = strategies["pu"]
     wall = time.perf_counter() - started
     figures = score(pool.names(), result.ids, result.candidate_ids, result.candidate_scores)
@@ -355,6 +362,7 @@ def run_table(
     seeds: int = 1,
     epochs_override: int | None = None,
     teacher_name: str = "resnet",
+    min_selection: int | None = None,
 ) -> dict[str, Any]:
     schedule = SCHEDULES[mode]
     torch.set_num_threads(threads)
@@ -375,7 +383,7 @@ def run_table(
 
     pool = _open_pool(regime)
     names = pool.names()
-    mining = mine_once(teacher, pool, teacher_hash, threads, regime, teacher_name)
+    mining = mine_once(teacher, pool, teacher_hash, threads, regime, teacher_name, min_selection)
     timings["mining_s"] = 0.0 if mining["cached"] else mining["wall_s"]
     selected = np.asarray(mining["ids"], dtype=np.int64)
     half = len(selected) // 2
@@ -471,12 +479,14 @@ def run_table(
         "seeds": seeds,
         "rows": list(rows),
         "epochs_override": epochs_override,
+        "min_selection": min_selection,
         "command": f"python -m bench.bench_table --mode {mode} --regime {regime}"
         + ("" if families == FAMILIES else f" --families {' '.join(families)}")
         + ("" if rows == ALL_ROWS else f" --rows {' '.join(rows)}")
         + ("" if seeds == 1 else f" --seeds {seeds}")
         + ("" if epochs_override is None else f" --epochs {epochs_override}")
-        + ("" if teacher_name == "resnet" else f" --teacher {teacher_name}"),
+        + ("" if teacher_name == "resnet" else f" --teacher {teacher_name}")
+        + ("" if min_selection is None else f" --min-selection {min_selection}"),
         "machine": {**_machine(), "cores": threads},
         "schedule": asdict(schedule),
         "teacher": {
@@ -518,6 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", nargs="+", choices=ALL_ROWS, default=list(ALL_ROWS))
     parser.add_argument("--seeds", type=int, default=1, help="DistillConfig seeds 0..N-1 for every row")
     parser.add_argument("--epochs", type=int, default=None, help="override the pool rows' epochs (report it)")
+    parser.add_argument(
+        "--min-selection", type=int, default=None, help="the fewest items the default selection takes (MiningConfig)"
+    )
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
@@ -548,7 +561,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--seeds must be at least 1")
     rows = tuple(row for row in ALL_ROWS if row in args.rows)
     results = run_table(
-        args.mode, families, args.threads, args.resume, args.regime, rows, args.seeds, args.epochs, args.teacher
+        args.mode,
+        families,
+        args.threads,
+        args.resume,
+        args.regime,
+        rows,
+        args.seeds,
+        args.epochs,
+        args.teacher,
+        args.min_selection,
     )
     name = table_name(args.mode, args.regime, args.teacher)
     results["raw_path"] = (

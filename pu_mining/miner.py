@@ -101,6 +101,9 @@ class MiningConfig:
     seed: int = 0
     num_threads: int | None = None
     selection: str = "default"
+    min_selection: int | None = None
+    """The fewest items the ``default`` selection takes: PU members first, then the next-ranked candidates
+    (:func:`pu_mining.selection.rank`); None: the members only."""
     embedding_stage: bool = True
     """Give the PU classifier the pool embedder's vector as one more feature stage next to the teacher's stages
     (measured: docs/results.md, "Measured: mining both regimes"): a teacher that never saw the pool's look-alike
@@ -111,7 +114,7 @@ class MiningConfig:
             raise TypeError(f"embedding_stage must be a bool, got {type(self.embedding_stage).__name__}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
-        for name in ("candidate_budget", "selection_budget"):
+        for name in ("candidate_budget", "selection_budget", "min_selection"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -169,6 +172,9 @@ class MiningReport:
     evaluation: int = 0
     evaluation_from_selection: int = 0
     evaluation_classes: dict[str, int] = field(default_factory=dict)
+    min_selection: int | None = None
+    filled: int = 0
+    """Items of the selection below the PU threshold, taken to reach ``min_selection`` (``default`` only)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -447,7 +453,7 @@ def _estimate_recall(scored: ScoredPool, ranking: Ranking, selected_classes: np.
     passed = np.zeros(len(scored.held_out_scores), dtype=bool)
     for k in np.unique(scored.held_out_classes):
         mine_k = selected_scores[selected_classes == k]
-        threshold = max(0.0, float(mine_k.min())) if len(mine_k) else np.inf
+        threshold = float(mine_k.min()) if len(mine_k) else np.inf
         rows = scored.held_out_classes == k
         passed[rows] = scored.held_out_scores[rows] >= threshold
     return float((passed * scored.held_out_reach).mean())
@@ -458,12 +464,14 @@ def select(
     strategy: str = "default",
     *,
     selection_budget: int | None = None,
+    min_selection: int | None = None,
     seed: int | None = None,
 ) -> MiningResult:
     """Step 4: the transfer set and evaluation set of ``strategy`` (:data:`SELECTIONS`) from a :class:`ScoredPool`.
 
     ``random`` and ``dfnd`` take as many items as ``default`` would when positives were given, else (no labels)
-    :func:`pu_mining.selection.dfnd_size`; ``selection_budget`` caps every strategy. Cheap: call it once per
+    :func:`pu_mining.selection.dfnd_size`; ``selection_budget`` caps every strategy; ``min_selection`` is the
+    fewest items ``default`` takes (:attr:`MiningConfig.min_selection`). Cheap: call it once per
     strategy on one :func:`score_pool`.
     """
     if strategy not in SELECTIONS:
@@ -476,11 +484,27 @@ def select(
         default_size = len(
             _deduplicated(
                 scored,
-                rank("default", ids, scored.scores, scored.logits, pool_size=len(pool), default_size=None, seed=seed),
+                rank(
+                    "default",
+                    ids,
+                    scored.scores,
+                    scored.logits,
+                    pool_size=len(pool),
+                    default_size=None,
+                    seed=seed,
+                    min_size=min_selection,
+                ),
             )[0]
         )
     ranking = rank(
-        strategy, ids, scored.scores, scored.logits, pool_size=len(pool), default_size=default_size, seed=seed
+        strategy,
+        ids,
+        scored.scores,
+        scored.logits,
+        pool_size=len(pool),
+        default_size=default_size,
+        seed=seed,
+        min_size=min_selection,
     )
     of_positives = within = 0
     if strategy in ("default", "pu", "pu-half"):
@@ -532,6 +556,8 @@ def select(
         evaluation=len(evaluation_ids),
         evaluation_from_selection=int(np.isin(evaluation_ids, ranking.ids[: ranking.size]).sum()),
         evaluation_classes=class_makeup(evaluation_classes, scored.class_names),
+        min_selection=min_selection if strategy == "default" else None,
+        filled=int((ranking.order_scores[: ranking.size] <= 0).sum()) if strategy == "default" else 0,
     )
     return MiningResult(
         ids=training_ids.astype(np.int64),
@@ -593,7 +619,13 @@ def mine(
     scored = score_pool(
         teacher, positives, pool, config, class_names=class_names, on_progress=on_progress, should_stop=should_stop
     )
-    result = select(scored, strategy, selection_budget=config.selection_budget, seed=config.seed)
+    result = select(
+        scored,
+        strategy,
+        selection_budget=config.selection_budget,
+        min_selection=config.min_selection,
+        seed=config.seed,
+    )
     if on_progress is not None:
         on_progress({"stage": "mining", "step": "selection", "progress": 1.0})
     return result

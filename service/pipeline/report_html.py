@@ -425,6 +425,9 @@ def _mining(report: Mapping[str, Any], svg: Svg, thumbnails_png: bytes | None) -
             ("Class prior", _e((NA if prior is None else f"{prior:.3f}") + (prior_note if prior is not None else ""))),
             ("Held-out recall", _e(recall)),
         ]
+        if _num(mining.get("filled")):
+            floor = _count(mining.get("min_selection"))
+            facts.append(("Filled below the PU threshold", _e(f"{_count(mining.get('filled'))} to reach {floor}")))
         for key, label in (
             ("duplicates_of_positives", "Duplicates of positives removed"),
             ("duplicates_within_selection", "Duplicates within the selection removed"),

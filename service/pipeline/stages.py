@@ -200,13 +200,19 @@ def mine_pool(
 ) -> Mined:
     """Mine the pool for images like the positives (or reuse the saved result); cap them to the memory limit."""
     from pu_mining.miner import MiningCancelled, MiningConfig, mine
+    from pu_mining.selection import default_min_selection
 
     teacher, positives, pool = inputs.teacher, inputs.positives, inputs.pool
     labelled = len(inputs.trainable) > 0
     if not labelled and options.selection in ("pu", "pu-half"):
         raise ValueError(f"selection {options.selection!r} needs positives; without them use default, dfnd or random")
     selection = options.selection if labelled or options.selection != "default" else "dfnd"
-    mining_config = MiningConfig(seed=options.seed, num_threads=num_threads, selection=selection)
+    mining_config = MiningConfig(
+        seed=options.seed,
+        num_threads=num_threads,
+        selection=selection,
+        min_selection=default_min_selection(len(pool)),
+    )
     fingerprint = hashlib.sha256(
         json.dumps(
             [

@@ -225,6 +225,31 @@ def test_selection_strategies_from_one_scoring(teacher, pool, positives) -> None
     assert drawn.report.class_histogram.get("not scored") == int(outside.sum())
 
 
+def test_min_selection_fills_the_default_with_the_next_ranked_items(teacher, pool, positives) -> None:
+    scored = score_pool(teacher, positives, pool, MiningConfig(num_threads=1, epochs=20))
+
+    def selection(result) -> np.ndarray:  # training + the part of the selection held back
+        return np.concatenate([result.ids, result.evaluation_ids[: result.report.evaluation_from_selection]])
+
+    members = selection(select(scored, "default"))
+    floor = len(members) + 300
+    filled = select(scored, "default", min_selection=floor)
+    chosen = selection(filled)
+    dropped = filled.report.duplicates_of_positives + filled.report.duplicates_within_selection
+    assert len(chosen) + dropped == floor and set(members.tolist()) <= set(chosen.tolist())  # the members, then more
+    extra = np.setdiff1d(chosen, members)
+    score_of = dict(zip(scored.candidate_ids.tolist(), scored.scores.tolist(), strict=True))
+    rest = np.setdiff1d(scored.candidate_ids, chosen)
+    weakest_extra = min(score_of[int(i)] for i in extra)
+    assert sum(score_of[int(i)] > weakest_extra for i in rest) <= dropped  # the next items of the PU ranking
+    assert len(selection(select(scored, "random", min_selection=floor))) == len(chosen)  # the baseline's size
+    assert len(selection(select(scored, "default", min_selection=len(members) // 2))) == len(members)  # floor only
+    truth = _truth(pool)
+    assert truth[chosen].sum() > truth[members].sum()  # the fill reaches task images the members missed
+    with pytest.raises(ValueError, match="min_selection"):
+        MiningConfig(min_selection=0)
+
+
 def test_no_labels_mode_selects_as_dfnd(teacher, pool) -> None:
     result = mine(teacher, None, pool, MiningConfig(num_threads=1), class_names=CLASSES)
     report = result.report

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pu_mining.image_files import ImageRecord
 from pu_mining.pool import PoolConfig, PoolStore, RecordSource
+from pu_mining.selection import default_min_selection
 from pu_mining.sources import animal_mnist, mnist_digits
 from service.cli import main
 from service.pipeline.report import read_report
@@ -105,6 +106,10 @@ def test_compress_writes_a_verified_student_and_a_report(job, env, capsys) -> No
     # sizes: at most a quarter of the teacher's MACs; mining found pool images and recorded them
     assert report["student"]["macs"] <= 0.25 * report["teacher"]["macs"] * 1.05
     assert report["mining"]["selected"] > 0 and summary["mined"] == len(report["manifest"]["mined_ids"])
+    mining = report["mining"]  # the default selection takes at least the floor for its pool
+    assert mining["min_selection"] == default_min_selection(mining["pool_items"])
+    removed = mining["duplicates_of_positives"] + mining["duplicates_within_selection"]
+    assert mining["selected"] + mining["evaluation_from_selection"] + removed >= mining["min_selection"]
     assert report["distillation"]["transfer_set"]["positives"] == 40
     assert set(report["stages_s"]) >= {"load", "mining", "distill", "evaluate", "export", "report"}
     manifest = report["manifest"]

@@ -98,7 +98,7 @@ def test_full_report_renders_every_section_with_formatted_numbers() -> None:
         "4.10 MiB", "2.10 ms", "0.95 ms", "-2.00 points",
         "Quality gate passed", "test set, 2,000 images, 95 % paired interval: accuracy drop 2.00 points",
         "83.00 % of 12 held-out positives", "0.400 (estimated)", "demo (version 1)",
-        "1,200 ids", "torch 2.14.1", "abab", "5 min 0 s",
+        "1,200 ids", "torch 2.14.1", "abab", "5 min 0 s", "140 to reach 625",  # filled up to the selection floor
     ):  # fmt: skip
         assert text in document, text
     assert "Binary operations" not in document  # zero for a Ghost student: not shown
