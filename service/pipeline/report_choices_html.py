@@ -29,7 +29,7 @@ CHOICES_ID = "choices"
 CHOICES_TITLE = "How the student was chosen"
 NA = "n/a"
 _SELECTIONS = {
-    "default": "PU score within per-class quotas, the teacher's least confident members left out",
+    "default": "PU score within per-class quotas; for a rare task, filled up to a floor with the next-ranked items",
     "pu": "every item the PU classifier scores above zero (PU-s1)",
     "pu-half": "the better-scoring half of the PU selection (PU-s2)",
     "random": "pool items drawn at random, as many as the default selection takes",

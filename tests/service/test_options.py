@@ -95,3 +95,11 @@ def test_not_an_object_and_direct_construction() -> None:
         JobOptions.from_dict([1, 2])
     with pytest.raises(OptionsError, match="student"):
         JobOptions(student="resnet")
+
+
+def test_the_selection_help_states_the_miners_floor() -> None:
+    from pu_mining.selection import MIN_SELECTION, MIN_SELECTION_POOL_SHARE
+
+    help_text = JobOptions.model_fields["selection"].description or ""
+    assert f"{MIN_SELECTION:,} items" in help_text  # a copy: the API does not load torch
+    assert MIN_SELECTION_POOL_SHARE == 1 / 8 and "an eighth of the pool" in help_text
