@@ -302,33 +302,23 @@ def select(
     seed = scored.seed if seed is None else seed
     clock = time.monotonic()
     pool, ids = scored.pool, scored.candidate_ids
+
+    def ranking_of(name: str, default_size: int | None) -> Ranking:
+        return rank(
+            name,
+            ids,
+            scored.scores,
+            scored.logits,
+            pool_size=len(pool),
+            default_size=default_size,
+            seed=seed,
+            min_size=min_selection,
+        )
+
     default_size = None
     if scored.scores is not None and strategy in ("random", "dfnd"):
-        default_size = len(
-            _deduplicated(
-                scored,
-                rank(
-                    "default",
-                    ids,
-                    scored.scores,
-                    scored.logits,
-                    pool_size=len(pool),
-                    default_size=None,
-                    seed=seed,
-                    min_size=min_selection,
-                ),
-            )[0]
-        )
-    ranking = rank(
-        strategy,
-        ids,
-        scored.scores,
-        scored.logits,
-        pool_size=len(pool),
-        default_size=default_size,
-        seed=seed,
-        min_size=min_selection,
-    )
+        default_size = len(_deduplicated(scored, ranking_of("default", None))[0])
+    ranking = ranking_of(strategy, default_size)
     of_positives = within = 0
     if strategy in ("default", "pu", "pu-half"):
         kept, of_positives, within = _deduplicated(scored, ranking)
