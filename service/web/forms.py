@@ -78,7 +78,7 @@ _FAMILY_HINTS = {
     "auto": "the default: slim or ghost, whichever meets the latency budget best",
 }
 _SELECTION_HINTS = {
-    "default": "PU score within per-class quotas, filled up to a floor for a rare task",
+    "default": "PU score in class quotas, at least a floor",
     "pu": "every PU member (PU-s1)",
     "pu-half": "the better half of PU (PU-s2)",
     "random": "a random draw of the same size",
