@@ -529,7 +529,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="DistillConfig seeds 0..N-1 for every row")
     parser.add_argument("--epochs", type=int, default=None, help="override the pool rows' epochs (report it)")
     parser.add_argument(
-        "--min-selection", type=int, default=None, help="the fewest items the default selection takes (MiningConfig)"
+        "--min-selection",
+        type=int,
+        default=None,
+        help="the fewest items the default selection takes (MiningConfig.min_selection; the service's floor is "
+        "pu_mining.selection.default_min_selection(pool size): 6,000 on both benchmark pools)",
     )
     parser.add_argument("--resume", action="store_true", help="keep the runs of an interrupted run of this mode")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")

@@ -245,7 +245,8 @@ class JobOptions(BaseModel):
     selection: Annotated[str, BeforeValidator(_choice("selection", SELECTIONS))] = Field(
         "default",
         description="Which mined pool items train the student: default (PU score within per-class quotas; at "
-        "least 6,000 items or an eighth of the pool, the next-ranked ones filling a rare task's selection), pu, "
+        "least 6,000 items (an eighth of the pool where that is fewer), the next-ranked ones filling a rare task's "
+        "selection), pu, "
         "pu-half, random or dfnd (the teacher's most confident items, no labels used).",
         json_schema_extra={"enum": list(SELECTIONS)},
     )
