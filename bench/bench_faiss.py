@@ -7,7 +7,7 @@ Usage::
     python -m bench.bench_faiss --embedder-speed 32,64,96,128,224   # embedder images/s and kNN accuracy only
     python -m bench.bench_faiss --projection-dims 64,128,256,384 --queries 500   # what the projection costs
 
-Vectors (issue target: 1M vectors, >= 1,000 queries/s at recall@100 >= 0.95 on 2 cores):
+Vectors (target: 1M vectors, >= 1,000 queries/s at recall@100 >= 0.95 on 2 cores):
 
 - the whole benchmark pool (76,997 images, ``../shared/BENCHMARK.md``) embedded with the default embedder
   (:func:`pu_mining.embedder.load_embedder`), cached in ``bench/artifacts/`` under the embedder's fingerprint;

@@ -67,6 +67,7 @@ def strategy_figures(names: np.ndarray, result: MiningResult) -> dict:
         "training_precision": round(float(truth[result.ids].mean()) if len(result.ids) else 0.0, 4),
         "lookalikes_selected": int(lookalike[selection].sum()),
         "holdout_recall": None if report.holdout_recall is None else round(report.holdout_recall, 4),
+        "holdout_recall_interval": report.holdout_recall_interval,
         "evaluation": len(result.evaluation_ids),
         "evaluation_from_selection": report.evaluation_from_selection,
         "evaluation_task_share": round(float(truth[result.evaluation_ids].mean()), 4)
@@ -154,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-embedding-stage", action="store_true", help="the PU classifier on the teacher's stages alone"
     )
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet", help="the benchmark teacher")
+    parser.add_argument(
+        "--min-selection",
+        type=int,
+        default=None,
+        help="the floor on the default selection (the service's: pu_mining.selection.default_min_selection)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--dump", type=Path, default=None, help="also save the scores, held-out scores and truth (.npz) for analysis"
@@ -178,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         num_threads=args.threads,
         candidate_budget=args.candidate_budget,
         embedding_stage=not args.no_embedding_stage,
+        min_selection=args.min_selection,
     )
     scored = score_pool(teacher, positives, pool, config, on_progress=lambda event: print(event, flush=True))
     candidate_scores = scored.scores if scored.scores is not None else np.zeros(len(scored.candidate_ids))
     figures = score(names, scored.candidate_ids, scored.candidate_ids, candidate_scores)
     for key in ("selected", "precision", "recall", "lookalike_selected", "lookalike_precision", "selected_by_source"):
         figures.pop(key)
-    strategies = {strategy: strategy_figures(names, select(scored, strategy)) for strategy in SELECTIONS}
+    strategies = {
+        strategy: strategy_figures(names, select(scored, strategy, min_selection=args.min_selection))
+        for strategy in SELECTIONS
+    }
     output = {
         "command": "python -m bench.bench_mining " + " ".join(argv if argv is not None else sys.argv[1:]),
         "regime": args.regime,

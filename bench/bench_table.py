@@ -28,7 +28,7 @@ Rows, per student family (transfer-set sizes count the 300 labelled positives wh
   ``bench/bench_distill.py``; they are reused from ``docs/results/distill_<mode>.json`` when that file has them with
   this mode's schedule (the table says so), and run here otherwise.
 - **PU-s1**: the positives plus everything PU mining selects (``S`` pool items).
-- **random pool**: the positives plus ``S`` pool items drawn uniformly at random: the issue's row, as many random
+- **random pool**: the positives plus ``S`` pool items drawn uniformly at random: the benchmark's row, as many random
   items as PU selects, so PU-s1 against it shows what choosing the items is worth at the same size.
 - **default**: the positives plus the training part of the default selection (:mod:`pu_mining.selection`; its
   held-back evaluation part is never trained on), **random, default size**: the positives plus the training part
@@ -37,10 +37,10 @@ Rows, per student family (transfer-set sizes count the 300 labelled positives wh
   with the family's default config plus DFND's noise-adaptation term (``noise_adaptation_weight=1``,
   :mod:`compression.distill.noise_adaptation`).
 - **PU-s2**: the positives plus the ``S // 2`` best-scoring PU selections, and **random pool, half**: the
-  positives plus the first ``S // 2`` of the random draw (the same size and positives as PU-s2). The issue's
-  PU-s2, "capped at the random row's count", would change nothing with the random row at ``S``; halving makes
-  PU-s2 a real second point, with a random row of its own size to compare with. The ``S`` random items are the
-  half row's items (seed 0) plus ``S - S // 2`` more drawn from the rest of the pool (seed 1).
+  positives plus the first ``S // 2`` of the random draw (the same size and positives as PU-s2). BENCHMARK.md's
+  PU-s2, "capped at the random row's count", would change nothing with the random row at ``S``; halving makes PU-s2
+  a real second point, with a random row of its own size to compare with. The ``S`` random items are the half
+  row's items (seed 0) plus ``S - S // 2`` more drawn from the rest of the pool (seed 1).
 
 Mining runs once (estimated class prior, default :class:`~pu_mining.miner.MiningConfig`, ``--threads`` threads),
 is shared by every family and cached in ``bench/artifacts/table_mining.{npz,json}`` (keyed by the pool's name and
@@ -51,9 +51,8 @@ the random rows too (their precision is the pool's share of task images).
 
 Each run: the family's default :class:`~compression.distill.DistillConfig`, the same number of epochs as the
 "KD, full data" run of its family (so PU rows compare with it), batch 128, and the best epoch chosen by top-1
-agreement with the teacher on the first 2,048 images of the transfer set, which is shuffled (seed 0) so that they
-are a random sample of it: no test image and no image outside the transfer set is used for any choice. Accuracy
-is on the 5,000 test images.
+agreement with the teacher on the first 2,048 images of the (seed-0 shuffled) transfer set, a random sample of it:
+no test image and no image outside the transfer set is used for any choice. Accuracy on the 5,000 test images.
 """
 
 from __future__ import annotations
@@ -176,7 +175,7 @@ def mine_once(
     """The selections (``ids``: PU-s1's training part, best first; ``strategy_ids``: the training part of every
     strategy of :data:`pu_mining.selection.SELECTIONS`), from the cache when its key matches, else mined and
     cached."""
-    from bench.bench_mining import benchmark_positives, score
+    from bench.bench_mining import benchmark_positives, score, strategy_figures
     from pu_mining.miner import MiningConfig, score_pool, select
     from pu_mining.selection import SELECTIONS
 
@@ -210,7 +209,7 @@ def mine_once(
     strategies = {name: select(scored, name, min_selection=min_selection) for name in SELECTIONS}
     result = strategies["pu"]
     wall = time.perf_counter() - started
-    figures = score(pool.names(), result.ids, result.candidate_ids, result.candidate_scores)
+    figures = score(names := pool.names(), result.ids, result.candidate_ids, result.candidate_scores)
     report = result.report
     meta = {
         "key": key,
@@ -226,6 +225,8 @@ def mine_once(
                 "training": len(chosen.ids),
                 "evaluation": len(chosen.evaluation_ids),
                 "holdout_recall": chosen.report.holdout_recall,
+                "holdout_recall_interval": chosen.report.holdout_recall_interval,
+                "selection_recall": strategy_figures(names, chosen)["recall"],  # with its held-back part
                 "class_makeup": chosen.report.class_histogram,
             }
             for name, chosen in strategies.items()

@@ -19,7 +19,7 @@ def _points(a: float, b: float) -> float:
 
 
 def goal_lines(results: dict[str, Any]) -> list[str]:
-    """The issue's goal, checked: PU-s1 within 1.0 point of KD full data (ghost), and above random pool (the same
+    """The table's goal, checked: PU-s1 within 1.0 point of KD full data (ghost), and above random pool (the same
     number of pool items) and positives only for every family; PU-s2 against the half random row."""
     runs = results["runs"]
     lines = []
@@ -49,6 +49,22 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
             f"against positives only{same_size}."
         )
     return lines
+
+
+def _holdout_sentence(mining: dict[str, Any]) -> str:
+    """The miner's held-out recall beside what it estimates: the recall of the whole selection, the part held back
+    for evaluation included (the table's recall counts the training part only)."""
+    text = f"held-out recall {mining['holdout_recall']:.1%}"
+    members = mining.get("strategies", {}).get("pu", {})
+    interval = members.get("holdout_recall_interval")
+    if interval:
+        text += f" (95 % interval {interval[0]:.0%}-{interval[1]:.0%})"
+    if members.get("selection_recall") is not None:
+        text += (
+            f" against a true {members['selection_recall']:.1%} for the selection with the part held back for "
+            "evaluation"
+        )
+    return text
 
 
 def seed_summary(results: dict[str, Any]) -> list[str]:
@@ -119,7 +135,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"(recall {figures['candidate_recall']:.1%}), {figures['selected']:,} selected, precision "
         f"{figures['precision']:.1%}, recall {figures['recall']:.1%} of the {figures['true_positives_in_pool']:,} "
         f"task images in the pool; {figures['lookalike_selected']:,} look-alike Fashion-MNIST images selected; "
-        f"held-out recall {mining['holdout_recall']:.1%}.",
+        f"{_holdout_sentence(mining)}.",
         "",
         "| student | row | transfer data | images | epochs | test acc. | vs KD full | params | MACs | mults | "
         "precision | recall |",

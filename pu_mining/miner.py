@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compression.metrics.intervals import wilson_interval
 from compression.teachers import Teacher
 from pu_mining.candidates import find_candidates
 from pu_mining.features import feature_taps
@@ -265,12 +266,15 @@ def score_pool(
     )
 
 
-def _estimate_recall(scored: ScoredPool, ranking: Ranking, selected_classes: np.ndarray, strategy: str) -> float | None:
-    """Held-out recall of the selection: a held-out positive counts (times its candidate reach) when it scores as
-    well as the weakest selected item of its teacher class (PU strategies; per class because of the quotas)."""
+def _estimate_recall(
+    scored: ScoredPool, ranking: Ranking, selected_classes: np.ndarray, strategy: str
+) -> tuple[float, tuple[float, float]] | None:
+    """Held-out recall of the selection and its 95 % Wilson interval: a held-out positive counts (times its
+    candidate reach) when it scores as well as the weakest selected item of its teacher class (PU strategies; per
+    class because of the quotas). The interval treats the reach-weighted count, rounded, as the successes."""
     if scored.held_out_scores is None or scored.held_out_reach is None or scored.held_out_classes is None:
         return None
-    if strategy in ("random", "dfnd"):
+    if strategy in ("random", "dfnd") or len(scored.held_out_scores) == 0:
         return None
     selected_scores = ranking.order_scores[: len(selected_classes)]
     passed = np.zeros(len(scored.held_out_scores), dtype=bool)
@@ -279,7 +283,10 @@ def _estimate_recall(scored: ScoredPool, ranking: Ranking, selected_classes: np.
         threshold = float(mine_k.min()) if len(mine_k) else np.inf
         rows = scored.held_out_classes == k
         passed[rows] = scored.held_out_scores[rows] >= threshold
-    return float((passed * scored.held_out_reach).mean())
+    counted = passed * scored.held_out_reach
+    successes = min(len(counted), round(float(counted.sum())))
+    low, high = wilson_interval(successes, len(counted))
+    return float(counted.mean()), (round(low, 4), round(high, 4))
 
 
 def select(
@@ -338,7 +345,8 @@ def select(
         zip(ranking.ids[: ranking.size].tolist(), ranking.order_scores[: ranking.size].tolist(), strict=True)
     )
     training_scores = np.array([order_score[int(i)] for i in training_ids], dtype=np.float32)
-    holdout_recall = _estimate_recall(scored, ranking, selection_classes, strategy)
+    recall_estimate = _estimate_recall(scored, ranking, selection_classes, strategy)
+    holdout_recall, recall_interval = (None, None) if recall_estimate is None else recall_estimate
     seconds = {**scored.seconds, "selection": round(time.monotonic() - clock, 3)}
     candidate_scores = scored.scores if scored.scores is not None else -self_cross_entropy(scored.logits)
     counts, edges = np.histogram(candidate_scores, bins=_HISTOGRAM_BINS)
@@ -371,6 +379,7 @@ def select(
         evaluation_classes=class_makeup(evaluation_classes, scored.class_names),
         min_selection=min_selection if strategy == "default" else None,
         filled=int((ranking.order_scores[: ranking.size] <= 0).sum()) if strategy == "default" else 0,
+        holdout_recall_interval=recall_interval,
     )
     return MiningResult(
         ids=training_ids.astype(np.int64),

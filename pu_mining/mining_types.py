@@ -83,7 +83,8 @@ class MiningReport:
     ``selected``: the transfer set (training) size; ``evaluation``: the held-back set's size, of which
     ``evaluation_from_selection`` came from the selection itself; ``class_histogram`` / ``evaluation_classes``:
     the teacher-predicted class make-up of each; ``holdout_recall``: the held-out positives' estimate of the share
-    of the pool's task images the selection (training + held back) holds; None without positives."""
+    of the pool's task images the selection (training + held back) holds, ``holdout_recall_interval`` its 95 %
+    Wilson interval over the ``holdout`` positives (a few dozen positives leave it wide); None without positives."""
 
     pool: str
     pool_version: int
@@ -114,6 +115,7 @@ class MiningReport:
     min_selection: int | None = None
     filled: int = 0
     """Items of the selection below the PU threshold, taken to reach ``min_selection`` (``default`` only)."""
+    holdout_recall_interval: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

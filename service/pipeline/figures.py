@@ -8,7 +8,10 @@ accuracy never appears without how many images it rests on and how uncertain it 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from compression.metrics.intervals import ROUGH_BELOW, PairedDifference, Proportion
 from service.pipeline.report import Evaluation, Gate, LabelledSet, Summary
@@ -20,6 +23,7 @@ __all__ = [
     "drop_text",
     "evaluation_rows",
     "gate_text",
+    "held_out_recall_text",
     "proportion_text",
     "set_name",
     "summary_lines",
@@ -60,6 +64,31 @@ def drop_text(drop: PairedDifference | None) -> str:
     rough = f"; {ROUGH_NOTE}" if drop.rough else ""
     level, low, high = drop.confidence * 100, drop.low * 100, drop.high * 100
     return f"{drop.value * 100:.2f} points ({level:.0f} % interval {low:.2f} to {high:.2f}, {drop.n:,} images{rough})"
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def held_out_recall_text(mining: Mapping[str, Any]) -> str | None:
+    """The miner's held-out recall from a report's ``mining`` part, with its interval and count where the report has
+    them: ``83.00 % (95 % interval 55.20-95.30 %, 12 held-out positives)``; None without a recall. Malformed
+    values are left out rather than shown."""
+    recall = _finite(mining.get("holdout_recall"))
+    if recall is None:
+        return None
+    details = []
+    interval = mining.get("holdout_recall_interval")
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        low, high = _finite(interval[0]), _finite(interval[1])
+        if low is not None and high is not None:
+            details.append(f"95 % interval {low * 100:.2f}-{high * 100:.2f} %")
+    holdout = _finite(mining.get("holdout"))
+    if holdout is not None:
+        details.append(f"{round(holdout):,} held-out positives")
+    return f"{recall * 100:.2f} %" + (f" ({', '.join(details)})" if details else "")
 
 
 def gate_text(gate: Gate) -> str:

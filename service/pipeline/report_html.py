@@ -40,7 +40,7 @@ from markupsafe import Markup
 from service.pipeline.charts import BLUE, GREEN, ORANGE, Svg
 from service.pipeline.charts import escape as _e
 from service.pipeline.charts import finite as _num
-from service.pipeline.figures import GATE_VERDICTS, proportion_text, set_name
+from service.pipeline.figures import GATE_VERDICTS, held_out_recall_text, proportion_text, set_name
 from service.pipeline.figures_html import figures_table, per_class_table
 from service.pipeline.report import Evaluation, Report
 from service.pipeline.report_choices_html import CHOICES_ID, CHOICES_TITLE, choices_section
@@ -413,10 +413,7 @@ def _mining(report: Mapping[str, Any], svg: Svg, thumbnails_png: bytes | None) -
         prior = _num(mining.get("prior"))
         estimated = mining.get("prior_estimated")
         prior_note = " (estimated)" if estimated is True else " (given)" if estimated is False else ""
-        holdout = _num(mining.get("holdout"))
-        recall = _pct(mining.get("holdout_recall"))
-        if holdout is not None:
-            recall += f" of {_count(holdout)} held-out positives"
+        recall = held_out_recall_text(mining) or NA
         facts += [
             ("Pool", pool_text),
             ("Pool items", _e(_count(mining.get("pool_items")))),

@@ -16,6 +16,7 @@ from typing import Any
 from markupsafe import Markup
 
 from service.pipeline.charts import Svg
+from service.pipeline.figures import held_out_recall_text
 
 __all__ = ["mining_summary", "training_charts"]
 
@@ -86,12 +87,9 @@ def mining_summary(report: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     if prior is not None:
         estimated = mining.get("prior_estimated")
         facts.append(("Class prior", f"{prior:.3f}" + (" (estimated)" if estimated is True else "")))
-    recall = _number(mining.get("holdout_recall"))
+    recall = held_out_recall_text(mining)
     if recall is not None:
-        holdout = _number(mining.get("holdout"))
-        facts.append(
-            ("Held-out recall", f"{recall:.1%}" + (f" of {round(holdout):,} positives" if holdout is not None else ""))
-        )
+        facts.append(("Held-out recall", recall))
     dropped = _number(mining.get("dropped_for_memory"))
     if dropped:
         facts.append(("Left out (memory)", f"{round(dropped):,}"))

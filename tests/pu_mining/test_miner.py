@@ -83,6 +83,9 @@ def test_mining_selects_the_task_images(teacher, pool, positives) -> None:
     assert report.candidates == len(result.candidate_ids) <= report.candidate_budget == len(pool)
     assert report.selected == len(result.ids) and 0 < report.prior < 1 and report.prior_estimated
     assert report.holdout == 10 and report.holdout_recall is not None  # 12 per class, 20 % held out: 2 per class
+    # the estimate's Wilson interval over the 10 held-out positives holds it and is wide, as 10 positives allow
+    low, high = report.holdout_recall_interval
+    assert low <= report.holdout_recall <= high and high - low > 0.3
     assert sum(report.class_histogram.values()) == report.selected
     assert list(report.class_histogram) == CLASSES
     assert sum(report.score_histogram["counts"]) == report.candidates

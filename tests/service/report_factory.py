@@ -81,6 +81,7 @@ def make_report(evaluation: Evaluation | None = None, max_accuracy_drop: float |
         mining={
             "pool": "demo", "pool_version": 1, "pool_items": 5000, "candidates": 3000, "selected": 1200,
             "prior": 0.4, "prior_estimated": True, "holdout": 12, "holdout_recall": 0.83,
+            "holdout_recall_interval": [0.552, 0.953],
             "duplicates_of_positives": 1, "duplicates_within_selection": 3, "min_selection": 625, "filled": 140,
             "score_histogram": {"edges": edges, "counts": counts},
             "class_histogram": {"T-shirt/top": 300, "Trouser": 250},

@@ -97,7 +97,7 @@ def test_full_report_renders_every_section_with_formatted_numbers() -> None:
         "4.2x smaller", "4.4x fewer", "2.2x faster", "1.9x faster",  # ratios
         "4.10 MiB", "2.10 ms", "0.95 ms", "-2.00 points",
         "Quality gate passed", "test set, 2,000 images, 95 % paired interval: accuracy drop 2.00 points",
-        "83.00 % of 12 held-out positives", "0.400 (estimated)", "demo (version 1)",
+        "83.00 % (95 % interval 55.20-95.30 %, 12 held-out positives)", "0.400 (estimated)", "demo (version 1)",
         "1,200 ids", "torch 2.14.1", "abab", "5 min 0 s", "140 to reach 625",  # filled up to the selection floor
     ):  # fmt: skip
         assert text in document, text
@@ -184,6 +184,7 @@ def test_partial_and_malformed_values_show_na_instead_of_failing() -> None:
     report["mining"]["score_histogram"] = {"edges": [0, 1], "counts": [1, 2, 3]}  # lengths disagree
     report["mining"]["class_histogram"] = {"a": "x", "b": None}
     report["mining"]["holdout_recall"] = None
+    report["mining"]["holdout_recall_interval"] = ["x", None]
     report["manifest"]["mined_ids"] = None
     report["stages_s"] = {"load": -1.0, "distill": "slow"}
     report["evaluation"]["test"]["per_class"] = [None, {"class": None}]  # unreadable: the section is left out
