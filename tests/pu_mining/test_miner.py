@@ -85,7 +85,7 @@ def test_mining_selects_the_task_images(teacher, pool, positives) -> None:
     assert report.holdout == 10 and report.holdout_recall is not None  # 12 per class, 20 % held out: 2 per class
     # the estimate's Wilson interval over the 10 held-out positives holds it and is wide, as 10 positives allow
     low, high = report.holdout_recall_interval
-    assert low <= report.holdout_recall <= high and high - low > 0.3
+    assert low <= report.holdout_recall <= high and high - low > 0.25  # at least 0.28 wide for any count of 10
     assert sum(report.class_histogram.values()) == report.selected
     assert list(report.class_histogram) == CLASSES
     assert sum(report.score_histogram["counts"]) == report.candidates
