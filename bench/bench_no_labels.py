@@ -32,7 +32,7 @@ import torch
 
 from bench.bench_distill import _log, _machine, _run, _teacher
 from bench.bench_table import _open_pool, _quarter_of_teacher, selection_figures
-from bench.task import load_task
+from bench.task import TASK_CLASSES, load_task
 from bench.train_teacher import TEACHERS
 from compression.distill import TransferSet, predict_logits
 
@@ -94,30 +94,25 @@ def main(argv: list[str] | None = None) -> None:
         rows = torch.tensor([logits_of[int(i)] for i in ids], dtype=torch.long)
         shuffle = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
         transfer = TransferSet(pool.image_tensor(ids)[shuffle], None, scored.logits[rows][shuffle])
-        figures = selection_figures(names, ids)
         for seed in range(args.seeds):
             _log(f"ghost: no labels, {order}, {len(ids):,} images ({args.epochs} epochs, seed {seed})")
             overrides: dict[str, Any] = {"noise_adaptation_weight": 1.0, **({"seed": seed} if seed else {})}
             run = _run("ghost", budget, transfer, args.epochs, teacher, test_logits, task, **overrides)
-            run["selection"] = figures
             _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")
             runs[f"{order}@seed{seed}"] = run
 
-    summary = {
-        order: {
+    summary = {}
+    for order in args.orders:
+        accuracies = [runs[f"{order}@seed{seed}"]["test_accuracy"] for seed in range(args.seeds)]
+        classes_of_set = scored.logits.argmax(dim=1).numpy()[[logits_of[int(i)] for i in training_ids[order]]]
+        summary[order] = {
             "images": len(training_ids[order]),
-            "per_seed": [runs[f"{order}@seed{s}"]["test_accuracy"] for s in range(args.seeds)],
-            "mean": float(np.mean([runs[f"{order}@seed{s}"]["test_accuracy"] for s in range(args.seeds)])),
-            "sd": float(np.std([runs[f"{order}@seed{s}"]["test_accuracy"] for s in range(args.seeds)], ddof=1))
-            if args.seeds > 1
-            else None,
+            "per_seed": accuracies,
+            "mean": float(np.mean(accuracies)),
+            "sd": float(np.std(accuracies, ddof=1)) if args.seeds > 1 else None,
             "selection": selection_figures(names, training_ids[order]),
-            "class_makeup": np.bincount(
-                scored.logits.argmax(dim=1).numpy()[[logits_of[int(i)] for i in training_ids[order]]], minlength=5
-            ).tolist(),
+            "class_makeup": np.bincount(classes_of_set, minlength=TASK_CLASSES).tolist(),
         }
-        for order in args.orders
-    }
     output = {
         "command": "python -m bench.bench_no_labels " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {**_machine(), "cores": args.threads},
