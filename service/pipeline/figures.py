@@ -8,12 +8,12 @@ accuracy never appears without how many images it rests on and how uncertain it 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from compression.metrics.intervals import ROUGH_BELOW, PairedDifference, Proportion
+from service.pipeline.charts import finite
 from service.pipeline.report import Evaluation, Gate, LabelledSet, Summary
 
 __all__ = [
@@ -66,26 +66,20 @@ def drop_text(drop: PairedDifference | None) -> str:
     return f"{drop.value * 100:.2f} points ({level:.0f} % interval {low:.2f} to {high:.2f}, {drop.n:,} images{rough})"
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def held_out_recall_text(mining: Mapping[str, Any]) -> str | None:
     """The miner's held-out recall from a report's ``mining`` part, with its interval and count where the report has
     them: ``83.00 % (95 % interval 55.20-95.30 %, 12 held-out positives)``; None without a recall. Malformed
     values are left out rather than shown."""
-    recall = _finite(mining.get("holdout_recall"))
+    recall = finite(mining.get("holdout_recall"))
     if recall is None:
         return None
     details = []
     interval = mining.get("holdout_recall_interval")
     if isinstance(interval, list | tuple) and len(interval) == 2:
-        low, high = _finite(interval[0]), _finite(interval[1])
+        low, high = finite(interval[0]), finite(interval[1])
         if low is not None and high is not None:
             details.append(f"95 % interval {low * 100:.2f}-{high * 100:.2f} %")
-    holdout = _finite(mining.get("holdout"))
+    holdout = finite(mining.get("holdout"))
     if holdout is not None:
         details.append(f"{round(holdout):,} held-out positives")
     return f"{recall * 100:.2f} %" + (f" ({', '.join(details)})" if details else "")
