@@ -68,10 +68,10 @@ DEFAULT_MIN_CONFIDENCE_QUANTILE = 0.0
 MIN_SELECTION = 6000
 """The service's floor on the ``default`` selection (:func:`default_min_selection`). Measured on the benchmark's
 wild pool, ghost student, equal image passes (docs/results.md, "Filling a rare task's selection"): 1,214 PU members
-for 30 epochs 90.01 % (3 seeds); filled to 6,000 items (recall of the task's images 0.56 -> 0.81) for 8 epochs
-92.00 % (6 seeds), in three quarters of the time, against 90.33 % for a random draw of the same size. With a second
-teacher (plain CNN), whose members already hold 0.76 of the task's images, filling ties with the members only and
-beats the random draw on every seed."""
+for 30 epochs 90.01 % (3 seeds); filled to 6,000 items (the selection's recall of the task's images 0.63 -> 0.91)
+for 8 epochs 92.00 % (6 seeds), in three quarters of the time, against 90.33 % for a random draw of the same size
+(10 epochs: 93.33 % against 91.80 %, 3 seeds). With a second teacher (plain CNN), whose members already hold 0.76
+of the task's images, filling ties with the members only and beats the random draw on every seed."""
 MIN_SELECTION_POOL_SHARE = 0.125
 """... but the floor never takes more than this share of the pool: a selection stays a selection."""
 

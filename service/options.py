@@ -246,8 +246,7 @@ class JobOptions(BaseModel):
         "default",
         description="Which mined pool items train the student: default (PU score within per-class quotas; at "
         "least 6,000 items (an eighth of the pool where that is fewer), the next-ranked ones filling a rare task's "
-        "selection), pu, "
-        "pu-half, random or dfnd (the teacher's most confident items, no labels used).",
+        "selection), pu, pu-half, random or dfnd (the teacher's most confident items, no labels used).",
         json_schema_extra={"enum": list(SELECTIONS)},
     )
     class_names: Annotated[tuple[str, ...] | None, BeforeValidator(_class_names)] = Field(
