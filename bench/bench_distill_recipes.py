@@ -79,6 +79,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "warm_start": {"epochs": 1, "float_stage_epochs": 1},
         "warm_start_3ep": {"epochs": 3, "float_stage_epochs": 1},
         "warm_start2_3ep": {"epochs": 3, "float_stage_epochs": 2},
+        # the same, validating and returning the moving average of the last half epoch's weights and statistics
+        "warm_start_3ep_wa0.5": {"epochs": 3, "float_stage_epochs": 1, "weight_average_epochs": 0.5},
         "baseline_2ep": {"epochs": 2, "float_stage_epochs": 0},
         "baseline_4ep": {"epochs": 4, "float_stage_epochs": 0},
         "eta0.1": {"epochs": 1, "float_stage_epochs": 0, "adder_eta": 0.1},

@@ -151,6 +151,9 @@ class DistillConfig:
     binary_weight_delay: float = 0.0
     """Progressive binarisation: share of the student's epochs trained with binary activations but full-precision
     weights before the weights are binarised too (ReActNet's two steps, arXiv:2003.03488)."""
+    weight_average_epochs: float = 0.0
+    """Validate and return an exponential moving average of the weights (:mod:`compression.distill.weight_average`)
+    over about this many recent epochs instead of the last weights; 0 turns it off."""
     augment: bool = True
     """Per-sample augmentation of the student's input: horizontal flip (``augment_flip``) and, if
     ``augment_padding > 0``, a random crop of the zero-padded image back to its size."""
@@ -213,6 +216,7 @@ class DistillConfig:
         _check_number(self, "binary_weight_delay")
         if self.binary_weight_delay >= 1:
             raise ValueError(f"binary_weight_delay must be in [0, 1), got {self.binary_weight_delay!r}")
+        _check_number(self, "weight_average_epochs")
         _check_bool(self, "augment")
         _check_int(self, "augment_padding", minimum=0)
         _check_bool(self, "augment_flip")
@@ -272,7 +276,13 @@ def float_stage_config(config: DistillConfig) -> DistillConfig:
     plain = {name: getattr(DistillConfig(), name) for name in fields}
     plain.update(_FAMILY_DEFAULTS["plain"])
     plain["schedule"] = DistillConfig().schedule
-    return config.replace(**plain, epochs=config.float_stage_epochs, float_stage_epochs=0, binary_weight_delay=0.0)
+    return config.replace(
+        **plain,
+        epochs=config.float_stage_epochs,
+        float_stage_epochs=0,
+        binary_weight_delay=0.0,
+        weight_average_epochs=0.0,
+    )
 
 
 def default_config(family: str, **overrides: Any) -> DistillConfig:

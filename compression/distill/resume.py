@@ -68,6 +68,7 @@ class CheckpointMixin(RunState):
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_started_elapsed": self.epoch_started_elapsed,
             "class_losses": self.class_loss_tracker.state_dict(),
+            "weight_average": None if self.weight_average is None else self.weight_average.state_dict(),
             "rng": rng_states(),
             "best": {
                 "metric": self.best_metric,
@@ -122,5 +123,7 @@ class CheckpointMixin(RunState):
         self.epoch_loss_sum = checkpoint["epoch_loss_sum"]
         self.epoch_started_elapsed = checkpoint["epoch_started_elapsed"]
         self.class_loss_tracker.load_state_dict(checkpoint["class_losses"])
+        if self.weight_average is not None:
+            self.weight_average.load_state_dict(checkpoint["weight_average"])
         set_rng_states(checkpoint["rng"])
         self.last_checkpoint_step = self.global_step

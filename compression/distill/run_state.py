@@ -18,6 +18,7 @@ from compression.distill.config import DistillConfig
 from compression.distill.data import TransferSet
 from compression.distill.losses import ClassLossTracker
 from compression.distill.records import DistillProgress, EpochRecord, Stage, StoppedReason
+from compression.distill.weight_average import WeightAverage
 
 __all__ = ["RunState", "Teacher"]
 
@@ -50,6 +51,7 @@ class RunState:
     class_weights_list: list[float]
     class_loss_tracker: ClassLossTracker
     optimizer: torch.optim.Optimizer
+    weight_average: WeightAverage | None
     # Position and bookkeeping (checkpointed).
     epoch: int
     step_in_epoch: int

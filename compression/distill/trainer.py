@@ -135,6 +135,7 @@ from compression.distill.schedule import learning_rate
 from compression.distill.stages import float_twin, has_low_bit_layers, load_float_twin_
 from compression.distill.teacher_outputs import TeacherOutputsMixin, module_device
 from compression.distill.validation import ValidationMixin
+from compression.distill.weight_average import WeightAverage
 from compression.layers.adder import AdderConv2d, scale_adder_gradients_
 from compression.layers.binary import BinaryConv2d
 from compression.layers.ghost import GhostModule
@@ -416,6 +417,11 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         )
         if self.noise_adaptation is not None:
             parameters += list(self.noise_adaptation.parameters())
+        self.weight_average = (
+            WeightAverage(self.student, max(1.0, config.weight_average_epochs * self.steps_per_epoch))
+            if config.weight_average_epochs > 0
+            else None
+        )
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
                 parameters,
@@ -538,6 +544,8 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         if self.has_adder_layers:
             scale_adder_gradients_(self.student, config.adder_eta)  # AdderNet's adaptive learning rate
         self.optimizer.step()
+        if self.weight_average is not None:
+            self.weight_average.update(self.student)
         self.epoch_loss_sum += float(loss.detach())
         self.step_in_epoch += 1
         self.global_step += 1

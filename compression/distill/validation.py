@@ -3,12 +3,13 @@ A mixin of the distillation run (:mod:`compression.distill.trainer`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import torch
 
-from compression.distill.evaluate import evaluate_predictions
+from compression.distill.evaluate import Evaluation, evaluate_predictions
 from compression.distill.records import DistillCancelled, EpochRecord
 from compression.distill.run_state import RunState
 
@@ -20,24 +21,20 @@ class ValidationMixin(RunState):
 
     def _validate(self, *, epoch: int, train_loss: float | None, steps: int, partial: bool, epoch_s: float) -> None:
         started = time.perf_counter()
-        batch = self.config.eval_batch_size
-        images = self.val.images
-        batches = math.ceil(len(images) / batch)
+        batches = math.ceil(len(self.val.images) / self.config.eval_batch_size)
         # A cancellation raised by the callback during validation takes effect once the record is complete.
         cancelled = self._emit_or_defer_cancel("validate", force=True, step=0, steps=batches)
-        self.student.eval()
-        outputs = []
-        with torch.no_grad():
-            for index in range(batches):
-                chunk = images[index * batch : (index + 1) * batch].to(self.device)
-                outputs.append(self.student(chunk).float().cpu().argmax(dim=1))
-                if index + 1 < batches:  # the last batch is reported with the result, below
-                    cancelled |= self._emit_or_defer_cancel("validate", step=index + 1, steps=batches)
-        evaluation = evaluate_predictions(
-            torch.cat(outputs), self.val_teacher_classes, self.val.labels_or_ignore, self.num_classes
-        )
-        metric = evaluation.student_accuracy if self.metric_name == "accuracy" else evaluation.agreement
-        assert metric is not None
+        averaged = getattr(self, "weight_average", None)  # absent before training is set up
+        # With weight averaging on, the averaged weights are what is judged and kept.
+        with averaged.applied(self.student) if averaged is not None else contextlib.nullcontext():
+            evaluation, cancelled = self._evaluate_student(batches, cancelled)
+            metric = evaluation.student_accuracy if self.metric_name == "accuracy" else evaluation.agreement
+            assert metric is not None
+            if self.best_metric is None or metric >= self.best_metric:  # ties: the later, longer-trained state
+                self.best_metric = metric
+                self.best_epoch = epoch
+                self.best_state = {name: value.detach().clone() for name, value in self.student.state_dict().items()}
+                self.best_evaluation = evaluation.as_dict()
         self.last_validation_s = time.perf_counter() - started
         self.validate_s += self.last_validation_s
         record = EpochRecord(
@@ -54,14 +51,25 @@ class ValidationMixin(RunState):
         )
         self.history.append(record)
         self.latest_val = (evaluation.student_accuracy, evaluation.agreement)
-        if self.best_metric is None or metric >= self.best_metric:  # ties: the later, longer-trained state
-            self.best_metric = metric
-            self.best_epoch = epoch
-            self.best_state = {name: value.detach().clone() for name, value in self.student.state_dict().items()}
-            self.best_evaluation = evaluation.as_dict()
         cancelled |= self._emit_or_defer_cancel("validate", force=True, step=batches, steps=batches)
         if cancelled:
             raise DistillCancelled
+
+    def _evaluate_student(self, batches: int, cancelled: bool) -> tuple[Evaluation, bool]:
+        """The student's predictions on the validation images, judged; and whether a cancel was deferred."""
+        batch = self.config.eval_batch_size
+        self.student.eval()
+        outputs = []
+        with torch.no_grad():
+            for index in range(batches):
+                chunk = self.val.images[index * batch : (index + 1) * batch].to(self.device)
+                outputs.append(self.student(chunk).float().cpu().argmax(dim=1))
+                if index + 1 < batches:  # the last batch is reported with the result, below
+                    cancelled |= self._emit_or_defer_cancel("validate", step=index + 1, steps=batches)
+        evaluation = evaluate_predictions(
+            torch.cat(outputs), self.val_teacher_classes, self.val.labels_or_ignore, self.num_classes
+        )
+        return evaluation, cancelled
 
     def _validate_partial_epoch(self) -> None:
         train_loss = self.epoch_loss_sum / self.step_in_epoch

@@ -284,7 +284,7 @@ def build():
     student = create_student("ghost", num_classes=5, input_shape=(1, 28, 28), width=0.25)
     config = default_config(
         "ghost", epochs=2, batch_size=32, seed=7, augment_padding=2, checkpoint_every_steps=3,
-        checkpoint_every_s=None, num_threads=1,
+        checkpoint_every_s=None, num_threads=1, weight_average_epochs=0.5,
     )
     return teacher, student, TransferSet(images, labels), TransferSet(val_images, val_labels), config
 
@@ -319,7 +319,7 @@ def _job(checkpoint_dir: str, output: Path, pause_s: float) -> subprocess.Popen:
 
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     # 1. The same run, with checkpoints every 3 steps, slowed down (0.05 s a step) and SIGKILLed right after its
-    #    first checkpoint (18 steps in all: 300 // 32 = 9 an epoch).
+    #    first checkpoint (18 steps in all: 300 // 32 = 9 an epoch). Its weight average is checkpointed too.
     checkpoint_dir = tmp_path / "checkpoints"
     killed = _job(str(checkpoint_dir), tmp_path / "killed.pt", 0.05)
     deadline = time.monotonic() + 120
