@@ -65,7 +65,7 @@ def test_bad_horizon_and_a_foreign_saved_state_are_refused() -> None:
     for bad in (0, 0.5, float("nan"), True, "4"):
         with pytest.raises(ValueError, match="horizon_steps"):
             WeightAverage(_net(), horizon_steps=bad)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         WeightAverage(object(), horizon_steps=4)  # type: ignore[arg-type]
     average = WeightAverage(_net(), horizon_steps=4)
     other = WeightAverage(nn.Linear(3, 2), horizon_steps=4)
