@@ -2,7 +2,7 @@
 
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
-    python -m bench.bench_no_labels --seeds 3 --epochs 3 [--orders dfnd balanced random] [--teacher resnet|cnn]
+    python -m bench.bench_no_labels --seeds 3 --epochs 3 [--orders dfnd balanced random mixed] [--teacher resnet|cnn]
         [--noise-adaptation-weight 1.0] [--size-factor 1.0] [--threads 2] [--out docs/results/no_labels_wild.json]
 
 A job without ``--positives`` mines with :func:`pu_mining.miner.score_pool` (no PU classifier) and selects ``dfnd``:
@@ -15,7 +15,8 @@ default selection.
 ``--orders``: ``dfnd`` is the ranking the job uses; ``balanced`` interleaves the same ranking by the teacher's
 predicted class (each class's most self-confident item, then each class's second, ...), the same number of items:
 whether per-class quotas help a selection the teacher skews to a few classes; ``random`` is a uniform draw of the
-same number of pool items: whether the self-confidence ranking helps at all. ``--noise-adaptation-weight 0`` trains
+same number of pool items: whether the self-confidence ranking helps at all; ``mixed`` alternates the two (half
+the most self-confident items, half a uniform draw). ``--noise-adaptation-weight 0`` trains
 with plain KD instead of DFND's loss; ``--size-factor`` scales the job's selection size (compare at equal image
 passes: 1.5 at 2 epochs against 1.0 at 3). Test accuracy on the 5,000 test
 images, per DistillConfig seed; compare with the default selection's rows of ``docs/results.md``.
@@ -39,7 +40,7 @@ from bench.task import TASK_CLASSES, load_task
 from bench.train_teacher import TEACHERS
 from compression.distill import TransferSet, predict_logits
 
-ORDERS = ("dfnd", "balanced", "random")
+ORDERS = ("dfnd", "balanced", "random", "mixed")
 
 
 def balanced_order(ranked_ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -51,6 +52,13 @@ def balanced_order(ranked_ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
         within[position] = seen.get(k, 0)
         seen[k] = within[position] + 1
     return ranked_ids[np.argsort(within, kind="stable")]
+
+
+def alternate(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The items of two rankings of the same ids taken in turn (first, second, first, ...), each id once."""
+    interleaved = np.stack([first, second], axis=1).reshape(-1)
+    _, positions = np.unique(interleaved, return_index=True)
+    return interleaved[np.sort(positions)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     ranked = scored.candidate_ids[np.argsort(cross_entropy, kind="stable")]
     classes = scored.logits.argmax(dim=1).numpy()[[logits_of[int(i)] for i in ranked]]
     uniform = scored.candidate_ids[np.random.default_rng(config.seed).permutation(len(scored.candidate_ids))]
-    rankings = {"dfnd": ranked, "balanced": balanced_order(ranked, classes), "random": uniform}
+    rankings = {
+        "dfnd": ranked,
+        "balanced": balanced_order(ranked, classes),
+        "random": uniform,
+        "mixed": alternate(ranked, uniform),
+    }
     training_ids = {order: hold_back(rankings[order], selection_size, config.seed)[0] for order in args.orders}
     if (
         selection_size == job_size
