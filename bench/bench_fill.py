@@ -1,0 +1,141 @@
+"""What fills a rare task's default selection best, on the benchmark's wild pool (ghost student).
+
+Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
+
+    python -m bench.bench_fill --fills ranked random mixed --seeds 3 --epochs 10 [--teacher resnet|cnn]
+        [--threads 2] [--out docs/results/fill_wild.json]
+
+When fewer pool items score as the task's than the floor (``MiningConfig.min_selection``, 6,000 here), the
+``default`` selection (:mod:`pu_mining.selection`) keeps its PU members and fills up to the floor. ``--fills``:
+
+- ``ranked``: the next items of the PU ranking (what the service does): the task's images just below the threshold
+  and the look-alikes nearest to the task;
+- ``random``: a uniform draw of the other candidates: as many items, of every kind the pool holds;
+- ``mixed``: the two in turn (the next-ranked item, a random one, ...): half of each.
+
+The fills replace the non-members of the job's own training part (after its hold-back for evaluation; the
+evaluation items are never drawn), so every variant has the same members and size; the 300 labelled positives are
+added and a ghost student is distilled for ``--epochs``; test accuracy on the 5,000 test images per
+DistillConfig seed. The same-size random draw to compare with is the table's ``random_default`` row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.bench_distill import _log, _machine, _run, _teacher
+from bench.bench_mining import benchmark_positives
+from bench.bench_no_labels import alternate
+from bench.bench_table import _open_pool, _pu_transfer_set, _quarter_of_teacher, pool_logits, selection_figures
+from bench.task import load_task
+from bench.train_teacher import TEACHERS
+from compression.distill import predict_logits
+from storage.hashing import file_sha256
+
+FILLS = ("ranked", "random", "mixed")
+FLOOR = 6000
+
+
+def fill_variants(
+    training_ids: np.ndarray, is_member: np.ndarray, others: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """The default selection's training part (``training_ids``, ranked; ``is_member`` per item) with its fill
+    (the non-members, in PU order) kept or replaced by a uniform draw from ``others`` (items outside the selection
+    and its evaluation set): every variant keeps the members and the size."""
+    members, fill = training_ids[is_member], training_ids[~is_member]
+    drawn = np.random.default_rng(seed).choice(others, size=len(fill), replace=False)
+    mixed = alternate(fill, drawn)[: len(fill)]
+    return {
+        "ranked": training_ids,
+        "random": np.concatenate([members, drawn]),
+        "mixed": np.concatenate([members, mixed]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pu_mining.miner import MiningConfig, score_pool, select
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fills", nargs="+", choices=FILLS, default=list(FILLS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    task = load_task()
+    teacher = _teacher(args.teacher)
+    teacher_hash = file_sha256(TEACHERS[args.teacher].path)
+    test_logits = predict_logits(teacher, task.test.images)
+    positive_logits = predict_logits(teacher, task.positives.images)
+    budget = _quarter_of_teacher(teacher)
+    pool = _open_pool("wild")
+    names = pool.names()
+
+    _log(f"mining {pool.name!r} ({len(pool):,} items), floor {FLOOR:,}")
+    clock = time.perf_counter()
+    config = MiningConfig(num_threads=args.threads, min_selection=FLOOR)
+    scored = score_pool(teacher, benchmark_positives(), pool, config)
+    if scored.scores is None:
+        raise RuntimeError("the PU classifier gave no scores")
+    mining_s = time.perf_counter() - clock
+    job = select(scored, "default", min_selection=FLOOR)
+    score_of = dict(zip(scored.candidate_ids.tolist(), scored.scores.tolist(), strict=True))
+    is_member = np.array([score_of[int(i)] > 0 for i in job.ids])
+    others = np.setdiff1d(np.arange(len(pool)), np.concatenate([job.ids, job.evaluation_ids]))
+    variants = fill_variants(job.ids, is_member, others, config.seed)
+    training_ids = {fill: variants[fill] for fill in args.fills}
+    members = int(is_member.sum())
+    _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
+
+    runs: dict[str, Any] = {}
+    for fill in args.fills:
+        ids = training_ids[fill]
+        logits, _ = pool_logits(teacher, pool, ids, teacher_hash, "wild", args.teacher)
+        transfer = _pu_transfer_set(task.positives, positive_logits, pool.image_tensor(ids), logits)
+        for seed in range(args.seeds):
+            _log(f"ghost: {fill} fill, {len(transfer):,} images ({args.epochs} epochs, seed {seed})")
+            seed_override: dict[str, Any] = {"seed": seed} if seed else {}
+            run = _run("ghost", budget, transfer, args.epochs, teacher, test_logits, task, **seed_override)
+            _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")
+            runs[f"{fill}@seed{seed}"] = run
+
+    summary = {}
+    for fill in args.fills:
+        accuracies = [runs[f"{fill}@seed{seed}"]["test_accuracy"] for seed in range(args.seeds)]
+        summary[fill] = {
+            "images": len(training_ids[fill]) + len(task.positives),
+            "per_seed": accuracies,
+            "mean": float(np.mean(accuracies)),
+            "sd": float(np.std(accuracies, ddof=1)) if args.seeds > 1 else None,
+            "selection": selection_figures(names, training_ids[fill]),
+        }
+    output = {
+        "command": "python -m bench.bench_fill " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {**_machine(), "cores": args.threads},
+        "teacher": args.teacher,
+        "members": members,
+        "training_items": len(job.ids),
+        "mining_s": round(mining_s, 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "summary": summary,
+        "runs": runs,
+    }
+    print(json.dumps(summary, indent=1))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(output, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
