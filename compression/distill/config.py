@@ -56,9 +56,9 @@ both stay off; the screening command is
 and train from scratch: on the benchmark task 5 epochs of 4-bit training are 0.42 points below the teacher (3 seeds,
 94.64-94.74 %), while a float warm start (``float_stage_epochs``) lost 4.5 points at 3 epochs (docs/results.md).
 
-``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. The time
-budget is a safety net that returns the best student so far; a run stopped early by it has not finished its
-schedule, so choose ``epochs`` to fit the budget.
+``epochs`` (default 200, a common CIFAR schedule length) sets the length of the learning-rate schedule. With a time
+budget the run shortens it to what the budget affords once its first steps are timed (``fit_schedule_to_budget``),
+so that the schedule ends annealed; the budget itself stays a safety net that returns the best student so far.
 """
 
 from __future__ import annotations
@@ -164,6 +164,9 @@ class DistillConfig:
     seed: int = 0
     time_budget_s: float | None = None
     """Wall-clock budget of the whole run (teacher outputs, training, validation; summed over resumed runs)."""
+    fit_schedule_to_budget: bool = True
+    """With ``time_budget_s``: shorten ``epochs``, once the first steps are timed, to what the budget affords, so that
+    the learning-rate schedule runs to its end instead of being cut off (:mod:`compression.distill.budget_fit`)."""
     checkpoint_every_steps: int | None = None
     checkpoint_every_s: float | None = 120.0
     """Checkpoint when this many steps / seconds have passed since the last one (and at every epoch end)."""
@@ -223,6 +226,7 @@ class DistillConfig:
         _check_bool(self, "teacher_on_augmented")
         _check_int(self, "seed", minimum=0)
         _check_number(self, "time_budget_s", positive=True, optional=True)
+        _check_bool(self, "fit_schedule_to_budget")
         _check_int(self, "checkpoint_every_steps", minimum=1, optional=True)
         _check_number(self, "checkpoint_every_s", positive=True, optional=True)
         _check_int(self, "eval_batch_size", minimum=1)

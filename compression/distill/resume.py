@@ -36,7 +36,7 @@ class CheckpointMixin(RunState):
     def _fingerprint(self) -> dict[str, Any]:
         """What identifies the run: trajectory-shaping config fields, data digests, the student's parameters."""
         if self.fingerprint is None:  # computed once, and only when there is a checkpoint folder
-            self.fingerprint = run_fingerprint(self.config, self.train, self.val, self.student)
+            self.fingerprint = run_fingerprint(self.requested_config, self.train, self.val, self.student)
         return self.fingerprint
 
     def _check_fingerprint(self, found: dict[str, Any], path: Path) -> None:
@@ -63,6 +63,7 @@ class CheckpointMixin(RunState):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"schedule": self.config.schedule, "global_step": self.global_step},
             "epoch": self.epoch,
+            "fitted_epochs": self.fitted_epochs,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
@@ -111,6 +112,8 @@ class CheckpointMixin(RunState):
         self.global_step = checkpoint["global_step"]
         self.epoch = checkpoint["epoch"]
         self.step_in_epoch = checkpoint["step_in_epoch"]
+        if checkpoint.get("fitted_epochs") is not None:  # the schedule fitted to the time budget is kept
+            self._apply_fitted_epochs(checkpoint["fitted_epochs"])
         if self.history:
             last = self.history[-1]
             self.latest_val = (last.val_accuracy, last.val_agreement)

@@ -35,6 +35,7 @@ class RunState:
     train: TransferSet
     val: TransferSet
     config: DistillConfig
+    requested_config: DistillConfig
     on_progress: Callable[[DistillProgress], None] | None
     should_stop: Callable[[], bool] | None
     checkpoint_dir: Path | None
@@ -51,6 +52,7 @@ class RunState:
     class_weights_list: list[float]
     class_loss_tracker: ClassLossTracker
     optimizer: torch.optim.Optimizer
+    weighting_starts_at_epoch: int
     weight_average: WeightAverage | None
     # Position and bookkeeping (checkpointed).
     epoch: int
@@ -70,6 +72,8 @@ class RunState:
     last_validation_s: float
     resumed_from_step: int | None
     fingerprint: dict[str, Any] | None
+    fitted_epochs: int | None
+    step_durations: list[float]
     # Timing of this invocation.
     steps_this_run: int
     train_s_this_run: float
@@ -83,6 +87,10 @@ class RunState:
         def _elapsed(self) -> float: ...
 
         def _learning_rate(self, step: int) -> float: ...
+
+        def _weighting_start(self) -> int: ...
+
+        def _apply_fitted_epochs(self, epochs: int) -> None: ...
 
         def _check_stop(self, teacher_stage: bool = False) -> None: ...
 

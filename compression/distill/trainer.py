@@ -106,6 +106,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.distill.budget_fit import BudgetFitMixin
 from compression.distill.checkpoint import CHECKPOINT_FILE, TEACHER_OUTPUTS_FILE
 from compression.distill.config import DistillConfig, default_config, float_stage_config
 from compression.distill.data import TransferSet, as_transfer_set, validation_set
@@ -243,7 +244,7 @@ def _teacher_in_eval_mode(teacher: Teacher) -> Iterator[None]:
             teacher.train()
 
 
-class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin):
+class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin, BudgetFitMixin):
     """The state of one distillation run; :meth:`execute` drives it."""
 
     def __init__(
@@ -266,6 +267,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
                 f"{tuple(train.images.shape[1:])}"
             )
         self.config = config
+        self.requested_config = config  # ``config`` may get fewer epochs to fit a time budget (budget_fit)
         self.on_progress = None
         self.should_stop = None
         self.checkpoint_dir = None
@@ -295,6 +297,8 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         self.last_validation_s = 0.0
         self.resumed_from_step = None
         self.fingerprint = None
+        self.fitted_epochs = None
+        self.step_durations = []
         # Timing of this invocation.
         self.started = time.perf_counter()
         self.steps_this_run = 0
@@ -395,9 +399,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         self.objective_weights = class_weights / class_weights[self.teacher_classes].mean()
         shares = torch.bincount(self.teacher_classes, minlength=self.num_classes).double() / len(self.train)
         self.weighted_sampling = config.class_balanced and config.class_weighting == "sampling"
-        self.weighting_starts_at_epoch = (
-            math.floor(config.class_weight_delay * config.epochs + 1e-9) if config.class_balanced else config.epochs
-        )
+        self.weighting_starts_at_epoch = self._weighting_start()
         if self.weighted_sampling:
             # Samples are drawn in proportion to their class weight, so the loss weights are 1 and the classes'
             # shares of the drawn stream are w0_k * pi_k (normalised): the tracker's terms stay w0_k * pi_k * mu_k.
@@ -435,6 +437,13 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
                 parameters, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
             )
 
+    def _weighting_start(self) -> int:
+        """The first epoch trained with the class weights (``class_weight_delay``; never without class balance)."""
+        config = self.config
+        if not config.class_balanced:
+            return config.epochs
+        return math.floor(config.class_weight_delay * config.epochs + 1e-9)
+
     def _learning_rate(self, step: int) -> float:
         return learning_rate(self.config, step, self.total_steps)
 
@@ -469,8 +478,8 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
     def _train(self) -> None:
         config = self.config
         binary_layers = [module for module in self.student.modules() if isinstance(module, BinaryConv2d)]
-        binary_weights_from = math.floor(config.binary_weight_delay * config.epochs + 1e-9)
-        while self.epoch < config.epochs:
+        while self.epoch < self.config.epochs:  # the config may get fewer epochs to fit a time budget
+            binary_weights_from = math.floor(config.binary_weight_delay * self.config.epochs + 1e-9)
             order, offsets, flips = self._epoch_plan(self.epoch)
             # Progressive binarisation: latent float weights in the first epochs; validation always sees binary ones.
             for module in binary_layers:
@@ -487,6 +496,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
                 batch_offsets = None if offsets is None else offsets[slots]
                 batch_flips = None if flips is None else flips[slots]
                 self._train_step(positions, batch_offsets, batch_flips)
+                self._maybe_fit_schedule()
                 self._emit("train")
                 self._maybe_checkpoint()
             for module in binary_layers:
@@ -498,7 +508,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
             self._validate(
                 epoch=self.epoch, train_loss=train_loss, steps=self.steps_per_epoch, partial=False, epoch_s=epoch_s
             )
-            if self.epoch < config.epochs:  # after the last epoch, execute() writes the final checkpoint
+            if self.epoch < self.config.epochs:  # after the last epoch, execute() writes the final checkpoint
                 self._save_checkpoint(finished=False, stopped_reason=None)
 
     def _train_step(self, positions: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None) -> None:
@@ -551,5 +561,6 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin)
         self.global_step += 1
         self.steps_this_run += 1
         spent = time.perf_counter() - started
+        self._record_step_time(spent)
         self.train_s += spent
         self.train_s_this_run += spent
