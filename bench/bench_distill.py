@@ -161,6 +161,9 @@ def _run(
         best_epoch=result.best_epoch,
         wall_s=round(wall, 1),
         float_stage_best_epoch=None if result.float_stage is None else result.float_stage.best_epoch,
+        stopped_reason=result.stopped_reason,
+        epochs_run=max((record.epoch for record in result.history), default=0),
+        last_lr=result.history[-1].lr if result.history else None,
         config={key: value for key, value in config.to_dict().items() if key in _REPORTED_CONFIG},
     )
     return report

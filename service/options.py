@@ -212,10 +212,17 @@ class JobOptions(BaseModel):
     )
     budget_ratio: Number = Field(0.25, gt=0, le=1, description="Student MACs / teacher MACs, in (0, 1].")
     time_budget_min: Number | None = Field(
-        None, gt=0, le=MAX_TIME_BUDGET_MIN, description="Wall-clock budget of the training, minutes (at most a week)."
+        None,
+        gt=0,
+        le=MAX_TIME_BUDGET_MIN,
+        description="Wall-clock budget of the training, minutes (at most a week); the learning-rate schedule is "
+        "shortened to the epochs it affords.",
     )
     epochs: Integer | None = Field(
-        None, ge=1, le=MAX_EPOCHS, description="Training epochs, at most 1000; null: the family's default."
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Training epochs, at most 1000; null: the family's default. With a time budget, the most run.",
     )
     seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Random seed, for repeatable runs.")
     pool: Annotated[str, BeforeValidator(_pool)] = Field(

@@ -149,7 +149,12 @@ def add_compress_command(commands: argparse._SubParsersAction) -> None:
     )
     compress.add_argument("--budget", type=float, default=0.25, help="student MACs as a fraction of the teacher's")
     add_student_option_flags(compress)
-    compress.add_argument("--time-budget", type=float, metavar="MINUTES", help="wall-clock budget of the job")
+    compress.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="wall-clock budget of the job; the schedule is fitted to it",
+    )
     compress.add_argument("--epochs", type=int, help="training epochs (default: the family's)")
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--input-shape", type=_input_shape, metavar="C,H,W", help="the teacher's input, if not in it")

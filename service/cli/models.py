@@ -251,7 +251,12 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     dist.add_argument("--epochs", type=int, help="schedule length (default: the family's, see docs)")
     dist.add_argument("--batch-size", type=int)
     dist.add_argument("--seed", type=int)
-    dist.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop and keep the best student by then")
+    dist.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="fit the schedule to it; stop and keep the best student by then",
+    )
     dist.add_argument("--config", help="JSON file of DistillConfig fields (command-line options win)")
     dist.add_argument("--checkpoint-dir", help="resume from / checkpoint to this folder")
     dist.add_argument("--out", help="write the verified ONNX student here")
