@@ -3,22 +3,23 @@
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
     python -m bench.bench_no_labels --seeds 3 --epochs 3 [--orders dfnd balanced random mixed] [--teacher resnet|cnn]
-        [--noise-adaptation-weight 1.0] [--size-factor 1.0] [--threads 2] [--out docs/results/no_labels_wild.json]
+        [--noise-adaptation-weight 1.0] [--size-factor 1.5] [--threads 2] [--out docs/results/no_labels_wild.json]
 
 A job without ``--positives`` mines with :func:`pu_mining.miner.score_pool` (no PU classifier) and selects ``dfnd``:
 the pool items with the lowest teacher self-cross-entropy, as many as :func:`pu_mining.selection.dfnd_size` gives
-(the items the teacher is at least 90 % sure of), a tenth held back for evaluation; the student is distilled on the
-rest alone (no labelled image) with DFND's noise-adaptation term (Chen et al., "Learning Student Networks in the
-Wild", CVPR 2021). The table's DFND row differs: it adds the 300 labelled positives and takes as many items as the
-default selection.
+(1.5 times the items the teacher is at least 90 % sure of), a tenth held back for evaluation; the student is
+distilled on the rest alone (no labelled image) with DFND's noise-adaptation term (Chen et al., "Learning Student
+Networks in the Wild", CVPR 2021). The table's DFND row differs: it adds the 300 labelled positives and takes as
+many items as the default selection.
 
 ``--orders``: ``dfnd`` is the ranking the job uses; ``balanced`` interleaves the same ranking by the teacher's
 predicted class (each class's most self-confident item, then each class's second, ...), the same number of items:
 whether per-class quotas help a selection the teacher skews to a few classes; ``random`` is a uniform draw of the
 same number of pool items: whether the self-confidence ranking helps at all; ``mixed`` alternates the two (half
 the most self-confident items, half a uniform draw). ``--noise-adaptation-weight 0`` trains
-with plain KD instead of DFND's loss; ``--size-factor`` scales the job's selection size (compare at equal image
-passes: 1.5 at 2 epochs against 1.0 at 3). Test accuracy on the 5,000 test
+with plain KD instead of DFND's loss; ``--size-factor F`` takes F times the items the teacher is at least 90 % sure
+of instead of the job's :data:`pu_mining.selection.DFND_SIZE_FACTOR` (compare at equal image passes: 1.5 at 2
+epochs against 1 at 3). Test accuracy on the 5,000 test
 images, per DistillConfig seed; compare with the default selection's rows of ``docs/results.md``.
 """
 
@@ -63,7 +64,7 @@ def alternate(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     from pu_mining.miner import MiningConfig, score_pool, select
-    from pu_mining.selection import hold_back
+    from pu_mining.selection import dfnd_size, hold_back
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orders", nargs="+", choices=ORDERS, default=list(ORDERS))
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet")
     parser.add_argument("--noise-adaptation-weight", type=float, default=1.0)
-    parser.add_argument("--size-factor", type=float, default=1.0)
+    parser.add_argument("--size-factor", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -91,10 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = select(scored, "dfnd")
     mining_s = time.perf_counter() - clock
     logits_of = dict(zip(scored.candidate_ids.tolist(), range(len(scored.candidate_ids)), strict=True))
-    selection_size = len(chosen.ids) + chosen.report.evaluation_from_selection
-    if args.size_factor <= 0:
-        raise ValueError(f"--size-factor must be positive, got {args.size_factor}")
-    job_size, selection_size = selection_size, min(round(args.size_factor * selection_size), len(scored.candidate_ids))
+    job_size = selection_size = len(chosen.ids) + chosen.report.evaluation_from_selection
+    if args.size_factor is not None:
+        selection_size = dfnd_size(scored.logits, args.size_factor)
     # the job's ranking (dfnd) and the class-interleaved one, each cut at the job's size and held back alike
     cross_entropy = -torch.log_softmax(scored.logits.float(), dim=1).max(dim=1).values.numpy()
     ranked = scored.candidate_ids[np.argsort(cross_entropy, kind="stable")]

@@ -20,6 +20,7 @@ from pu_mining.positives import Positives
 from pu_mining.selection import (
     DFND_MIN_CONFIDENCE,
     DFND_MIN_SHARE,
+    DFND_SIZE_FACTOR,
     EVALUATION_SHARE,
     EVALUATION_TARGET,
     SELECTIONS,
@@ -261,7 +262,8 @@ def test_no_labels_mode_selects_as_dfnd(teacher, pool) -> None:
     chosen = np.concatenate([result.ids, result.evaluation_ids[: report.evaluation_from_selection]])
     probabilities = torch.softmax(teacher(pool.image_tensor(np.arange(len(pool)))), dim=1).max(dim=1).values.numpy()
     confident = int((probabilities >= DFND_MIN_CONFIDENCE).sum())
-    assert len(chosen) == max(confident, int(np.ceil(DFND_MIN_SHARE * len(pool))))  # the no-labels size rule
+    size = max(int(np.ceil(DFND_SIZE_FACTOR * confident)), int(np.ceil(DFND_MIN_SHARE * len(pool))))
+    assert len(chosen) == min(size, len(pool))  # the no-labels size rule
     assert probabilities[chosen].min() >= np.delete(probabilities, chosen).max() - 1e-5  # the most confident
     with pytest.raises(ValueError, match="positives"):
         mine(teacher, None, pool, MiningConfig(num_threads=1, selection="pu"))
