@@ -70,6 +70,7 @@ class CheckpointMixin(RunState):
             "epoch_started_elapsed": self.epoch_started_elapsed,
             "class_losses": self.class_loss_tracker.state_dict(),
             "weight_average": None if self.weight_average is None else self.weight_average.state_dict(),
+            "noise_adaptation": None if self.noise_adaptation is None else self.noise_adaptation.state_dict(),
             "rng": rng_states(),
             "best": {
                 "metric": self.best_metric,
@@ -128,5 +129,7 @@ class CheckpointMixin(RunState):
         self.class_loss_tracker.load_state_dict(checkpoint["class_losses"])
         if self.weight_average is not None:
             self.weight_average.load_state_dict(checkpoint["weight_average"])
+        if self.noise_adaptation is not None and checkpoint.get("noise_adaptation") is not None:
+            self.noise_adaptation.load_state_dict(checkpoint["noise_adaptation"])
         set_rng_states(checkpoint["rng"])
         self.last_checkpoint_step = self.global_step

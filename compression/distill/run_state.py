@@ -17,6 +17,7 @@ from torch import nn
 from compression.distill.config import DistillConfig
 from compression.distill.data import TransferSet
 from compression.distill.losses import ClassLossTracker
+from compression.distill.noise_adaptation import NoiseAdaptation
 from compression.distill.records import DistillProgress, EpochRecord, Stage, StoppedReason
 from compression.distill.weight_average import WeightAverage
 
@@ -73,7 +74,7 @@ class RunState:
     resumed_from_step: int | None
     fingerprint: dict[str, Any] | None
     fitted_epochs: int | None
-    step_durations: list[float]
+    noise_adaptation: NoiseAdaptation | None
     # Timing of this invocation.
     steps_this_run: int
     train_s_this_run: float
@@ -91,6 +92,12 @@ class RunState:
         def _weighting_start(self) -> int: ...
 
         def _apply_fitted_epochs(self, epochs: int) -> None: ...
+
+        def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]: ...
+
+        def _train_step(
+            self, positions: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
+        ) -> None: ...
 
         def _check_stop(self, teacher_stage: bool = False) -> None: ...
 

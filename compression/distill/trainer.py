@@ -298,7 +298,6 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
         self.resumed_from_step = None
         self.fingerprint = None
         self.fitted_epochs = None
-        self.step_durations = []
         # Timing of this invocation.
         self.started = time.perf_counter()
         self.steps_this_run = 0
@@ -478,6 +477,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
     def _train(self) -> None:
         config = self.config
         binary_layers = [module for module in self.student.modules() if isinstance(module, BinaryConv2d)]
+        self._fit_schedule_to_budget()
         while self.epoch < self.config.epochs:  # the config may get fewer epochs to fit a time budget
             binary_weights_from = math.floor(config.binary_weight_delay * self.config.epochs + 1e-9)
             order, offsets, flips = self._epoch_plan(self.epoch)
@@ -496,7 +496,6 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
                 batch_offsets = None if offsets is None else offsets[slots]
                 batch_flips = None if flips is None else flips[slots]
                 self._train_step(positions, batch_offsets, batch_flips)
-                self._maybe_fit_schedule()
                 self._emit("train")
                 self._maybe_checkpoint()
             for module in binary_layers:
@@ -561,6 +560,5 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
         self.global_step += 1
         self.steps_this_run += 1
         spent = time.perf_counter() - started
-        self._record_step_time(spent)
         self.train_s += spent
         self.train_s_this_run += spent

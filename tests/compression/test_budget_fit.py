@@ -63,9 +63,14 @@ def test_a_budgeted_run_shortens_its_schedule_and_ends_annealed(trained_teacher:
     assert unfitted.stopped_reason == "time_budget"
     unfitted_lrs = [record.lr for record in unfitted.history[1:]]
     assert unfitted_lrs == sorted(unfitted_lrs) and unfitted_lrs[-1] > last_lr
-    # A run without a budget, or with one it fits in, keeps the requested schedule.
-    short = distill(trained_teacher, _student(), data["train"], data["val"], _config(epochs=2, time_budget_s=60.0))
+    # A budget the requested schedule fits in keeps it, and the timed steps leave no trace: the result is the one
+    # of the same run without a budget, to the bit.
+    short = distill(trained_teacher, _student(), data["train"], data["val"], _config(epochs=2, time_budget_s=600.0))
+    plain = distill(trained_teacher, _student(), data["train"], data["val"], _config(epochs=2))
     assert short.stopped_reason == "completed" and short.history[-1].epoch == 2
+    assert [r.train_loss for r in short.history] == [r.train_loss for r in plain.history]
+    for name, value in plain.student.state_dict().items():
+        assert torch.equal(short.student.state_dict()[name], value), name
 
 
 def test_a_resumed_run_keeps_its_fitted_schedule(trained_teacher: Teacher, data, tmp_path: Path) -> None:
