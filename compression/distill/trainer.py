@@ -199,6 +199,8 @@ def distill(
             twin = float_twin(student)
             float_config = float_stage_config(config)
             share = config.float_stage_epochs / (config.float_stage_epochs + config.epochs)
+            if config.fit_schedule_to_budget:  # the student's epochs will shrink to the budget: keep the twin's
+                share = max(share, FLOAT_STAGE_MIN_SHARE)
             if config.time_budget_s is not None:
                 float_config = float_config.replace(time_budget_s=config.time_budget_s * share)
             stage = _Run(teacher, twin, train, validation, float_config)
@@ -242,6 +244,12 @@ def _teacher_in_eval_mode(teacher: Teacher) -> Iterator[None]:
     finally:
         if was_training and isinstance(teacher, nn.Module):
             teacher.train()
+
+
+FLOAT_STAGE_MIN_SHARE = 0.25
+"""With a time budget the schedule fits (``fit_schedule_to_budget``), the full-precision twin's stage gets at least
+this share of it (the adder recipe's one float epoch before three adder epochs; a stage that ends sooner leaves the
+rest to the student), not its share of the requested epochs (1/201 with the default 200)."""
 
 
 class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin, BudgetFitMixin):

@@ -94,3 +94,19 @@ def test_a_resumed_run_keeps_its_fitted_schedule(trained_teacher: Teacher, data,
     assert resumed.resumed_from_step == saved["global_step"]
     assert max(record.epoch for record in resumed.history) <= fitted
     assert resumed.stopped_reason == "time_budget" or resumed.history[-1].epoch == fitted
+
+
+def test_a_budgeted_two_stage_run_keeps_its_float_epoch_and_fits_the_rest(trained_teacher: Teacher, data) -> None:
+    torch.manual_seed(0)
+    student = create_student("adder", num_classes=TASK_CLASSES, input_shape=(1, 28, 28), width=0.25)
+    config = default_config(
+        "adder", batch_size=32, num_threads=1, checkpoint_every_s=None, augment=False, time_budget_s=16.0
+    )
+    assert config.epochs == 200 and config.float_stage_epochs == 1
+    result = distill(trained_teacher, student, data["train"], data["val"], config)
+    # The full-precision twin gets a quarter of the budget, not 1/201 of it: its epoch completes ...
+    assert result.float_stage is not None and result.float_stage.stopped_reason == "completed"
+    assert [record.epoch for record in result.float_stage.history] == [0, 1]
+    # ... and the adder stage fits its schedule into the rest and ends near a zero rate.
+    assert 1 <= max(record.epoch for record in result.history) < 200
+    assert result.history[-1].lr < 0.2 * config.lr
