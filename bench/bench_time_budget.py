@@ -2,13 +2,15 @@
 
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
-    python -m bench.bench_time_budget --budget-s 180 --seeds 3 [--threads 2] [--out docs/results/time_budget.json]
+    python -m bench.bench_time_budget --budget-s 180 --seeds 3 [--images N] [--threads 2]
+        [--out docs/results/time_budget.json]
 
 A job without ``--epochs`` distils with the family's default schedule length (200 epochs) and its time budget. The
 run either shortens the schedule to what the budget affords once its first steps are timed
 (``DistillConfig.fit_schedule_to_budget``, the default) or trains the 200-epoch schedule until the budget stops it.
 Ghost student (a quarter of the teacher's MACs) on the benchmark's filled default selection of the wild pool plus
-the 300 positives (the table's ``default`` row with ``--min-selection 6000``); per seed the two runs go one after the
+the 300 positives (the table's ``default`` row with ``--min-selection 6000``; ``--images N``: its first N images, so
+that the same budget affords more epochs); per seed the two runs go one after the
 other, so both see the same machine. Test accuracy on the 5,000 test images, epochs run, the last learning rate.
 """
 
@@ -34,7 +36,7 @@ from bench.bench_table import (
 )
 from bench.task import load_task
 from bench.train_teacher import TEACHERS
-from compression.distill import DistillConfig, predict_logits
+from compression.distill import DistillConfig, TransferSet, predict_logits
 from storage.hashing import file_sha256
 
 FLOOR = 6000
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=180.0)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -63,6 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     ids = np.asarray(mining["strategy_ids"]["default"], dtype=np.int64)
     logits, _ = pool_logits(teacher, pool, ids, teacher_hash, "wild", "resnet")
     transfer = _pu_transfer_set(task.positives, positive_logits, pool.image_tensor(ids), logits)
+    logits_in_order = transfer.teacher_logits
+    if logits_in_order is None:
+        raise RuntimeError("the transfer set lost its teacher logits")
+    if args.images is not None:
+        if not 2 <= args.images <= len(transfer):
+            raise ValueError(f"--images must be between 2 and {len(transfer)}, got {args.images}")
+        transfer = TransferSet(
+            transfer.images[: args.images], transfer.labels_or_ignore[: args.images], logits_in_order[: args.images]
+        )
     epochs = DistillConfig().epochs
 
     runs: dict[str, Any] = {}
