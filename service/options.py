@@ -215,14 +215,13 @@ class JobOptions(BaseModel):
         None,
         gt=0,
         le=MAX_TIME_BUDGET_MIN,
-        description="Wall-clock budget of the training, minutes (at most a week); the learning-rate schedule is "
-        "shortened to the epochs it affords.",
+        description="Wall-clock budget of the training, minutes (at most a week).",
     )
     epochs: Integer | None = Field(
         None,
         ge=1,
         le=MAX_EPOCHS,
-        description="Training epochs, at most 1000; null: the family's default. With a time budget, the most run.",
+        description="Training epochs, at most 1000; null: the family's default.",
     )
     seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Random seed, for repeatable runs.")
     pool: Annotated[str, BeforeValidator(_pool)] = Field(

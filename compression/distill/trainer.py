@@ -199,9 +199,8 @@ def distill(
             twin = float_twin(student)
             float_config = float_stage_config(config)
             share = config.float_stage_epochs / (config.float_stage_epochs + config.epochs)
-            if config.fit_schedule_to_budget:  # the student's epochs will shrink to the budget: keep the twin's
-                share = max(share, FLOAT_STAGE_MIN_SHARE)
             if config.time_budget_s is not None:
+                share = max(share, FLOAT_STAGE_MIN_SHARE)  # not 1/201 of it with the default 200 epochs
                 float_config = float_config.replace(time_budget_s=config.time_budget_s * share)
             stage = _Run(teacher, twin, train, validation, float_config)
             float_result = stage.run(on_progress, None if folder is None else folder / "float_stage", should_stop)
@@ -247,9 +246,9 @@ def _teacher_in_eval_mode(teacher: Teacher) -> Iterator[None]:
 
 
 FLOAT_STAGE_MIN_SHARE = 0.25
-"""With a time budget the schedule fits (``fit_schedule_to_budget``), the full-precision twin's stage gets at least
-this share of it (the adder recipe's one float epoch before three adder epochs; a stage that ends sooner leaves the
-rest to the student), not its share of the requested epochs (1/201 with the default 200)."""
+"""Of a time budget, the full-precision twin's stage gets its share of the requested epochs but at least this much
+(the adder recipe's one float epoch before three adder epochs; a stage that ends sooner leaves the rest to the
+student), not 1/201 of it when 200 epochs are requested and the budget cuts them."""
 
 
 class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin, BudgetFitMixin):

@@ -153,7 +153,7 @@ def add_compress_command(commands: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=float,
         metavar="MINUTES",
-        help="wall-clock budget of the job; the schedule is fitted to it",
+        help="wall-clock budget of the job",
     )
     compress.add_argument("--epochs", type=int, help="training epochs (default: the family's)")
     compress.add_argument("--seed", type=int, default=0)

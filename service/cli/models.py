@@ -255,7 +255,7 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=float,
         metavar="MINUTES",
-        help="fit the schedule to it; stop and keep the best student by then",
+        help="stop and keep the best student by then",
     )
     dist.add_argument("--config", help="JSON file of DistillConfig fields (command-line options win)")
     dist.add_argument("--checkpoint-dir", help="resume from / checkpoint to this folder")

@@ -47,7 +47,7 @@ def _config(**overrides):
 
 
 def test_a_budgeted_run_shortens_its_schedule_and_ends_annealed(trained_teacher: Teacher, data) -> None:
-    config = _config(epochs=500, time_budget_s=6.0)
+    config = _config(epochs=500, time_budget_s=6.0, fit_schedule_to_budget=True)
     result = distill(trained_teacher, _student(), data["train"], data["val"], config)
     epochs_run = [record.epoch for record in result.history if not record.partial]
     # 500 epochs would take minutes: the schedule was cut to what 6 s afford and (load allowing) run to its end,
@@ -65,7 +65,13 @@ def test_a_budgeted_run_shortens_its_schedule_and_ends_annealed(trained_teacher:
     assert unfitted_lrs == sorted(unfitted_lrs) and unfitted_lrs[-1] > last_lr
     # A budget the requested schedule fits in keeps it, and the timed steps leave no trace: the result is the one
     # of the same run without a budget, to the bit.
-    short = distill(trained_teacher, _student(), data["train"], data["val"], _config(epochs=2, time_budget_s=600.0))
+    short = distill(
+        trained_teacher,
+        _student(),
+        data["train"],
+        data["val"],
+        _config(epochs=2, time_budget_s=600.0, fit_schedule_to_budget=True),
+    )
     plain = distill(trained_teacher, _student(), data["train"], data["val"], _config(epochs=2))
     assert short.stopped_reason == "completed" and short.history[-1].epoch == 2
     assert [r.train_loss for r in short.history] == [r.train_loss for r in plain.history]
@@ -74,7 +80,7 @@ def test_a_budgeted_run_shortens_its_schedule_and_ends_annealed(trained_teacher:
 
 
 def test_a_resumed_run_keeps_its_fitted_schedule(trained_teacher: Teacher, data, tmp_path: Path) -> None:
-    config = _config(epochs=500, time_budget_s=10.0, checkpoint_every_steps=5)
+    config = _config(epochs=500, time_budget_s=10.0, checkpoint_every_steps=5, fit_schedule_to_budget=True)
     steps = {"n": 0}
 
     def stop_after_40_steps() -> bool:
@@ -100,7 +106,13 @@ def test_a_budgeted_two_stage_run_keeps_its_float_epoch_and_fits_the_rest(traine
     torch.manual_seed(0)
     student = create_student("adder", num_classes=TASK_CLASSES, input_shape=(1, 28, 28), width=0.25)
     config = default_config(
-        "adder", batch_size=32, num_threads=1, checkpoint_every_s=None, augment=False, time_budget_s=16.0
+        "adder",
+        batch_size=32,
+        num_threads=1,
+        checkpoint_every_s=None,
+        augment=False,
+        time_budget_s=16.0,
+        fit_schedule_to_budget=True,
     )
     assert config.epochs == 200 and config.float_stage_epochs == 1
     result = distill(trained_teacher, student, data["train"], data["val"], config)
