@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -270,6 +271,24 @@ def run_benchmark(
                 _log(f"  test accuracy {run['test_accuracy']:.4f}, minority {_minority_accuracy(run):.4f}")
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def seed_figures(runs: dict[str, Any], name: str, seeds: int) -> dict[str, Any]:
+    """Test accuracy of runs ``f"{name}@seed{k}"`` for k < ``seeds``: per seed, mean and sample sd (None for one)."""
+    accuracies = [runs[f"{name}@seed{seed}"]["test_accuracy"] for seed in range(seeds)]
+    return {
+        "per_seed": accuracies,
+        "mean": float(np.mean(accuracies)),
+        "sd": float(np.std(accuracies, ddof=1)) if seeds > 1 else None,
+    }
+
+
+def write_results(summary: dict[str, Any], output: dict[str, Any], out: Path | None) -> None:
+    """Print ``summary`` and write ``output`` as JSON to ``out`` (when given)."""
+    print(json.dumps(summary, indent=1))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(output, indent=1) + "\n")
 
 
 def _machine() -> dict[str, Any]:

@@ -22,7 +22,6 @@ DistillConfig seed. The same-size random draw to compare with is the table's ``r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.bench_distill import _log, _machine, _run, _teacher
+from bench.bench_distill import _log, _machine, _run, _teacher, seed_figures, write_results
 from bench.bench_mining import benchmark_positives
 from bench.bench_no_labels import alternate
 from bench.bench_table import _open_pool, _pu_transfer_set, _quarter_of_teacher, pool_logits, selection_figures
@@ -112,12 +111,9 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = {}
     for fill in args.fills:
-        accuracies = [runs[f"{fill}@seed{seed}"]["test_accuracy"] for seed in range(args.seeds)]
         summary[fill] = {
             "images": len(training_ids[fill]) + len(task.positives),
-            "per_seed": accuracies,
-            "mean": float(np.mean(accuracies)),
-            "sd": float(np.std(accuracies, ddof=1)) if args.seeds > 1 else None,
+            **seed_figures(runs, fill, args.seeds),
             "selection": selection_figures(names, training_ids[fill]),
         }
     output = {
@@ -131,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "runs": runs,
     }
-    print(json.dumps(summary, indent=1))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(output, indent=1) + "\n")
+    write_results(summary, output, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ images, per DistillConfig seed; compare with the default selection's rows of ``d
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.bench_distill import _log, _machine, _run, _teacher
+from bench.bench_distill import _log, _machine, _run, _teacher, seed_figures, write_results
 from bench.bench_table import _open_pool, _quarter_of_teacher, selection_figures
 from bench.task import TASK_CLASSES, load_task
 from bench.train_teacher import TEACHERS
@@ -132,13 +131,10 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = {}
     for order in args.orders:
-        accuracies = [runs[f"{order}@seed{seed}"]["test_accuracy"] for seed in range(args.seeds)]
         classes_of_set = scored.logits.argmax(dim=1).numpy()[[logits_of[int(i)] for i in training_ids[order]]]
         summary[order] = {
             "images": len(training_ids[order]),
-            "per_seed": accuracies,
-            "mean": float(np.mean(accuracies)),
-            "sd": float(np.std(accuracies, ddof=1)) if args.seeds > 1 else None,
+            **seed_figures(runs, order, args.seeds),
             "selection": selection_figures(names, training_ids[order]),
             "class_makeup": np.bincount(classes_of_set, minlength=TASK_CLASSES).tolist(),
         }
@@ -154,10 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "runs": runs,
     }
-    print(json.dumps(summary, indent=1))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(output, indent=1) + "\n")
+    write_results(summary, output, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ other, so both see the same machine. Test accuracy on the 5,000 test images, epo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.bench_distill import _log, _machine, _run, _teacher
+from bench.bench_distill import _log, _machine, _run, _teacher, seed_figures, write_results
 from bench.bench_table import (
     _open_pool,
     _pu_transfer_set,
@@ -91,11 +90,8 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = {}
     for variant in VARIANTS:
-        accuracies = [runs[f"{variant}@seed{seed}"]["test_accuracy"] for seed in range(args.seeds)]
         summary[variant] = {
-            "per_seed": accuracies,
-            "mean": float(np.mean(accuracies)),
-            "sd": float(np.std(accuracies, ddof=1)) if args.seeds > 1 else None,
+            **seed_figures(runs, variant, args.seeds),
             "epochs_run": [runs[f"{variant}@seed{seed}"]["epochs_run"] for seed in range(args.seeds)],
             "last_lr": [runs[f"{variant}@seed{seed}"]["last_lr"] for seed in range(args.seeds)],
         }
@@ -108,10 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "runs": runs,
     }
-    print(json.dumps(summary, indent=1))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(output, indent=1) + "\n")
+    write_results(summary, output, args.out)
 
 
 if __name__ == "__main__":
