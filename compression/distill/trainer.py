@@ -482,11 +482,11 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
         return torch.where(flips[:, None, None, None], images.flip(-1), images)
 
     def _train(self) -> None:
+        self._fit_schedule_to_budget()  # may give the config fewer epochs (budget_fit)
         config = self.config
         binary_layers = [module for module in self.student.modules() if isinstance(module, BinaryConv2d)]
-        self._fit_schedule_to_budget()
-        while self.epoch < self.config.epochs:  # the config may get fewer epochs to fit a time budget
-            binary_weights_from = math.floor(config.binary_weight_delay * self.config.epochs + 1e-9)
+        binary_weights_from = math.floor(config.binary_weight_delay * config.epochs + 1e-9)
+        while self.epoch < config.epochs:
             order, offsets, flips = self._epoch_plan(self.epoch)
             # Progressive binarisation: latent float weights in the first epochs; validation always sees binary ones.
             for module in binary_layers:
@@ -514,7 +514,7 @@ class _Run(TeacherOutputsMixin, ValidationMixin, ProgressMixin, CheckpointMixin,
             self._validate(
                 epoch=self.epoch, train_loss=train_loss, steps=self.steps_per_epoch, partial=False, epoch_s=epoch_s
             )
-            if self.epoch < self.config.epochs:  # after the last epoch, execute() writes the final checkpoint
+            if self.epoch < config.epochs:  # after the last epoch, execute() writes the final checkpoint
                 self._save_checkpoint(finished=False, stopped_reason=None)
 
     def _train_step(self, positions: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None) -> None:
