@@ -2,8 +2,8 @@
 
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
-    python -m bench.bench_fill --fills ranked random mixed --seeds 3 --epochs 10 [--teacher resnet|cnn]
-        [--threads 2] [--out docs/results/fill_wild.json]
+    python -m bench.bench_fill --fills ranked random mixed balanced uncertain --seeds 3 --epochs 10
+        [--teacher resnet|cnn] [--threads 2] [--out docs/results/fill_wild.json]
 
 When fewer pool items score as the task's than the floor (``MiningConfig.min_selection``, 6,000 here), the
 ``default`` selection (:mod:`pu_mining.selection`) keeps its PU members and fills up to the floor. ``--fills``:
@@ -11,7 +11,11 @@ When fewer pool items score as the task's than the floor (``MiningConfig.min_sel
 - ``ranked``: the next items of the PU ranking (what the service does): the task's images just below the threshold
   and the look-alikes nearest to the task;
 - ``random``: a uniform draw of the other candidates: as many items, of every kind the pool holds;
-- ``mixed``: the two in turn (the next-ranked item, a random one, ...): half of each.
+- ``mixed``: the two in turn (the next-ranked item, a random one, ...): half of each;
+- ``balanced``: from the PU ranking past the members, per teacher-predicted class as many as bring every class of
+  the training part (members and fill) to the same count, PU order within a class;
+- ``uncertain``: of the next ``2 x`` fill-size items of the PU ranking, the half where the teacher's top two
+  probabilities are closest (its decision boundaries), kept in PU order.
 
 The fills replace the non-members of the job's own training part (after its hold-back for evaluation; the
 evaluation items are never drawn), so every variant has the same members and size; the 300 labelled positives are
@@ -39,7 +43,7 @@ from bench.train_teacher import TEACHERS
 from compression.distill import predict_logits
 from storage.hashing import file_sha256
 
-FILLS = ("ranked", "random", "mixed")
+FILLS = ("ranked", "random", "mixed", "balanced", "uncertain")
 FLOOR = 6000
 
 
@@ -57,6 +61,34 @@ def fill_variants(
         "random": np.concatenate([members, drawn]),
         "mixed": np.concatenate([members, mixed]),
     }
+
+
+def balanced_fill(members_classes: np.ndarray, tail: np.ndarray, tail_classes: np.ndarray, size: int) -> np.ndarray:
+    """``size`` items of ``tail`` (PU order) that bring the members' per-class counts (``members_classes``) as close
+    to equal as the tail allows; what the classes cannot take is made up in PU order."""
+    num_classes = int(max(members_classes.max(initial=0), tail_classes.max(initial=0))) + 1
+    target = (len(members_classes) + size) / num_classes
+    need = np.maximum(0, np.ceil(target - np.bincount(members_classes, minlength=num_classes))).astype(np.int64)
+    taken = np.zeros(len(tail), dtype=bool)
+    for k in range(num_classes):
+        positions = np.flatnonzero(tail_classes == k)[: need[k]]
+        taken[positions] = True
+    chosen = np.flatnonzero(taken)
+    if len(chosen) > size:  # rounding: keep the best-ranked
+        chosen = chosen[:size]
+    elif len(chosen) < size:
+        chosen = np.sort(np.concatenate([chosen, np.flatnonzero(~taken)[: size - len(chosen)]]))
+    return tail[chosen]
+
+
+def uncertain_fill(tail: np.ndarray, tail_logits: torch.Tensor, size: int) -> np.ndarray:
+    """Of the first ``2 x size`` items of ``tail`` (PU order), the ``size`` with the smallest gap between the
+    teacher's top two probabilities, in PU order."""
+    window = min(len(tail), 2 * size)
+    top_two = torch.softmax(tail_logits[:window].float(), dim=1).topk(2, dim=1).values
+    margin = (top_two[:, 0] - top_two[:, 1]).numpy()
+    chosen = np.sort(np.argsort(margin, kind="stable")[:size])
+    return tail[chosen]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,9 +125,28 @@ def main(argv: list[str] | None = None) -> None:
     is_member = np.array([score_of[int(i)] > 0 for i in job.ids])
     others = np.setdiff1d(np.arange(len(pool)), np.concatenate([job.ids, job.evaluation_ids]))
     variants = fill_variants(job.ids, is_member, others, config.seed)
+    position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
+    classes = scored.logits.argmax(dim=1).numpy()
+    fill_size = int((~is_member).sum())
+    excluded = np.concatenate([job.ids[is_member], job.evaluation_ids])
+    pu_order = scored.candidate_ids[np.argsort(-scored.scores, kind="stable")]
+    tail = pu_order[~np.isin(pu_order, excluded)]
+    tail_positions = np.array([position_of[int(i)] for i in tail])
+    member_positions = np.array([position_of[int(i)] for i in job.ids[is_member]])
+    members_ids = job.ids[is_member]
+    variants["balanced"] = np.concatenate(
+        [members_ids, balanced_fill(classes[member_positions], tail, classes[tail_positions], fill_size)]
+    )
+    variants["uncertain"] = np.concatenate(
+        [members_ids, uncertain_fill(tail, scored.logits[torch.from_numpy(tail_positions)], fill_size)]
+    )
     training_ids = {fill: variants[fill] for fill in args.fills}
     members = int(is_member.sum())
     _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
+    for fill in args.fills:
+        positions = np.array([position_of[int(i)] for i in training_ids[fill]])
+        makeup = np.bincount(classes[positions], minlength=scored.logits.shape[1]).tolist()
+        _log(f"  {fill}: {selection_figures(names, training_ids[fill])}, per teacher class {makeup}")
 
     runs: dict[str, Any] = {}
     for fill in args.fills:
