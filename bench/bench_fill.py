@@ -15,7 +15,9 @@ When fewer pool items score as the task's than the floor (``MiningConfig.min_sel
 - ``balanced``: from the PU ranking past the members, per teacher-predicted class as many as bring every class of
   the training part (members and fill) to the same count, PU order within a class;
 - ``uncertain``: of the next ``2 x`` fill-size items of the PU ranking, the half where the teacher's top two
-  probabilities are closest (its decision boundaries), kept in PU order.
+  probabilities are closest (its decision boundaries), kept in PU order;
+- ``oracle``: not a fill but the ceiling of every miner at this size: all the pool's task images (by the truth,
+  which no job has), then the PU ranking's other items up to the same size.
 
 The fills replace the non-members of the job's own training part (after its hold-back for evaluation; the
 evaluation items are never drawn), so every variant has the same members and size; the 300 labelled positives are
@@ -37,13 +39,20 @@ import torch
 from bench.bench_distill import _log, _machine, _run, _teacher, seed_figures, write_results
 from bench.bench_mining import benchmark_positives
 from bench.bench_no_labels import alternate
-from bench.bench_table import _open_pool, _pu_transfer_set, _quarter_of_teacher, pool_logits, selection_figures
+from bench.bench_table import (
+    TRUTH_PREFIX,
+    _open_pool,
+    _pu_transfer_set,
+    _quarter_of_teacher,
+    pool_logits,
+    selection_figures,
+)
 from bench.task import load_task
 from bench.train_teacher import TEACHERS
 from compression.distill import predict_logits
 from storage.hashing import file_sha256
 
-FILLS = ("ranked", "random", "mixed", "balanced", "uncertain")
+FILLS = ("ranked", "random", "mixed", "balanced", "uncertain", "oracle")
 FLOOR = 6000
 
 
@@ -140,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     variants["uncertain"] = np.concatenate(
         [members_ids, uncertain_fill(tail, scored.logits[torch.from_numpy(tail_positions)], fill_size)]
     )
+    is_task = np.char.startswith(names.astype(str), TRUTH_PREFIX)
+    ranked_others = pu_order[~is_task[pu_order]]
+    task_ids = np.flatnonzero(is_task)
+    variants["oracle"] = np.concatenate([task_ids, ranked_others[: len(job.ids) - len(task_ids)]])
     training_ids = {fill: variants[fill] for fill in args.fills}
     members = int(is_member.sum())
     _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
