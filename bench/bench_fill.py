@@ -31,7 +31,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,24 +52,11 @@ from bench.train_teacher import TEACHERS
 from compression.distill import predict_logits
 from storage.hashing import file_sha256
 
+if TYPE_CHECKING:
+    from pu_mining.mining_types import ScoredPool
+
 FILLS = ("ranked", "random", "mixed", "balanced", "uncertain", "oracle")
 FLOOR = 6000
-
-
-def fill_variants(
-    training_ids: np.ndarray, is_member: np.ndarray, others: np.ndarray, seed: int
-) -> dict[str, np.ndarray]:
-    """The default selection's training part (``training_ids``, ranked; ``is_member`` per item) with its fill
-    (the non-members, in PU order) kept or replaced by a uniform draw from ``others`` (items outside the selection
-    and its evaluation set): every variant keeps the members and the size."""
-    members, fill = training_ids[is_member], training_ids[~is_member]
-    drawn = np.random.default_rng(seed).choice(others, size=len(fill), replace=False)
-    mixed = alternate(fill, drawn)[: len(fill)]
-    return {
-        "ranked": training_ids,
-        "random": np.concatenate([members, drawn]),
-        "mixed": np.concatenate([members, mixed]),
-    }
 
 
 def balanced_fill(members_classes: np.ndarray, tail: np.ndarray, tail_classes: np.ndarray, size: int) -> np.ndarray:
@@ -98,6 +85,45 @@ def uncertain_fill(tail: np.ndarray, tail_logits: torch.Tensor, size: int) -> np
     margin = (top_two[:, 0] - top_two[:, 1]).numpy()
     chosen = np.sort(np.argsort(margin, kind="stable")[:size])
     return tail[chosen]
+
+
+def fill_variants(
+    scored: ScoredPool,
+    training_ids: np.ndarray,
+    evaluation_ids: np.ndarray,
+    is_member: np.ndarray,
+    is_task: np.ndarray,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Every fill of the default selection's training part (``training_ids``, ranked; ``is_member`` per item), each
+    of the same size and, but for ``oracle``, with the same members (module docstring). ``scored``: the
+    scored pool the selection came from (every pool item a candidate); ``is_task``:
+    the truth per pool item, used only by ``oracle``."""
+    if scored.scores is None:
+        raise ValueError("the fills follow the PU ranking: the pool must be scored with positives")
+    members, fill = training_ids[is_member], training_ids[~is_member]
+    position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
+    classes = scored.logits.argmax(dim=1).numpy()
+    pu_order = scored.candidate_ids[np.argsort(-scored.scores, kind="stable")]
+    tail = pu_order[~np.isin(pu_order, np.concatenate([members, evaluation_ids]))]
+    tail_positions = np.array([position_of[int(i)] for i in tail])
+    member_positions = np.array([position_of[int(i)] for i in members], dtype=np.int64)
+    others = np.setdiff1d(np.arange(len(is_task)), np.concatenate([training_ids, evaluation_ids]))
+    drawn = np.random.default_rng(seed).choice(others, size=len(fill), replace=False)
+    task_ids = np.flatnonzero(is_task)
+    ranked_others = pu_order[~is_task[pu_order]]
+    return {
+        "ranked": training_ids,
+        "random": np.concatenate([members, drawn]),
+        "mixed": np.concatenate([members, alternate(fill, drawn)[: len(fill)]]),
+        "balanced": np.concatenate(
+            [members, balanced_fill(classes[member_positions], tail, classes[tail_positions], len(fill))]
+        ),
+        "uncertain": np.concatenate(
+            [members, uncertain_fill(tail, scored.logits[torch.from_numpy(tail_positions)], len(fill))]
+        ),
+        "oracle": np.concatenate([task_ids, ranked_others[: len(training_ids) - len(task_ids)]]),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,27 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     job = select(scored, "default", min_selection=FLOOR)
     score_of = dict(zip(scored.candidate_ids.tolist(), scored.scores.tolist(), strict=True))
     is_member = np.array([score_of[int(i)] > 0 for i in job.ids])
-    others = np.setdiff1d(np.arange(len(pool)), np.concatenate([job.ids, job.evaluation_ids]))
-    variants = fill_variants(job.ids, is_member, others, config.seed)
+    is_task = np.char.startswith(names.astype(str), TRUTH_PREFIX)
+    variants = fill_variants(scored, job.ids, job.evaluation_ids, is_member, is_task, config.seed)
     position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
     classes = scored.logits.argmax(dim=1).numpy()
-    fill_size = int((~is_member).sum())
-    excluded = np.concatenate([job.ids[is_member], job.evaluation_ids])
-    pu_order = scored.candidate_ids[np.argsort(-scored.scores, kind="stable")]
-    tail = pu_order[~np.isin(pu_order, excluded)]
-    tail_positions = np.array([position_of[int(i)] for i in tail])
-    member_positions = np.array([position_of[int(i)] for i in job.ids[is_member]])
-    members_ids = job.ids[is_member]
-    variants["balanced"] = np.concatenate(
-        [members_ids, balanced_fill(classes[member_positions], tail, classes[tail_positions], fill_size)]
-    )
-    variants["uncertain"] = np.concatenate(
-        [members_ids, uncertain_fill(tail, scored.logits[torch.from_numpy(tail_positions)], fill_size)]
-    )
-    is_task = np.char.startswith(names.astype(str), TRUTH_PREFIX)
-    ranked_others = pu_order[~is_task[pu_order]]
-    task_ids = np.flatnonzero(is_task)
-    variants["oracle"] = np.concatenate([task_ids, ranked_others[: len(job.ids) - len(task_ids)]])
     training_ids = {fill: variants[fill] for fill in args.fills}
     members = int(is_member.sum())
     _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
