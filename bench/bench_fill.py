@@ -2,7 +2,7 @@
 
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
-    python -m bench.bench_fill --fills ranked random mixed balanced uncertain --seeds 3 --epochs 10
+    python -m bench.bench_fill --fills ranked random mixed balanced uncertain oracle --seeds 3 --epochs 10
         [--teacher resnet|cnn] [--threads 2] [--out docs/results/fill_wild.json]
 
 When fewer pool items score as the task's than the floor (``MiningConfig.min_selection``, 6,000 here), the
@@ -20,9 +20,9 @@ When fewer pool items score as the task's than the floor (``MiningConfig.min_sel
   which no job has), then the PU ranking's other items up to the same size.
 
 The fills replace the non-members of the job's own training part (after its hold-back for evaluation; the
-evaluation items are never drawn), so every variant has the same members and size; the 300 labelled positives are
-added and a ghost student is distilled for ``--epochs``; test accuracy on the 5,000 test images per
-DistillConfig seed. The same-size random draw to compare with is the table's ``random_default`` row.
+evaluation items are never drawn), so every variant but the oracle has the same members, and all the same size;
+the 300 labelled positives are added and a ghost student is distilled for ``--epochs``; test accuracy on the 5,000
+test images per DistillConfig seed. The same-size random draw to compare with is the table's ``random_default`` row.
 """
 
 from __future__ import annotations
@@ -96,9 +96,8 @@ def fill_variants(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Every fill of the default selection's training part (``training_ids``, ranked; ``is_member`` per item), each
-    of the same size and, but for ``oracle``, with the same members (module docstring). ``scored``: the
-    scored pool the selection came from (every pool item a candidate); ``is_task``:
-    the truth per pool item, used only by ``oracle``."""
+    of the same size and, but for ``oracle``, with the same members (module docstring). ``scored``: the scored pool
+    the selection came from (every pool item a candidate); ``is_task``: the truth per pool item (``oracle`` only)."""
     if scored.scores is None:
         raise ValueError("the fills follow the PU ranking: the pool must be scored with positives")
     members, fill = training_ids[is_member], training_ids[~is_member]
