@@ -3,7 +3,7 @@
 Usage (repository root; the pool and teacher as for ``bench.bench_table``)::
 
     python -m bench.bench_fill --fills ranked random mixed balanced uncertain oracle --seeds 3 --epochs 10
-        [--teacher resnet|cnn] [--threads 2] [--out docs/results/fill_wild.json]
+        [--teacher resnet|cnn] [--schedule NAME] [--threads 2] [--out docs/results/fill_wild.json]
 
 When fewer pool items score as the task's than the floor (``MiningConfig.min_selection``, 6,000 here), the
 ``default`` selection (:mod:`pu_mining.selection`) keeps its PU members and fills up to the floor. ``--fills``:
@@ -21,8 +21,10 @@ When fewer pool items score as the task's than the floor (``MiningConfig.min_sel
 
 The fills replace the non-members of the job's own training part (after its hold-back for evaluation; the
 evaluation items are never drawn), so every variant but the oracle has the same members, and all the same size;
-the 300 labelled positives are added and a ghost student is distilled for ``--epochs``; test accuracy on the 5,000
-test images per DistillConfig seed. The same-size random draw to compare with is the table's ``random_default`` row.
+the 300 labelled positives are added and a ghost student is distilled for ``--epochs`` (``--schedule``: another
+learning-rate schedule than the ghost family's cosine, one of ``compression.distill.config.SCHEDULES``); test
+accuracy on the 5,000 test images per DistillConfig seed. The same-size random draw to compare with is the table's
+``random_default`` row.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from bench.bench_table import (
 from bench.task import load_task
 from bench.train_teacher import TEACHERS
 from compression.distill import predict_logits
+from compression.distill.config import SCHEDULES
 from storage.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="resnet")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -176,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         transfer = _pu_transfer_set(task.positives, positive_logits, pool.image_tensor(ids), logits)
         for seed in range(args.seeds):
             _log(f"ghost: {fill} fill, {len(transfer):,} images ({args.epochs} epochs, seed {seed})")
-            seed_override: dict[str, Any] = {"seed": seed} if seed else {}
-            run = _run("ghost", budget, transfer, args.epochs, teacher, test_logits, task, **seed_override)
+            overrides: dict[str, Any] = {"seed": seed} if seed else {}
+            if args.schedule is not None:
+                overrides["schedule"] = args.schedule
+            run = _run("ghost", budget, transfer, args.epochs, teacher, test_logits, task, **overrides)
             _log(f"  test accuracy {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)")
             runs[f"{fill}@seed{seed}"] = run
 
@@ -192,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.bench_fill " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {**_machine(), "cores": args.threads},
         "teacher": args.teacher,
+        "schedule": args.schedule,
         "members": members,
         "training_items": len(job.ids),
         "mining_s": round(mining_s, 1),
