@@ -16,6 +16,8 @@ When fewer pool items score as the task's than the floor (``MiningConfig.min_sel
   the training part (members and fill) to the same count, PU order within a class;
 - ``uncertain``: of the next ``2 x`` fill-size items of the PU ranking, the half where the teacher's top two
   probabilities are closest (its decision boundaries), kept in PU order;
+- ``uniform``: not a fill but the table's ``random_default`` row (the ``random`` selection's training part: a
+  uniform draw from the whole pool of the same size), to compare under another ``--schedule``;
 - ``oracle``: not a fill but the ceiling of every miner at this size: all the pool's task images (by the truth,
   which no job has), then the PU ranking's other items up to the same size.
 
@@ -58,7 +60,7 @@ from storage.hashing import file_sha256
 if TYPE_CHECKING:
     from pu_mining.mining_types import ScoredPool
 
-FILLS = ("ranked", "random", "mixed", "balanced", "uncertain", "oracle")
+FILLS = ("ranked", "random", "mixed", "balanced", "uncertain", "oracle", "uniform")
 FLOOR = 6000
 
 
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = fill_variants(scored, job.ids, job.evaluation_ids, is_member, is_task, config.seed)
     position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
     classes = scored.logits.argmax(dim=1).numpy()
+    variants["uniform"] = select(scored, "random", min_selection=FLOOR).ids
     training_ids = {fill: variants[fill] for fill in args.fills}
     members = int(is_member.sum())
     _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
