@@ -92,6 +92,14 @@ def uncertain_fill(tail: np.ndarray, tail_logits: torch.Tensor, size: int) -> np
     return tail[chosen]
 
 
+def candidate_positions(scored: ScoredPool, ids: np.ndarray) -> np.ndarray:
+    """Where each pool item of ``ids`` sits among the scored candidates (their ids are sorted)."""
+    positions = np.searchsorted(scored.candidate_ids, ids)
+    if (positions >= len(scored.candidate_ids)).any() or not np.array_equal(scored.candidate_ids[positions], ids):
+        raise ValueError("every item must be a candidate of the scored pool")
+    return positions
+
+
 def fill_variants(
     scored: ScoredPool,
     training_ids: np.ndarray,
@@ -106,12 +114,11 @@ def fill_variants(
     if scored.scores is None:
         raise ValueError("the fills follow the PU ranking: the pool must be scored with positives")
     members, fill = training_ids[is_member], training_ids[~is_member]
-    position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
     classes = scored.logits.argmax(dim=1).numpy()
     pu_order = scored.candidate_ids[np.argsort(-scored.scores, kind="stable")]
     tail = pu_order[~np.isin(pu_order, np.concatenate([members, evaluation_ids]))]
-    tail_positions = np.array([position_of[int(i)] for i in tail])
-    member_positions = np.array([position_of[int(i)] for i in members], dtype=np.int64)
+    tail_positions = candidate_positions(scored, tail)
+    member_positions = candidate_positions(scored, members)
     others = np.setdiff1d(np.arange(len(is_task)), np.concatenate([training_ids, evaluation_ids]))
     drawn = np.random.default_rng(seed).choice(others, size=len(fill), replace=False)
     task_ids = np.flatnonzero(is_task)
@@ -161,19 +168,17 @@ def main(argv: list[str] | None = None) -> None:
         raise RuntimeError("the PU classifier gave no scores")
     mining_s = time.perf_counter() - clock
     job = select(scored, "default", min_selection=FLOOR)
-    score_of = dict(zip(scored.candidate_ids.tolist(), scored.scores.tolist(), strict=True))
-    is_member = np.array([score_of[int(i)] > 0 for i in job.ids])
+    is_member = scored.scores[candidate_positions(scored, job.ids)] > 0
     is_task = np.char.startswith(names.astype(str), TRUTH_PREFIX)
     variants = fill_variants(scored, job.ids, job.evaluation_ids, is_member, is_task, config.seed)
-    position_of = {int(i): k for k, i in enumerate(scored.candidate_ids.tolist())}
     classes = scored.logits.argmax(dim=1).numpy()
     variants["uniform"] = select(scored, "random", min_selection=FLOOR).ids
     training_ids = {fill: variants[fill] for fill in args.fills}
     members = int(is_member.sum())
     _log(f"{members:,} members in the {len(job.ids):,} training items ({mining_s:.0f} s)")
     for fill in args.fills:
-        positions = np.array([position_of[int(i)] for i in training_ids[fill]])
-        makeup = np.bincount(classes[positions], minlength=scored.logits.shape[1]).tolist()
+        fill_classes = classes[candidate_positions(scored, training_ids[fill])]
+        makeup = np.bincount(fill_classes, minlength=scored.logits.shape[1]).tolist()
         _log(f"  {fill}: {selection_figures(names, training_ids[fill])}, per teacher class {makeup}")
 
     runs: dict[str, Any] = {}
